@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up (first run only) and run the whole test suite. .ci/run calls exactly this.
+source "$(dirname "$0")/_env.sh"
+ruff check wildchat_dag wildchat_dag_tests benchmarks
+ruff format --check wildchat_dag wildchat_dag_tests benchmarks
+python -m pytest "$@"

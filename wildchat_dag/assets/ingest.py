@@ -1,0 +1,88 @@
+"""Ingest: one collection day of raw request logs into typed, hashed requests."""
+
+
+import time
+from collections.abc import Iterator
+
+from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, multi_asset
+
+from wildchat_dag.assets.metadata import counts_table, preview
+from wildchat_dag.core.ingest import ingest_day
+from wildchat_dag.core.log_contract import SCHEMA_VERSION
+from wildchat_dag.core.schema import PARTITION_COLUMN
+from wildchat_dag.partitions import collection_days, partition_date
+from wildchat_dag.resources.log_store import RequestLogStore
+
+STORAGE = {"partition_expr": PARTITION_COLUMN}
+
+
+@multi_asset(
+    outs={
+        "raw_requests": AssetOut(
+            description=(
+                "Every valid request logged on this UTC day: full message history, reply, "
+                "timestamps, model, client IP (raw, never exported), user-agent and "
+                "accept-language, and the prev/current history hashes used for linking. "
+                "Raw layer: holds raw IPs."
+            ),
+            metadata=STORAGE,
+            group_name="ingest",
+        ),
+        "quarantined_log_lines": AssetOut(
+            description=(
+                "Log lines of this day that could not be ingested: file, line number, reason "
+                "(invalid_json, missing_field, roles_not_alternating, invalid_utf8, "
+                "line_too_large, ...), detail and a truncated excerpt. Nothing is dropped "
+                "silently: read = kept + quarantined."
+            ),
+            metadata=STORAGE,
+            group_name="ingest",
+        ),
+    },
+    partitions_def=collection_days,
+    code_version=f"ingest-v1-contract-v{SCHEMA_VERSION}",
+)
+def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> Iterator[Output]:
+    day = partition_date(context.partition_key)
+    started = time.perf_counter()
+    result = ingest_day(log_store.folder(day), day, max_line_bytes=log_store.max_line_bytes)
+    seconds = time.perf_counter() - started
+    quarantined = result.quarantine.height
+    if result.lines_read != result.requests.height + quarantined:
+        raise RuntimeError(
+            f"{day}: {result.lines_read} lines read but {result.requests.height} kept and "
+            f"{quarantined} quarantined"
+        )
+    common = {
+        "lines_read": result.lines_read,
+        "requests_kept": result.requests.height,
+        "lines_quarantined": quarantined,
+        "seconds": round(seconds, 3),
+    }
+    yield Output(
+        result.requests,
+        output_name="raw_requests",
+        metadata={
+            **common,
+            "files": MetadataValue.json(result.files),
+            "invalid_client_ips": result.invalid_ips,
+            "log_folder": MetadataValue.path(str(log_store.folder(day))),
+            "lines_per_second": round(result.lines_read / seconds) if seconds else 0,
+        },
+    )
+    yield Output(
+        result.quarantine,
+        output_name="quarantined_log_lines",
+        metadata={
+            **common,
+            "quarantine_rate": round(quarantined / result.lines_read, 6)
+            if result.lines_read
+            else 0.0,
+            "by_reason": counts_table(result.quarantined_by_reason),
+            **{f"reason/{k}": v for k, v in result.quarantined_by_reason.items()},
+            "preview": preview(
+                result.quarantine.select("source_file", "line_number", "reason", "detail",
+                                         "raw_excerpt")
+            ),
+        },
+    )

@@ -1,0 +1,135 @@
+"""Turn linking: requests of a window of days into whole conversations owned by one day."""
+
+
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
+
+from wildchat_dag.assets.metadata import counts_table, preview
+from wildchat_dag.core.linking import link_window, window_days
+from wildchat_dag.core.schema import PARTITION_COLUMN
+from wildchat_dag.partitions import (
+    LOOKAHEAD_DAYS,
+    collection_days,
+    link_window_mapping,
+    partition_date,
+)
+
+STORAGE = {"partition_expr": PARTITION_COLUMN}
+
+
+def _window_status(context: AssetExecutionContext, day: date) -> tuple[list[str], list[str]]:
+    """Days of the window whose raw_requests were never materialized: (lookback, lookahead)."""
+    first, last = window_days(day, LOOKAHEAD_DAYS)
+    existing = set(collection_days.get_partition_keys(dynamic_partitions_store=context.instance))
+    done = context.instance.get_materialized_partitions(AssetKey("raw_requests"))
+    missing = [
+        d
+        for i in range((last - first).days + 1)
+        if (d := (first + timedelta(days=i)).isoformat()) in existing and d not in done
+    ]
+    return [d for d in missing if d <= day.isoformat()], [d for d in missing if d > day.isoformat()]
+
+
+@multi_asset(
+    ins={"raw_requests": AssetIn(partition_mapping=link_window_mapping)},
+    outs={
+        "linked_conversations": AssetOut(
+            description=(
+                "Whole conversations, one row each, owned by the UTC day of their first turn. "
+                "Turns are linked WildChat's way (prev/current history hashes, same device "
+                f"fingerprint and model, same IP preferred), looking up to {LOOKAHEAD_DAYS} "
+                "day(s) past midnight. `conversation` lists the utterances with turn id, time, "
+                "IP and headers; conversation-level IP and headers are the most frequent. "
+                "A regenerated reply starts a branch conversation (`branch_of_turn_id`). "
+                "Raw layer: holds raw IPs."
+            ),
+            metadata=STORAGE,
+            group_name="linking",
+        ),
+        "orphaned_requests": AssetOut(
+            description=(
+                "Requests owned by this day that belong to no conversation, with a reason: "
+                "predecessor_not_found (history sent but never seen), follows_orphan, or "
+                f"beyond_lookahead (more than {LOOKAHEAD_DAYS} day(s) after the "
+                "conversation's first day)."
+            ),
+            metadata=STORAGE,
+            group_name="linking",
+        ),
+    },
+    partitions_def=collection_days,
+    code_version=f"linking-v1-lookahead-{LOOKAHEAD_DAYS}",
+)
+def link_turns(
+    context: AssetExecutionContext, raw_requests: pl.DataFrame
+) -> Iterator[Output]:
+    day = partition_date(context.partition_key)
+    missing_lookback, missing_lookahead = _window_status(context, day)
+    if missing_lookback:
+        raise RuntimeError(
+            f"Linking {day} needs raw_requests for {', '.join(missing_lookback)}: without them, "
+            "requests continuing earlier conversations would be taken for orphans. Materialize "
+            "those partitions first (a day without traffic needs an empty log folder)."
+        )
+    if missing_lookahead:
+        context.log.warning(
+            f"raw_requests not yet materialized for {', '.join(missing_lookahead)}: "
+            f"conversations of {day} that continue then are cut short until this partition "
+            "is re-materialized."
+        )
+    started = time.perf_counter()
+    result = link_window(raw_requests, day, lookahead_days=LOOKAHEAD_DAYS)
+    stats = {**result.stats, "seconds": round(time.perf_counter() - started, 3)}
+    common = {
+        **stats,
+        "window": f"{window_days(day, LOOKAHEAD_DAYS)[0]} .. {window_days(day, LOOKAHEAD_DAYS)[1]}",
+        "lookahead_days_missing": MetadataValue.json(missing_lookahead),
+    }
+    conversations = result.conversations
+    yield Output(
+        conversations,
+        output_name="linked_conversations",
+        metadata={
+            **common,
+            "turns_histogram": counts_table(
+                {
+                    f"{n:>3} turns": c
+                    for n, c in conversations.group_by("turn").len().sort("turn").iter_rows()
+                },
+                key="turns",
+            ),
+            "preview": preview(
+                conversations.select(
+                    "conversation_id",
+                    "model",
+                    "turn",
+                    "first_turn_timestamp",
+                    first_message=pl.col("conversation").list.first().struct.field("content"),
+                )
+            ),
+        },
+    )
+    orphans = result.orphans
+    yield Output(
+        orphans,
+        output_name="orphaned_requests",
+        metadata={
+            **common,
+            "by_reason": counts_table(
+                dict(orphans.group_by("reason").len().iter_rows()) if orphans.height else {}
+            ),
+            "preview": preview(orphans.select("turn_id", "reason", "timestamp", "model")),
+        },
+    )

@@ -1,0 +1,403 @@
+"""Parse and validate one collection day of raw request logs.
+
+Every line read ends up in exactly one of two frames: ``requests`` (valid, typed, hashed) or
+``quarantine`` (with the file, line number, a reason, and a truncated excerpt). The heavy lifting,
+JSON parsing, validation and hashing, runs vectorised in DuckDB; Python only splits bytes into
+lines and diagnoses the rare line that fails.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from wildchat_dag.core.log_contract import (
+    EXCERPT_CHARS,
+    RFC3339_PATTERN,
+    SCHEMA_VERSION,
+    QuarantineReason,
+    list_log_files,
+)
+from wildchat_dag.core.schema import (
+    QUARANTINE_SCHEMA,
+    RAW_REQUESTS_SCHEMA,
+    partition_day_value,
+)
+
+
+class LogFileError(Exception):
+    """A whole file cannot be read: the message names the file."""
+
+
+@dataclass
+class IngestResult:
+    requests: pl.DataFrame
+    quarantine: pl.DataFrame
+    files: list[str] = field(default_factory=list)
+    lines_read: int = 0
+    invalid_ips: int = 0
+
+    @property
+    def quarantined_by_reason(self) -> dict[str, int]:
+        if self.quarantine.is_empty():
+            return {}
+        counts = self.quarantine.group_by("reason").len().sort("reason")
+        return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def _read_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise LogFileError(f"{path}: not a readable gzip file ({exc})") from exc
+    return data
+
+
+def _split_lines(data: bytes) -> tuple[list[str | None], list[bytes] | None]:
+    """Lines as text, None where a line is not UTF-8. Also the raw lines when any is not."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raw = data.split(b"\n")
+        if raw and raw[-1] == b"":
+            raw.pop()
+        lines: list[str | None] = []
+        for chunk in raw:
+            try:
+                lines.append(chunk.decode("utf-8"))
+            except UnicodeDecodeError:
+                lines.append(None)
+        return lines, raw
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines, None
+
+
+def _file_lines(path: Path, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A file's lines, and the quarantine rows for lines that are not UTF-8."""
+    lines, raw = _split_lines(_read_bytes(path))
+    frame = pl.DataFrame(
+        {"line": pl.Series(lines, dtype=pl.String)}
+    ).with_columns(
+        source_file=pl.lit(source),
+        line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
+    )
+    bad_utf8 = pl.DataFrame(schema={"source_file": pl.String, "line_number": pl.Int64,
+                                    "excerpt": pl.String, "line_bytes": pl.Int64})
+    if raw is not None:
+        bad = [i for i, line in enumerate(lines) if line is None]
+        bad_utf8 = pl.DataFrame(
+            {
+                "source_file": [source] * len(bad),
+                "line_number": [i + 1 for i in bad],
+                "excerpt": [raw[i][: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+                            for i in bad],
+                "line_bytes": [len(raw[i]) for i in bad],
+            },
+            schema=bad_utf8.schema,
+        )
+    return frame, bad_utf8
+
+
+def normalize_ip(text: str | None) -> str | None:
+    """A client address as logged (maybe with a port or brackets) to its canonical form."""
+    if text is None:
+        return None
+    candidate = text.strip()
+    if candidate.startswith("["):
+        end = candidate.find("]")
+        candidate = candidate[1:end] if end > 0 else ""
+    elif candidate.count(":") == 1:
+        candidate = candidate.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(candidate).compressed
+    except ValueError:
+        return None
+
+
+_FIELDS_AS_JSON = (
+    "{"
+    + ",".join(
+        f'"{name}":"JSON"'
+        for name in ("schema_version", "turn_id", "timestamp", "model", "headers", "ip",
+                     "messages", "response", "response_timestamp")
+    )
+    + "}"
+)
+
+
+def _header(name: str) -> str:
+    # Header names are case-insensitive in HTTP; take the first match.
+    return (
+        "list_filter(map_entries(CAST(f.headers AS MAP(VARCHAR, JSON))), "
+        f"lambda e: lower(e.key) = '{name}')[1].value"
+    )
+
+
+_VALIDATE_SQL = f"""
+WITH parsed AS (
+    SELECT k, from_json(line, '{_FIELDS_AS_JSON}') AS f
+    FROM objects
+),
+typed AS (
+    SELECT
+        k, f,
+        CASE WHEN json_type(f.messages) = 'ARRAY'
+             THEN from_json(f.messages, '[{{"role":"JSON","content":"JSON"}}]') END AS m,
+        CASE WHEN json_type(f.headers) = 'OBJECT' THEN {_header("user-agent")} END AS ua,
+        CASE WHEN json_type(f.headers) = 'OBJECT' THEN {_header("accept-language")} END AS lang,
+        CASE WHEN json_type(f.headers) = 'OBJECT' THEN {_header("x-forwarded-for")} END AS xff
+    FROM parsed
+),
+checked AS (
+    SELECT *,
+        CASE
+            WHEN f.schema_version IS NOT NULL AND NOT coalesce(
+                json_type(f.schema_version) IN ('UBIGINT', 'BIGINT')
+                AND f.schema_version::VARCHAR = '{SCHEMA_VERSION}', false)
+                THEN 'unsupported_schema_version:' || f.schema_version::VARCHAR
+            WHEN f.turn_id IS NULL THEN 'missing_field:turn_id'
+            WHEN json_type(f.turn_id) NOT IN ('UBIGINT', 'BIGINT')
+                 OR TRY_CAST(f.turn_id::VARCHAR AS BIGINT) IS NULL
+                 OR TRY_CAST(f.turn_id::VARCHAR AS BIGINT) <= 0
+                THEN 'invalid_field:turn_id'
+            WHEN f.timestamp IS NULL THEN 'missing_field:timestamp'
+            WHEN json_type(f.timestamp) <> 'VARCHAR'
+                 OR NOT regexp_matches((f.timestamp->>'$'), '{RFC3339_PATTERN}')
+                 OR TRY_CAST((f.timestamp->>'$') AS TIMESTAMPTZ) IS NULL
+                THEN 'invalid_field:timestamp'
+            WHEN f.response_timestamp IS NULL THEN 'missing_field:response_timestamp'
+            WHEN json_type(f.response_timestamp) <> 'VARCHAR'
+                 OR NOT regexp_matches((f.response_timestamp->>'$'), '{RFC3339_PATTERN}')
+                 OR TRY_CAST((f.response_timestamp->>'$') AS TIMESTAMPTZ) IS NULL
+                THEN 'invalid_field:response_timestamp'
+            WHEN f.model IS NULL THEN 'missing_field:model'
+            WHEN json_type(f.model) <> 'VARCHAR' OR (f.model->>'$') = '' THEN 'invalid_field:model'
+            WHEN f.headers IS NULL THEN 'missing_field:headers'
+            WHEN json_type(f.headers) <> 'OBJECT' THEN 'invalid_field:headers'
+            WHEN ua IS NOT NULL AND json_type(ua) <> 'VARCHAR'
+                THEN 'invalid_field:headers.user-agent'
+            WHEN lang IS NOT NULL AND json_type(lang) <> 'VARCHAR'
+                THEN 'invalid_field:headers.accept-language'
+            WHEN f.ip IS NOT NULL AND json_type(f.ip) <> 'VARCHAR' THEN 'invalid_field:ip'
+            WHEN f.ip IS NULL AND xff IS NULL THEN 'missing_field:headers.x-forwarded-for'
+            WHEN f.ip IS NULL AND json_type(xff) <> 'VARCHAR'
+                THEN 'invalid_field:headers.x-forwarded-for'
+            WHEN f.messages IS NULL THEN 'missing_field:messages'
+            WHEN m IS NULL THEN 'invalid_field:messages'
+            WHEN len(m) = 0 THEN 'empty_messages'
+            WHEN NOT list_bool_and(list_transform(m, lambda x: coalesce(
+                    json_type(x.role) = 'VARCHAR' AND json_type(x.content) = 'VARCHAR', false)))
+                THEN 'invalid_field:messages'
+            WHEN len(m) % 2 = 0 OR NOT list_bool_and(list_transform(m, lambda x, i:
+                    (x.role->>'$') = CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END))
+                THEN 'roles_not_alternating'
+            WHEN f.response IS NULL THEN 'missing_field:response'
+            WHEN json_type(f.response) <> 'VARCHAR' THEN 'invalid_field:response'
+        END AS problem
+    FROM typed
+)
+SELECT
+    k,
+    problem,
+    TRY_CAST(f.turn_id::VARCHAR AS BIGINT) AS turn_id,
+    TRY_CAST((f.timestamp->>'$') AS TIMESTAMPTZ) AS "timestamp",
+    TRY_CAST((f.response_timestamp->>'$') AS TIMESTAMPTZ) AS response_timestamp,
+    (f.model->>'$') AS model,
+    coalesce((f.ip->>'$'), trim(split_part((xff->>'$'), ',', 1))) AS ip_text,
+    (ua->>'$') AS user_agent,
+    (lang->>'$') AS accept_language,
+    list_transform(m, lambda x: {{'role': (x.role->>'$'), 'content': (x.content->>'$')}}) AS messages,
+    (f.response->>'$') AS response
+FROM checked
+"""
+
+_HASH_SQL = """
+SELECT
+    k,
+    sha256(to_json(messages[1:len(messages) - 1])) AS prev_hash,
+    sha256(to_json(list_append(messages, {'role': 'assistant', 'content': response})))
+        AS current_hash
+FROM valid
+"""
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _quarantine_rows(frame: pl.DataFrame, day: date) -> pl.DataFrame:
+    """Shape rows with ``source_file, line_number, reason, detail, excerpt, line_bytes``."""
+    return frame.select(
+        partition_day=pl.lit(partition_day_value(day)),
+        source_file=pl.col("source_file"),
+        line_number=pl.col("line_number"),
+        reason=pl.col("reason"),
+        detail=pl.col("detail"),
+        raw_excerpt=pl.col("excerpt").str.slice(0, EXCERPT_CHARS),
+        line_bytes=pl.col("line_bytes"),
+    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+
+
+def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> IngestResult:
+    """Validate ``lines`` (``source_file, line_number, line``) collected for ``day``."""
+    lines = lines.with_columns(
+        k=pl.int_range(pl.len(), dtype=pl.Int64),
+        line=pl.col("line").str.strip_suffix("\r"),
+        line_bytes=pl.col("line").str.len_bytes().cast(pl.Int64),
+        excerpt=pl.col("line").str.slice(0, EXCERPT_CHARS),
+    )
+    problems = lines.select(
+        "k",
+        problem=pl.when(pl.col("line_bytes") > max_line_bytes)
+        .then(pl.lit(f"{QuarantineReason.LINE_TOO_LARGE}:over {max_line_bytes} bytes"))
+        .when(pl.col("line").str.strip_chars() == "")
+        .then(pl.lit(QuarantineReason.BLANK_LINE))
+        .when(~pl.col("line").str.contains(r"^\s*\{"))
+        .then(pl.lit(QuarantineReason.NOT_AN_OBJECT)),
+    )
+    con = _connect()
+    candidates = lines.join(problems.filter(pl.col("problem").is_null()), on="k").select(
+        "k", "line"
+    )
+    json_ok = con.sql("SELECT k, json_valid(line) AS ok FROM candidates").pl()
+    objects = candidates.join(json_ok.filter("ok"), on="k").select("k", "line")
+    del candidates
+    validated = con.sql(_VALIDATE_SQL).pl()
+    del objects
+
+    problems = pl.concat(
+        [
+            problems.filter(pl.col("problem").is_not_null()),
+            json_ok.filter(~pl.col("ok")).select(
+                "k", problem=pl.lit(QuarantineReason.INVALID_JSON)
+            ),
+            validated.filter(pl.col("problem").is_not_null()).select("k", "problem"),
+        ]
+    )
+    valid = validated.filter(pl.col("problem").is_null()).drop("problem")
+    del validated
+
+    outside = valid.filter(pl.col("timestamp").dt.date() != day).select(
+        "k",
+        problem=pl.lit(QuarantineReason.TIMESTAMP_OUTSIDE_DAY + ":")
+        + pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
+        + pl.lit(f" is not on {day.isoformat()}"),
+    )
+    valid = valid.filter(pl.col("timestamp").dt.date() == day)
+
+    # Keep the first occurrence of a turn_id (by file, line); later copies are quarantined.
+    located = valid.join(lines.select("k", "source_file", "line_number"), on="k").sort("k")
+    first_seen = located.group_by("turn_id", maintain_order=True).agg(
+        first_k=pl.col("k").first(),
+        first_at=(pl.col("source_file").first() + ":" + pl.col("line_number").first().cast(
+            pl.String)),
+    )
+    located = located.join(first_seen, on="turn_id")
+    duplicates = located.filter(pl.col("k") != pl.col("first_k")).select(
+        "k", problem=pl.lit(QuarantineReason.DUPLICATE_TURN_ID + ":first seen at ")
+        + pl.col("first_at")
+    )
+    valid = located.filter(pl.col("k") == pl.col("first_k")).drop("first_k", "first_at")
+
+    problems = pl.concat([problems, outside, duplicates])
+    quarantine = _quarantine_rows(
+        lines.join(problems, on="k").with_columns(
+            reason=pl.col("problem").str.splitn(":", 2).struct.field("field_0"),
+            detail=pl.col("problem").str.splitn(":", 2).struct.field("field_1"),
+        ),
+        day,
+    )
+
+    ip_map = (
+        valid.select(pl.col("ip_text").unique())
+        .with_columns(
+            ip=pl.col("ip_text").map_elements(normalize_ip, return_dtype=pl.String)
+        )
+    )
+    valid = valid.join(ip_map, on="ip_text", how="left", nulls_equal=True)
+    invalid_ips = valid.filter(pl.col("ip").is_null()).height
+
+    hashes = con.sql(_HASH_SQL).pl()
+    con.close()
+    requests = (
+        valid.join(hashes, on="k")
+        .sort("k")
+        .select(
+            partition_day=pl.lit(partition_day_value(day)),
+            turn_id="turn_id",
+            timestamp=pl.col("timestamp").dt.convert_time_zone("UTC"),
+            response_timestamp=pl.col("response_timestamp").dt.convert_time_zone("UTC"),
+            model="model",
+            ip="ip",
+            ip_valid=pl.col("ip").is_not_null(),
+            user_agent="user_agent",
+            accept_language="accept_language",
+            messages="messages",
+            response="response",
+            prev_hash="prev_hash",
+            current_hash="current_hash",
+            source_file="source_file",
+            line_number="line_number",
+        )
+        .cast(RAW_REQUESTS_SCHEMA)  # type: ignore[arg-type]
+    )
+    return IngestResult(
+        requests=requests,
+        quarantine=quarantine.sort("source_file", "line_number"),
+        lines_read=lines.height,
+        invalid_ips=invalid_ips,
+    )
+
+
+def ingest_day(folder: Path, day: date, *, max_line_bytes: int) -> IngestResult:
+    """Read every log file of one day folder. A missing folder is an error naming the path."""
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"No log folder for {day.isoformat()}: expected {folder} (one folder per UTC day, "
+            "named YYYY-MM-DD, under the log root)"
+        )
+    files = list_log_files(folder)
+    frames, bad_utf8 = [], []
+    for path in files:
+        source = f"{folder.name}/{path.name}"
+        lines, bad = _file_lines(path, source)
+        frames.append(lines)
+        bad_utf8.append(bad)
+    lines = (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(schema={"line": pl.String, "source_file": pl.String,
+                                  "line_number": pl.Int64})
+    )
+    non_utf8 = lines.filter(pl.col("line").is_null()).height
+    result = parse_lines(lines.filter(pl.col("line").is_not_null()), day,
+                         max_line_bytes=max_line_bytes)
+    if non_utf8:
+        extra = _quarantine_rows(
+            pl.concat(bad_utf8).with_columns(
+                reason=pl.lit(QuarantineReason.INVALID_UTF8),
+                detail=pl.lit("line is not valid UTF-8"),
+            ),
+            day,
+        )
+        result.quarantine = pl.concat([result.quarantine, extra]).sort(
+            "source_file", "line_number"
+        )
+        result.lines_read += non_utf8
+    result.files = [f"{folder.name}/{p.name}" for p in files]
+    return result
+
+

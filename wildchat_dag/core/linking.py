@@ -1,0 +1,386 @@
+"""Link requests into conversations, as WildChat did, over a window of collection days.
+
+The published rule: a request extends the latest earlier conversation end whose ``current`` hash
+equals its ``prev`` hash, with the same device fingerprint (user-agent + accept-language) and
+model, preferring an end with the same IP; only when no same-IP candidate exists is the IP
+condition relaxed. An end that has been extended is not extended again.
+
+Our choices where the rule is silent (README.md, "Linking"):
+- **Regenerated replies.** The second request with the same history finds its end already taken.
+  It starts a *branch*: a conversation of its own, rooted on its own day, that carries the whole
+  history it was sent with. ``branch_of_turn_id`` names the end it forked from, and its inherited
+  turns take their turn ids, times and headers from that end's path.
+- **Orphans.** A request with history whose predecessor is nowhere in the window goes, with every
+  request that continues it, to ``orphaned_requests`` with a reason.
+- **Ownership and the lookahead bound.** A conversation belongs to the day of its first turn. The
+  partition for day D links the window D-(N+1) .. D+N, where N is the lookahead in days, and keeps
+  the chains rooted on D. A request more than N days after its conversation's first day is
+  beyond the lookahead: the partition of its own day keeps it as an orphan with reason
+  ``beyond_lookahead``. One extra day of lookback is what lets that partition tell.
+
+The rule is sequential (earlier requests take ends first). Almost every request has exactly one
+candidate end and every end exactly one claimant, so those links are made by joins. Only the
+contested groups, all requests and ends sharing one hash, fingerprint and model, replay the
+sequential rule in Python; groups are independent, so the result equals the full sequential run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import polars as pl
+
+from wildchat_dag.core.schema import (
+    LINKED_CONVERSATIONS_SCHEMA,
+    ORPHANED_REQUESTS_SCHEMA,
+    PARTITION_COLUMN,
+    UTTERANCE,
+    partition_day_value,
+)
+
+FINGERPRINT = ("fp_user_agent", "fp_accept_language", "model")
+
+
+class OrphanReason:
+    PREDECESSOR_NOT_FOUND = "predecessor_not_found"
+    FOLLOWS_ORPHAN = "follows_orphan"
+    BEYOND_LOOKAHEAD = "beyond_lookahead"
+
+
+class RootKind:
+    START = "start"
+    BRANCH = "branch"
+    ORPHAN = "orphan"
+    # A request on the window's first day whose predecessor may lie before the window.
+    EDGE = "edge"
+
+
+class DuplicateTurnIdError(ValueError):
+    pass
+
+
+@dataclass
+class LinkResult:
+    conversations: pl.DataFrame
+    orphans: pl.DataFrame
+    # Every window request's link: turn_id, parent_turn_id, branch_of_turn_id, kind, root.
+    decisions: pl.DataFrame
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def window_days(day: date, lookahead_days: int) -> tuple[date, date]:
+    """First and last collection day that linking ``day`` reads."""
+    return day - timedelta(days=lookahead_days + 1), day + timedelta(days=lookahead_days)
+
+
+def _prepare(window: pl.DataFrame, first_day: date, last_day: date) -> pl.DataFrame:
+    window = window.filter(
+        pl.col("timestamp").dt.date().is_between(first_day, last_day, closed="both")
+    )
+    duplicated = window.filter(pl.col("turn_id").is_duplicated())
+    if not duplicated.is_empty():
+        sample = (
+            duplicated.group_by("turn_id")
+            .agg(pl.col(PARTITION_COLUMN).dt.date().cast(pl.String).sort())
+            .sort("turn_id")
+            .head(5)
+        )
+        raise DuplicateTurnIdError(
+            "turn_id must be unique across collection days, but "
+            + "; ".join(
+                f"turn_id {t} is in partitions {', '.join(days)}"
+                for t, days in sample.iter_rows()
+            )
+        )
+    return (
+        window.with_columns(
+            round=((pl.col("messages").list.len() + 1) // 2).cast(pl.Int64),
+            request_day=pl.col("timestamp").dt.date(),
+            fp_user_agent=pl.col("user_agent").fill_null(""),
+            fp_accept_language=pl.col("accept_language").fill_null(""),
+        )
+        .sort("timestamp", "turn_id")
+        .with_row_index("seq")
+    )
+
+
+def _resolve_contested(edges: pl.DataFrame) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Replay the sequential rule on contested groups: ``(links, branches)`` as turn-id pairs."""
+    links: list[tuple[int, int]] = []
+    branches: list[tuple[int, int]] = []
+    rows = edges.sort("group", "r_seq", "e_seq").select(
+        "group", "r_seq", "r_turn", "e_seq", "e_turn", "same_ip"
+    )
+    taken: set[int] = set()
+    current_group = None
+    current_claimant = None
+    candidates: list[tuple[bool, int, int]] = []
+
+    def settle(claimant: int) -> None:
+        available = [c for c in candidates if c[2] not in taken]
+        if available:
+            _, _, end = max(available)
+            taken.add(end)
+            links.append((claimant, end))
+        else:
+            branches.append((claimant, max(candidates)[2]))
+
+    for group, _r_seq, r_turn, e_seq, e_turn, same_ip in rows.iter_rows():
+        if group != current_group or r_turn != current_claimant:
+            if current_claimant is not None:
+                settle(current_claimant)
+            if group != current_group:
+                taken = set()
+            current_group, current_claimant, candidates = group, r_turn, []
+        candidates.append((bool(same_ip), e_seq, e_turn))
+    if current_claimant is not None:
+        settle(current_claimant)
+    return links, branches
+
+
+def _roots(requests: pl.DataFrame, parents: pl.DataFrame) -> pl.DataFrame:
+    """``turn_id -> root_turn_id`` by pointer doubling over the parent links."""
+    up = requests.select("turn_id").join(parents, on="turn_id", how="left").select(
+        "turn_id", up=pl.coalesce("parent_turn_id", "turn_id")
+    )
+    while True:
+        jumped = up.join(up.rename({"turn_id": "up", "up": "up2"}), on="up", how="left").select(
+            "turn_id", up=pl.coalesce("up2", "up")
+        )
+        if jumped.join(up, on=["turn_id", "up"], how="anti").is_empty():
+            return jumped.rename({"up": "root_turn_id"})
+        up = jumped
+
+
+def _most_frequent(utterances: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Per conversation, the most frequent non-null value of ``column``; ties go to the earliest."""
+    return (
+        utterances.filter(pl.col(column).is_not_null())
+        .group_by("conversation_id", column)
+        .agg(n=pl.len(), first_round=pl.col("round").min())
+        .sort("conversation_id", "n", "first_round", descending=[False, True, False])
+        .group_by("conversation_id", maintain_order=True)
+        .first()
+        .select("conversation_id", column)
+    )
+
+
+def _build_conversations(
+    requests: pl.DataFrame, owned: pl.DataFrame, path_parents: pl.DataFrame, day: date
+) -> pl.DataFrame:
+    last = (
+        owned.sort("round")
+        .group_by("root_turn_id", maintain_order=True)
+        .agg(
+            own_turn_ids=pl.col("turn_id"),
+            last_turn_id=pl.col("turn_id").last(),
+        )
+        .rename({"root_turn_id": "conversation_id"})
+    )
+    # Walk from each conversation's last request back through parents (and, for a branch,
+    # into the path it forked from) to find who sent each earlier round.
+    meta = requests.select(
+        "turn_id", "round", "timestamp", "response_timestamp", "ip", "user_agent",
+        "accept_language",
+    )
+    frontier = last.select("conversation_id", node="last_turn_id")
+    steps = [frontier]
+    while not frontier.is_empty():
+        frontier = frontier.join(path_parents, left_on="node", right_on="turn_id").select(
+            "conversation_id", node="parent_turn_id"
+        )
+        steps.append(frontier)
+    path = pl.concat(steps).join(meta, left_on="node", right_on="turn_id").rename(
+        {"node": "turn_identifier"}
+    )
+
+    final = last.join(
+        requests.select("turn_id", "messages", "response", "timestamp", "model", "round"),
+        left_on="last_turn_id",
+        right_on="turn_id",
+    )
+    utterances = (
+        final.select(
+            "conversation_id",
+            message=pl.col("messages").list.concat(
+                pl.concat_list(
+                    pl.struct(role=pl.lit("assistant"), content=pl.col("response"))
+                )
+            ),
+        )
+        .explode("message")
+        .with_columns(index=pl.int_range(pl.len()).over("conversation_id"))
+        .with_columns(
+            round=(pl.col("index") // 2 + 1).cast(pl.Int64),
+            role=pl.col("message").struct.field("role"),
+            content=pl.col("message").struct.field("content"),
+        )
+        .join(path, on=["conversation_id", "round"], how="left")
+        .with_columns(
+            is_user=pl.col("role") == "user",
+        )
+        .with_columns(
+            timestamp=pl.when("is_user").then("timestamp").otherwise("response_timestamp"),
+            ip=pl.when("is_user").then("ip"),
+            user_agent=pl.when("is_user").then("user_agent"),
+            accept_language=pl.when("is_user").then("accept_language"),
+        )
+    )
+    user_turns = utterances.filter("is_user")
+    conversation_lists = (
+        utterances.sort("conversation_id", "index")
+        .group_by("conversation_id", maintain_order=True)
+        .agg(conversation=pl.struct(*UTTERANCE.to_schema().keys()))
+    )
+    roots = requests.select(
+        conversation_id="turn_id",
+        first_turn_timestamp="timestamp",
+        inherited_turns=pl.col("round") - 1,
+    )
+    result = (
+        final.select(
+            "conversation_id", "own_turn_ids", "model", "timestamp", turn=pl.col("round")
+        )
+        .join(roots, on="conversation_id")
+        .join(
+            owned.filter(pl.col("turn_id") == pl.col("root_turn_id")).select(
+                conversation_id="turn_id", branch_of_turn_id="branch_of_turn_id"
+            ),
+            on="conversation_id",
+        )
+        .join(_most_frequent(user_turns, "ip"), on="conversation_id", how="left")
+        .join(_most_frequent(user_turns, "user_agent"), on="conversation_id", how="left")
+        .join(_most_frequent(user_turns, "accept_language"), on="conversation_id", how="left")
+        .join(conversation_lists, on="conversation_id")
+        .with_columns(pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN))
+        .sort("first_turn_timestamp", "conversation_id")
+    )
+    return result.select(LINKED_CONVERSATIONS_SCHEMA.names()).cast(
+        LINKED_CONVERSATIONS_SCHEMA  # type: ignore[arg-type]
+    )
+
+
+def link_window(window: pl.DataFrame, day: date, *, lookahead_days: int) -> LinkResult:
+    """Link the requests of ``window`` and keep what partition ``day`` owns.
+
+    ``window`` holds raw requests (the ``RAW_REQUESTS_SCHEMA`` columns) of the days returned by
+    ``window_days(day, lookahead_days)``.
+    """
+    first_day, last_day = window_days(day, lookahead_days)
+    requests = _prepare(window, first_day, last_day)
+
+    ends = requests.select(
+        pl.col("current_hash").alias("hash"), *FINGERPRINT,
+        e_seq="seq", e_turn="turn_id", e_ip="ip",
+    )
+    claimants = requests.filter(pl.col("round") > 1).select(
+        pl.col("prev_hash").alias("hash"), *FINGERPRINT,
+        r_seq="seq", r_turn="turn_id", r_ip="ip",
+    )
+    edges = (
+        claimants.join(ends, on=["hash", *FINGERPRINT])
+        .filter(pl.col("e_seq") < pl.col("r_seq"))
+        .with_columns(
+            same_ip=(pl.col("r_ip") == pl.col("e_ip")).fill_null(False),
+            group=pl.struct("hash", *FINGERPRINT).hash(),
+            contested=(pl.len().over("r_turn") > 1) | (pl.len().over("e_turn") > 1),
+        )
+        .with_columns(contested=pl.col("contested").any().over("group"))
+    )
+    simple = edges.filter(~pl.col("contested")).select(
+        turn_id="r_turn", parent_turn_id="e_turn"
+    )
+    contested = edges.filter("contested")
+    contested_links, branch_pairs = _resolve_contested(contested)
+    pair_schema = {"turn_id": pl.Int64, "parent_turn_id": pl.Int64}
+    parents = pl.concat(
+        [
+            simple,
+            pl.DataFrame(contested_links, schema=pair_schema, orient="row"),
+        ]
+    )
+    branches = pl.DataFrame(branch_pairs, schema=pair_schema, orient="row")
+
+    requests = (
+        requests.join(parents, on="turn_id", how="left")
+        .join(branches.rename({"parent_turn_id": "branch_of_turn_id"}), on="turn_id", how="left")
+        .with_columns(
+            kind=pl.when(pl.col("parent_turn_id").is_not_null())
+            .then(pl.lit(None, dtype=pl.String))
+            .when(pl.col("round") == 1)
+            .then(pl.lit(RootKind.START))
+            .when(pl.col("branch_of_turn_id").is_not_null())
+            .then(pl.lit(RootKind.BRANCH))
+            .when(pl.col("request_day") == first_day)
+            .then(pl.lit(RootKind.EDGE))
+            .otherwise(pl.lit(RootKind.ORPHAN))
+        )
+    )
+    roots = _roots(requests, parents)
+    requests = requests.join(roots, on="turn_id").join(
+        requests.select(
+            root_turn_id="turn_id", root_day="request_day", root_kind="kind"
+        ),
+        on="root_turn_id",
+    )
+
+    lookahead_start = day - timedelta(days=lookahead_days)
+    rooted_here = pl.col("root_day") == day
+    owned = requests.filter(rooted_here & pl.col("root_kind").is_in([RootKind.START,
+                                                                       RootKind.BRANCH]))
+    orphan_chain = requests.filter(rooted_here & (pl.col("root_kind") == RootKind.ORPHAN))
+    beyond = requests.filter(
+        (pl.col("request_day") == day) & (pl.col("root_day") < lookahead_start)
+    )
+    orphans = pl.concat(
+        [
+            orphan_chain.with_columns(
+                reason=pl.when(pl.col("turn_id") == pl.col("root_turn_id"))
+                .then(pl.lit(OrphanReason.PREDECESSOR_NOT_FOUND))
+                .otherwise(pl.lit(OrphanReason.FOLLOWS_ORPHAN))
+            ),
+            beyond.with_columns(reason=pl.lit(OrphanReason.BEYOND_LOOKAHEAD)),
+        ]
+    ).with_columns(
+        pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN),
+        chain_root_turn_id=pl.col("root_turn_id"),
+    )
+    orphans = (
+        orphans.sort("timestamp", "turn_id")
+        .select(ORPHANED_REQUESTS_SCHEMA.names())
+        .cast(ORPHANED_REQUESTS_SCHEMA)  # type: ignore[arg-type]
+    )
+
+    path_parents = pl.concat([parents, branches])
+    conversations = _build_conversations(requests, owned, path_parents, day)
+
+    on_day = requests.filter(pl.col("request_day") == day)
+    stats = {
+        "requests_in_window": requests.height,
+        "requests_on_day": on_day.height,
+        "owned_requests": owned.height + orphans.height,
+        "conversations": conversations.height,
+        "branch_conversations": int((conversations["branch_of_turn_id"].is_not_null()).sum()),
+        "conversations_crossing_midnight": int(
+            (
+                conversations["timestamp"].dt.date()
+                != conversations["first_turn_timestamp"].dt.date()
+            ).sum()
+        ),
+        "linked_requests": owned.height,
+        "orphaned_requests": orphans.height,
+        "contested_groups": contested.select(pl.col("group").n_unique()).item(),
+        "requests_beyond_lookahead": beyond.height,
+        "requests_owned_by_earlier_days": on_day.filter(pl.col("root_day") < day)
+        .filter(pl.col("root_day") >= lookahead_start)
+        .height,
+    }
+    for reason in (OrphanReason.PREDECESSOR_NOT_FOUND, OrphanReason.FOLLOWS_ORPHAN):
+        stats[f"orphans_{reason}"] = orphans.filter(pl.col("reason") == reason).height
+    decisions = requests.select(
+        "turn_id", "parent_turn_id", "branch_of_turn_id", "kind", "root_turn_id"
+    ).sort("turn_id")
+    return LinkResult(
+        conversations=conversations, orphans=orphans, decisions=decisions, stats=stats
+    )

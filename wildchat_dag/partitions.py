@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import warnings
+from datetime import date
+
+from dagster import BetaWarning, DailyPartitionsDefinition, TimeWindowPartitionMapping
+
+from wildchat_dag import settings
+
+collection_days = DailyPartitionsDefinition(
+    start_date=settings.partitions_start_date().isoformat(),
+    timezone="UTC",
+    fmt="%Y-%m-%d",
+)
+
+LOOKAHEAD_DAYS = settings.link_lookahead_days()
+
+# Linking day D reads D-(N+1) .. D+N; see wildchat_dag/core/linking.py for why.
+# The window reaches before the first partition and past the last; those days hold no rows.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", BetaWarning)
+    link_window_mapping = TimeWindowPartitionMapping(
+        start_offset=-(LOOKAHEAD_DAYS + 1),
+        end_offset=LOOKAHEAD_DAYS,
+        allow_nonexistent_upstream_partitions=True,
+    )
+
+
+def partition_date(partition_key: str) -> date:
+    return date.fromisoformat(partition_key)

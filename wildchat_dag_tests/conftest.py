@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from wildchat_dag.core.ingest import parse_lines
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SAMPLE = SHARED / "data" / "wildchat-sample" / "conversations.jsonl"
+
+
+@pytest.fixture
+def wildchat_sample() -> list[dict[str, Any]]:
+    if not SAMPLE.is_file():
+        pytest.skip(f"the real WildChat sample is not at {SAMPLE} (../shared is absent)")
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+def iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RequestFactory:
+    """Builds contract-v1 request dicts; ``follow`` continues a request's history."""
+
+    def __init__(self) -> None:
+        self.next_id = 1
+
+    def first(self, user: str, reply: str, at: str, **kw: Any) -> dict[str, Any]:
+        return self.request([], user, reply, at, **kw)
+
+    def follow(self, prev: dict[str, Any], user: str, reply: str, at: str, **kw: Any):
+        history = [*prev["messages"], {"role": "assistant", "content": prev["response"]}]
+        kw.setdefault("ip", prev["headers"]["x-forwarded-for"])
+        kw.setdefault("ua", prev["headers"]["user-agent"])
+        return self.request(history, user, reply, at, **kw)
+
+    def request(self, history, user, reply, at, ip="198.51.100.7", ua="UA-1", model="gpt-4-0314",
+                turn_id=None):
+        t = datetime.fromisoformat(at)
+        if turn_id is None:
+            turn_id, self.next_id = self.next_id, self.next_id + 1
+        return {
+            "turn_id": turn_id,
+            "timestamp": iso(t),
+            "model": model,
+            "headers": {"user-agent": ua, "accept-language": "en-US", "x-forwarded-for": ip},
+            "messages": [*history, {"role": "user", "content": user}],
+            "response": reply,
+            "response_timestamp": iso(t + timedelta(seconds=2)),
+        }
+
+
+@pytest.fixture
+def requests_factory() -> RequestFactory:
+    return RequestFactory()
+
+
+def raw_frame(requests: list[dict[str, Any]]) -> pl.DataFrame:
+    """Requests through the real ingest path, day by day, as raw_requests rows."""
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    for r in requests:
+        by_day.setdefault(r["timestamp"][:10], []).append(r)
+    frames = []
+    for day, rows in sorted(by_day.items()):
+        lines = pl.DataFrame(
+            {
+                "line": [json.dumps(r) for r in rows],
+                "source_file": f"{day}/test.jsonl",
+                "line_number": list(range(1, len(rows) + 1)),
+            }
+        )
+        result = parse_lines(lines, date.fromisoformat(day), max_line_bytes=1 << 24)
+        assert result.quarantine.is_empty(), result.quarantine
+        frames.append(result.requests)
+    return pl.concat(frames)

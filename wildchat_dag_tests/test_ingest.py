@@ -1,0 +1,169 @@
+import gzip
+import json
+from datetime import date
+
+import pytest
+
+from wildchat_dag.core.hashing import history_hashes
+from wildchat_dag.core.ingest import LogFileError, ingest_day, normalize_ip
+
+DAY = date(2024, 3, 1)
+
+
+def good(tid: int, **changes):
+    line = {
+        "schema_version": 1,
+        "turn_id": tid,
+        "timestamp": "2024-03-01T12:00:00.5Z",
+        "model": "gpt-4-0314",
+        "headers": {
+            "User-Agent": "Mozilla/5.0",
+            "Accept-Language": "fr-FR",
+            "X-Forwarded-For": "203.0.113.9, 10.0.0.1",
+        },
+        "messages": [{"role": "user", "content": "Bonjour é 中文"}],
+        "response": "Salut",
+        "response_timestamp": "2024-03-01T12:00:03Z",
+    }
+    for key, value in changes.items():
+        if value is KeyError:
+            del line[key]
+        else:
+            line[key] = value
+    return json.dumps(line, ensure_ascii=False)
+
+
+# (line, reason, detail) for every kind of malformed line.
+MALFORMED = [
+    ('{"turn_id": 1, "timestamp": ', "invalid_json", None),
+    ("[1, 2, 3]", "not_an_object", None),
+    ("   ", "blank_line", None),
+    (good(2, schema_version=2), "unsupported_schema_version", "2"),
+    (good(3, turn_id=KeyError), "missing_field", "turn_id"),
+    (good(4, turn_id="4"), "invalid_field", "turn_id"),
+    (good(5, turn_id=5.5), "invalid_field", "turn_id"),
+    (good(6, timestamp="yesterday"), "invalid_field", "timestamp"),
+    (good(7, timestamp="2024-03-01T12:00:00"), "invalid_field", "timestamp"),
+    (good(8, response_timestamp=KeyError), "missing_field", "response_timestamp"),
+    (good(9, model=""), "invalid_field", "model"),
+    (good(10, headers=KeyError), "missing_field", "headers"),
+    (good(11, headers={"user-agent": "x"}), "missing_field", "headers.x-forwarded-for"),
+    (good(12, headers={"user-agent": 5, "x-forwarded-for": "1.1.1.1"}), "invalid_field",
+     "headers.user-agent"),
+    (good(13, messages=KeyError), "missing_field", "messages"),
+    (good(14, messages="hi"), "invalid_field", "messages"),
+    (good(15, messages=[]), "empty_messages", None),
+    (good(16, messages=[{"role": "user", "content": 7}]), "invalid_field", "messages"),
+    (good(17, messages=[{"role": "user"}]), "invalid_field", "messages"),
+    (good(18, messages=[{"role": "assistant", "content": "x"}]), "roles_not_alternating", None),
+    (
+        good(19, messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                           {"role": "user", "content": "c"}]),
+        "roles_not_alternating",
+        None,
+    ),
+    (
+        good(20, messages=[{"role": "user", "content": "a"},
+                           {"role": "assistant", "content": "b"}]),
+        "roles_not_alternating",
+        None,
+    ),
+    (good(21, response=KeyError), "missing_field", "response"),
+    (good(22, response=None), "missing_field", "response"),
+    (good(23, response=["x"]), "invalid_field", "response"),
+    (good(24, timestamp="2024-03-02T00:00:00Z"), "timestamp_outside_day", None),
+    (good(100), "duplicate_turn_id", None),
+    (good(25, ip=12), "invalid_field", "ip"),
+]
+
+
+def write_day(tmp_path, lines: list[bytes], name="requests-00.jsonl", gz=False):
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir(exist_ok=True)
+    data = b"\n".join(lines) + b"\n"
+    (folder / name).write_bytes(gzip.compress(data) if gz else data)
+    return folder
+
+
+def test_every_malformed_kind_is_quarantined_with_its_reason(tmp_path):
+    lines = [good(100).encode(), good(101).encode()]
+    lines += [line.encode() for line, _, _ in MALFORMED]
+    lines.append(b'{"turn_id": 200, "x": "\xff\xfe"}')
+    lines.append(good(201, response="x" * 5000).encode())
+    folder = write_day(tmp_path, lines)
+
+    result = ingest_day(folder, DAY, max_line_bytes=4096)
+
+    assert result.lines_read == len(lines)
+    assert result.requests.height + result.quarantine.height == len(lines)
+    assert result.requests["turn_id"].to_list() == [100, 101]
+    got = {
+        row["line_number"]: (row["reason"], row["detail"])
+        for row in result.quarantine.iter_rows(named=True)
+    }
+    expected = {i + 3: (reason, detail) for i, (_, reason, detail) in enumerate(MALFORMED)}
+    expected[len(lines) - 1] = ("invalid_utf8", "line is not valid UTF-8")
+    expected[len(lines)] = ("line_too_large", "over 4096 bytes")
+    for line_number, (reason, detail) in expected.items():
+        assert got[line_number][0] == reason, (line_number, got[line_number])
+        if detail is not None and reason not in ("timestamp_outside_day",):
+            assert got[line_number][1] == detail, (line_number, got[line_number])
+    assert len(got) == len(expected)
+    assert "first seen at 2024-03-01/requests-00.jsonl:1" in got[len(MALFORMED) + 1][1]
+    excerpts = result.quarantine["raw_excerpt"].str.len_chars()
+    assert excerpts.max() <= 300
+    assert set(result.quarantine["source_file"]) == {"2024-03-01/requests-00.jsonl"}
+
+
+def test_valid_lines_are_typed_and_hashed(tmp_path):
+    folder = write_day(tmp_path, [good(1).encode(), good(2, ip="[2001:db8::1]:443").encode()],
+                       gz=True, name="a.jsonl.gz")
+    result = ingest_day(folder, DAY, max_line_bytes=1 << 20)
+    rows = result.requests.sort("turn_id").to_dicts()
+    assert [r["ip"] for r in rows] == ["203.0.113.9", "2001:db8::1"]
+    assert rows[0]["user_agent"] == "Mozilla/5.0" and rows[0]["accept_language"] == "fr-FR"
+    assert str(rows[0]["timestamp"]) == "2024-03-01 12:00:00.500000+00:00"
+    prev, current = history_hashes(rows[0]["messages"], rows[0]["response"])
+    assert (rows[0]["prev_hash"], rows[0]["current_hash"]) == (prev, current)
+    assert rows[0]["source_file"] == "2024-03-01/a.jsonl.gz" and rows[0]["line_number"] == 1
+
+
+def test_crlf_line_endings_and_files_in_order(tmp_path):
+    folder = write_day(tmp_path, [good(1).encode() + b"\r"], name="b.jsonl")
+    write_day(tmp_path, [good(2).encode()], name="a.jsonl")
+    result = ingest_day(folder, DAY, max_line_bytes=1 << 20)
+    assert result.quarantine.is_empty()
+    assert result.requests["source_file"].to_list() == ["2024-03-01/a.jsonl",
+                                                        "2024-03-01/b.jsonl"]
+
+
+def test_odd_ips_are_kept_with_a_null_ip():
+    assert normalize_ip(" 198.51.100.4:8080") == "198.51.100.4"
+    assert normalize_ip("[2001:DB8:0::5]:443") == "2001:db8::5"
+    assert normalize_ip("2001:db8::5") == "2001:db8::5"
+    assert normalize_ip("unknown") is None
+    assert normalize_ip("") is None
+    assert normalize_ip("999.1.1.1") is None
+
+
+def test_missing_day_folder_names_the_expected_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "2024-03-01")):
+        ingest_day(tmp_path / "2024-03-01", DAY, max_line_bytes=1024)
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    payload = b"\n".join(good(i).encode() for i in range(1, 200))
+    compressed = gzip.compress(payload)
+    (folder / "broken.jsonl.gz").write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(LogFileError, match="broken.jsonl.gz"):
+        ingest_day(folder, DAY, max_line_bytes=1024)
+
+
+def test_empty_folder_gives_empty_tables(tmp_path):
+    folder = tmp_path / DAY.isoformat()
+    folder.mkdir()
+    result = ingest_day(folder, DAY, max_line_bytes=1024)
+    assert result.lines_read == 0 and result.requests.is_empty()
+    assert result.quarantine.is_empty()
