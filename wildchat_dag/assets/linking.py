@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from wildchat_dag.assets.metadata import counts_table, preview
+from wildchat_dag.resources.log_store import RequestLogStore
 from wildchat_dag.core.linking import link_window, window_days
 from wildchat_dag.core.schema import PARTITION_COLUMN
 from wildchat_dag.partitions import (
@@ -73,15 +74,17 @@ def _window_status(context: AssetExecutionContext, day: date) -> tuple[list[str]
     code_version=f"linking-v1-lookahead-{LOOKAHEAD_DAYS}",
 )
 def link_turns(
-    context: AssetExecutionContext, raw_requests: pl.DataFrame
+    context: AssetExecutionContext, log_store: RequestLogStore, raw_requests: pl.DataFrame
 ) -> Iterator[Output]:
     day = partition_date(context.partition_key)
     missing_lookback, missing_lookahead = _window_status(context, day)
-    if missing_lookback:
+    # A lookback day with no log folder had no traffic; one with logs must be ingested first.
+    unread = [d for d in missing_lookback if log_store.folder(date.fromisoformat(d)).is_dir()]
+    if unread:
         raise RuntimeError(
-            f"Linking {day} needs raw_requests for {', '.join(missing_lookback)}: without them, "
-            "requests continuing earlier conversations would be taken for orphans. Materialize "
-            "those partitions first (a day without traffic needs an empty log folder)."
+            f"Linking {day} needs raw_requests for {', '.join(unread)}, whose logs exist but "
+            "were not ingested: without them, requests continuing earlier conversations would "
+            "be taken for orphans. Materialize those partitions first."
         )
     if missing_lookahead:
         context.log.warning(
@@ -96,6 +99,9 @@ def link_turns(
         **stats,
         "window": f"{window_days(day, LOOKAHEAD_DAYS)[0]} .. {window_days(day, LOOKAHEAD_DAYS)[1]}",
         "lookahead_days_missing": MetadataValue.json(missing_lookahead),
+        "lookback_days_without_logs": MetadataValue.json(
+            [d for d in missing_lookback if d not in unread]
+        ),
     }
     conversations = result.conversations
     yield Output(

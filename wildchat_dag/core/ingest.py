@@ -264,16 +264,17 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
         problem=pl.when(pl.col("line_bytes") > max_line_bytes)
         .then(pl.lit(f"{QuarantineReason.LINE_TOO_LARGE}:over {max_line_bytes} bytes"))
         .when(pl.col("line").str.strip_chars() == "")
-        .then(pl.lit(QuarantineReason.BLANK_LINE))
-        .when(~pl.col("line").str.contains(r"^\s*\{"))
-        .then(pl.lit(QuarantineReason.NOT_AN_OBJECT)),
+        .then(pl.lit(QuarantineReason.BLANK_LINE)),
     )
     con = _connect()
     candidates = lines.join(problems.filter(pl.col("problem").is_null()), on="k").select(
         "k", "line"
     )
-    json_ok = con.sql("SELECT k, json_valid(line) AS ok FROM candidates").pl()
-    objects = candidates.join(json_ok.filter("ok"), on="k").select("k", "line")
+    json_ok = con.sql(
+        "SELECT k, json_valid(line) AS ok, regexp_matches(line, '^\\s*\\{') AS is_object "
+        "FROM candidates"
+    ).pl()
+    objects = candidates.join(json_ok.filter("ok", "is_object"), on="k").select("k", "line")
     del candidates
     validated = con.sql(_VALIDATE_SQL).pl()
     del objects
@@ -281,8 +282,11 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
     problems = pl.concat(
         [
             problems.filter(pl.col("problem").is_not_null()),
-            json_ok.filter(~pl.col("ok")).select(
-                "k", problem=pl.lit(QuarantineReason.INVALID_JSON)
+            json_ok.filter(~pl.col("ok") | ~pl.col("is_object")).select(
+                "k",
+                problem=pl.when("ok")
+                .then(pl.lit(QuarantineReason.NOT_AN_OBJECT))
+                .otherwise(pl.lit(QuarantineReason.INVALID_JSON)),
             ),
             validated.filter(pl.col("problem").is_not_null()).select("k", "problem"),
         ]

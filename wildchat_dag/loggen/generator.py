@@ -431,7 +431,7 @@ class _Conversation:
         "regen_turn",
         "regens_left",
         "regens_planned",
-        "response",
+        "responses",
         "returning",
         "switch_turn",
         "turn",
@@ -450,7 +450,8 @@ class _Conversation:
         self.client_ip = user.ip
         self.parent_id: int | None = None
         self.last_id: int | None = None
-        self.response = ""
+        # Replies given so far to the current history (more than one after a regeneration).
+        self.responses: list[str] = []
         self.regen_turn = 0
         self.regens_planned = 0
         self.regens_left = 0
@@ -741,13 +742,16 @@ class _Simulation:
         if conv.regens_left:
             # Same messages list, untouched since the original request: an identical history.
             conv.regens_left -= 1
-            response = self._response(conv, conv.messages[-1]["content"])
+            # A regenerated reply must differ from every earlier reply to this history, or the
+            # continuation would not tell which one the user kept.
+            user_text = conv.messages[-1]["content"]
+            response = self._response(conv, user_text)
             for _ in range(5):
-                if response != conv.response:
+                if response not in conv.responses:
                     break
-                response = self._response(conv, conv.messages[-1]["content"])
-            if response == conv.response:
-                response += self.text.assistant(conv.lang)
+                response = self._response(conv, user_text)
+            while response in conv.responses:
+                response += " " + self.text.assistant(conv.lang)
             turn_id, resp_us = self._emit(
                 conv, t, response, conv.parent_id, regeneration=True, late=False
             )
@@ -767,7 +771,8 @@ class _Simulation:
             )
             if conv.turn == conv.regen_turn:
                 conv.regens_left = conv.regens_planned
-        conv.response = response
+            conv.responses.clear()
+        conv.responses.append(response)
         conv.last_id = turn_id
 
         if conv.regens_left:

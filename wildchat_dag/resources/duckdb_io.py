@@ -63,8 +63,10 @@ def locked_connection(
     """A read-write connection held under the file lock, inside one transaction."""
     with duckdb_file_lock(database, timeout_s):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(database, config={"TimeZone": "UTC", **(config or {})})
+        con = duckdb.connect(database, config=config or {})
         try:
+            # Arrow timestamps then come back labelled UTC, as they were written.
+            con.execute("SET TimeZone = 'UTC'")
             con.execute("BEGIN TRANSACTION")
             yield con
             con.execute("COMMIT")
