@@ -26,8 +26,8 @@ STAGES = (
 def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
     start = settings.partitions_start_date()
     log_root = Path(settings.default_log_root())
-    partition_keys = [(start + timedelta(days=i)).isoformat() for i in range(days)]
-    if not all((log_root / key).is_dir() for key in partition_keys):
+    wanted = [(start + timedelta(days=i)).isoformat() for i in range(days)]
+    if not all((log_root / key).is_dir() for key in wanted):
         print(f"Generating {days} days of sample logs under {log_root} ...")
         generate_logs(
             log_root,
@@ -36,7 +36,10 @@ def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
             conversations_per_day=conversations_per_day,
             seed=seed,
         )
-    job = defs.get_job_def("wildchat_daily")
+        _add_malformed_lines(log_root / wanted[0])
+    # Conversations of the last day that run past midnight spill into the next day's folder.
+    partition_keys = sorted(p.name for p in log_root.iterdir() if p.is_dir() and p.name >= wanted[0])
+    job = defs.resolve_job_def("wildchat_daily")
     instance = DagsterInstance.get()
     # All days are ingested before any is linked, so linking sees its lookahead days.
     for stage, keys in STAGES:
@@ -49,6 +52,21 @@ def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
                 return 1
     _print_summary(settings.default_duckdb_path(), partition_keys)
     return 0
+
+
+def _add_malformed_lines(folder: Path) -> None:
+    """A few broken lines, so the demo shows quarantine at work."""
+    (folder / "requests-broken.jsonl").write_text(
+        "\n".join(
+            [
+                '{"turn_id": 1, "timestamp": "2024-01-01T00:00:00Z", "model": ',
+                '{"turn_id": 2, "note": "no other field"}',
+                '["not", "an", "object"]',
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
 
 
 def _print_summary(database: str, partition_keys: list[str]) -> None:

@@ -2,10 +2,11 @@ import gzip
 import json
 from datetime import date
 
+import polars as pl
 import pytest
 
 from wildchat_dag.core.hashing import history_hashes
-from wildchat_dag.core.ingest import LogFileError, ingest_day, normalize_ip
+from wildchat_dag.core.ingest import LogFileError, _fast_path, ingest_day, normalize_ip
 
 DAY = date(2024, 3, 1)
 
@@ -167,3 +168,45 @@ def test_empty_folder_gives_empty_tables(tmp_path):
     result = ingest_day(folder, DAY, max_line_bytes=1024)
     assert result.lines_read == 0 and result.requests.is_empty()
     assert result.quarantine.is_empty()
+
+
+def test_fast_and_strict_paths_agree(tmp_path):
+    """Well-formed lines are decoded by polars in bulk; a chunk holding one broken line goes,
+    whole, through DuckDB's strict path. Both must accept and reject exactly the same lines."""
+    lines = [
+        good(1),
+        good(2, messages=[{"role": "user", "content": "7"}]),  # a user may type a number
+        good(3, messages=[{"role": "user", "content": 7}]),  # but content must be a string
+        good(4, response=5),
+        good(5, response="true"),
+        good(6, headers={"User-Agent": "UA", "x-forwarded-for": "203.0.113.1"}),
+        good(7, headers={"x-forwarded-for": "unknown"}),
+        good(8, model=True),
+        good(9, ip="198.51.100.1"),
+        good(11, timestamp="2024-03-01 12:00:00+01:00"),
+        good(12, messages=[{"role": "user", "content": "a", "name": "x"}]),
+    ]
+    fast_dir, strict_dir = tmp_path / "fast", tmp_path / "strict"
+    fast_dir.mkdir()
+    strict_dir.mkdir()
+    write_day(fast_dir, [line.encode() for line in lines])
+    write_day(strict_dir, [line.encode() for line in [*lines, "{broken"]])
+    fast = ingest_day(fast_dir / DAY.isoformat(), DAY, max_line_bytes=1 << 20)
+    strict = ingest_day(strict_dir / DAY.isoformat(), DAY, max_line_bytes=1 << 20)
+
+    assert fast.requests.drop("source_file").equals(strict.requests.drop("source_file"))
+    assert fast.quarantine.drop("source_file").equals(
+        strict.quarantine.drop("source_file").filter(pl.col("reason") != "invalid_json")
+    )
+    assert fast.requests["turn_id"].to_list() == [1, 2, 5, 6, 7, 9, 11, 12]
+    reasons = dict(fast.quarantine.select("line_number", "detail").iter_rows())
+    assert reasons == {3: "messages", 4: "response", 8: "model"}
+    # The premise: polars decoded the first file in bulk and deferred only the odd rows: values
+    # that may have been coerced to text, and headers that are missing or oddly spelled.
+    accepted, deferred = _fast_path(pl.DataFrame({"k": range(len(lines)), "line": lines}))
+    assert sorted(accepted["k"]) == [0, 8, 9, 10]
+    assert sorted(deferred["k"]) == [1, 2, 3, 4, 5, 6, 7]
+    by_id = {r["turn_id"]: r for r in fast.requests.iter_rows(named=True)}
+    assert by_id[6]["user_agent"] == "UA" and by_id[6]["accept_language"] is None
+    assert by_id[7]["ip"] is None and by_id[9]["ip"] == "198.51.100.1"
+    assert str(by_id[11]["timestamp"]) == "2024-03-01 11:00:00+00:00"

@@ -22,7 +22,7 @@ from wildchat_dag.loggen import (
     replay_conversations,
 )
 from wildchat_dag.loggen.cli import main
-from wildchat_dag.loggen.generator import MODELS
+from wildchat_dag.loggen.generator import MODELS, DayShardWriter
 
 START = date(2024, 1, 1)
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
@@ -131,6 +131,22 @@ def test_rerun_overwrites_stale_shards(tmp_path: Path) -> None:
     generate_logs(tmp_path, seed=1, shards_per_day=3, **kwargs)
     summary = generate_logs(tmp_path, seed=1, gzip=False, **kwargs)
     assert log_files(tmp_path) == summary.files == [tmp_path / "2024-01-01" / "requests-00.jsonl"]
+
+
+def test_writer_abort_leaves_no_partial_day(tmp_path: Path) -> None:
+    writer = DayShardWriter(tmp_path, gzip=True, shards=2)
+    writer.write(19723, 0, b'{"a": 1}\n')
+    writer.write(19724, 1, b'{"a": 2}\n')
+    writer.abort()
+    # The first day was complete when the second began; the second is dropped.
+    assert [p.relative_to(tmp_path).as_posix() for p in log_files(tmp_path)] == [
+        "2024-01-01/requests-00.jsonl.gz"
+    ]
+    with pytest.raises(ValueError, match="timestamp order"):
+        other = DayShardWriter(tmp_path / "x", gzip=False, shards=1)
+        other.write(5, 0, b"{}\n")
+        other.write(4, 0, b"{}\n")
+    other.close()
 
 
 # --- the contract -------------------------------------------------------------------------
@@ -272,13 +288,22 @@ def test_identical_messages_with_different_responses(demo: dict[str, Any]) -> No
     regenerated = {k: v for k, v in responses.items() if len(set(v)) > 1}
     assert regenerated
     # Conversations go on from the regenerated (last) reply, never from the abandoned one.
-    histories = {orjson.dumps(r["messages"][:-1]) for _, r in demo["requests"]}
+    histories = {(fingerprint(r), orjson.dumps(r["messages"][:-1])) for _, r in demo["requests"]}
     continued = 0
-    for (_, _, messages), replies in regenerated.items():
+    for (_, ua, messages), replies in regenerated.items():
         base = orjson.loads(messages)
+        accept_language = next(
+            r["headers"]["accept-language"]
+            for _, r in demo["requests"]
+            if r["headers"]["user-agent"] == ua and orjson.dumps(r["messages"]) == messages
+        )
 
-        def history_with(reply: str, base: list[dict[str, str]] = base) -> bytes:
-            return orjson.dumps([*base, {"role": "assistant", "content": reply}])
+        def history_with(
+            reply: str,
+            base: list[dict[str, str]] = base,
+            fp: tuple[str, str] = (ua, accept_language),
+        ) -> tuple[tuple[str, str], bytes]:
+            return fp, orjson.dumps([*base, {"role": "assistant", "content": reply}])
 
         assert not any(history_with(reply) in histories for reply in replies[:-1])
         continued += history_with(replies[-1]) in histories

@@ -4,38 +4,24 @@ WildChat linked a request to a conversation by comparing two sha256 hashes over 
 ``prev`` over the history before the request's new user message, ``current`` over that history
 plus the new user message and the assistant's reply.
 
-Canonical JSON here is a compact array of ``{"role": ..., "content": ...}`` objects (keys in that
-order, no spaces), UTF-8, escaping only what RFC 8259 requires: ``"``, ``\\``, and control
-characters, with ``\\b \\f \\n \\r \\t`` short forms and ``\\u00XX`` (upper-case hex) for the rest. That
-is byte for byte what DuckDB's ``to_json`` writes, so the vectorised ingest path and this reference
-agree; ``wildchat_dag_tests/test_hashing.py`` checks it on arbitrary text.
+Canonical JSON here is ``json.dumps(messages, ensure_ascii=False, separators=(",", ":"))`` of a
+list of ``{"role": ..., "content": ...}`` objects, keys in that order, encoded as UTF-8. The
+vectorised ingest path builds the same bytes with polars' ``struct.json_encode``;
+``wildchat_dag_tests/test_hashing.py`` checks the two agree on arbitrary text.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
-
-_ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)}
-_ESCAPES.update({0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"})
-_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
-
-EMPTY_HISTORY_JSON = "[]"
-
-
-def canonical_string(text: str) -> str:
-    return '"' + text.translate(_ESCAPES) + '"'
 
 
 def canonical_messages_json(messages: Iterable[Mapping[str, str]]) -> str:
-    return (
-        "["
-        + ",".join(
-            '{"role":' + canonical_string(m["role"]) + ',"content":'
-            + canonical_string(m["content"]) + "}"
-            for m in messages
-        )
-        + "]"
+    return json.dumps(
+        [{"role": m["role"], "content": m["content"]} for m in messages],
+        ensure_ascii=False,
+        separators=(",", ":"),
     )
 
 
@@ -52,4 +38,4 @@ def history_hashes(messages: list[Mapping[str, str]], response: str) -> tuple[st
     return prev, current
 
 
-EMPTY_HISTORY_HASH = sha256_hex(EMPTY_HISTORY_JSON)
+EMPTY_HISTORY_HASH = sha256_hex("[]")

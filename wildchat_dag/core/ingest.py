@@ -9,6 +9,7 @@ lines and diagnoses the rare line that fails.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import ipaddress
 import zlib
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from wildchat_dag.core.log_contract import (
     list_log_files,
 )
 from wildchat_dag.core.schema import (
+    MESSAGE,
     QUARANTINE_SCHEMA,
     RAW_REQUESTS_SCHEMA,
     partition_day_value,
@@ -211,8 +213,8 @@ SELECT
     k,
     problem,
     TRY_CAST(f.turn_id::VARCHAR AS BIGINT) AS turn_id,
-    TRY_CAST((f.timestamp->>'$') AS TIMESTAMPTZ) AS "timestamp",
-    TRY_CAST((f.response_timestamp->>'$') AS TIMESTAMPTZ) AS response_timestamp,
+    (f.timestamp->>'$') AS timestamp_text,
+    (f.response_timestamp->>'$') AS response_timestamp_text,
     (f.model->>'$') AS model,
     coalesce((f.ip->>'$'), trim(split_part((xff->>'$'), ',', 1))) AS ip_text,
     (ua->>'$') AS user_agent,
@@ -222,20 +224,191 @@ SELECT
 FROM checked
 """
 
-_HASH_SQL = """
-SELECT
-    k,
-    sha256(to_json(messages[1:len(messages) - 1])) AS prev_hash,
-    sha256(to_json(list_append(messages, {'role': 'assistant', 'content': response})))
-        AS current_hash
-FROM valid
-"""
-
-
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con
+
+
+_HEADERS = ("user-agent", "accept-language", "x-forwarded-for")
+_FAST_DTYPE = pl.Struct(
+    {
+        "schema_version": pl.Int64,
+        "turn_id": pl.Int64,
+        "timestamp": pl.String,
+        "model": pl.String,
+        "ip": pl.String,
+        # The two usual spellings; any other goes through the strict, case-insensitive path.
+        "headers": pl.Struct(
+            {
+                name: pl.String
+                for header in _HEADERS
+                for name in (header, "-".join(p.capitalize() for p in header.split("-")))
+            }
+        ),
+        "messages": pl.List(MESSAGE),
+        "response": pl.String,
+        "response_timestamp": pl.String,
+    }
+)
+_FAST_CHUNK_LINES = 4096
+# polars reads a JSON number or boolean into a string field as its text. A string that looks like
+# one is therefore checked again by the strict path, which sees the JSON types.
+_LOOKS_COERCED = r"^(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)$"
+
+_CANDIDATE_COLUMNS = (
+    "k", "turn_id", "timestamp_text", "response_timestamp_text", "model", "ip_text",
+    "user_agent", "accept_language", "messages", "response",
+)
+
+
+def _coerced(column: pl.Expr) -> pl.Expr:
+    return (column.str.len_bytes() <= 40) & column.str.contains(_LOOKS_COERCED)
+
+
+def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Decode well-formed lines with polars; return (accepted rows, lines for the strict path).
+
+    A chunk that polars cannot decode, and any row with a missing, null or suspicious value, goes
+    to the strict path, which names the exact problem. Rows accepted here are exactly rows the
+    strict path would accept.
+    """
+    decoded, strict = [], []
+    for chunk in candidates.iter_slices(_FAST_CHUNK_LINES):
+        try:
+            decoded.append(
+                chunk.select("k", "line", r=pl.col("line").str.json_decode(_FAST_DTYPE)).unnest(
+                    "r"
+                )
+            )
+        except pl.exceptions.PolarsError:
+            strict.append(chunk)
+    if not decoded:
+        return pl.DataFrame(), candidates
+    frame = pl.concat(decoded).with_columns(
+        pl.struct(
+            pl.coalesce(
+                pl.col("headers").struct.field(h),
+                pl.col("headers").struct.field("-".join(p.capitalize() for p in h.split("-"))),
+            ).alias(h)
+            for h in _HEADERS
+        ).alias("headers")
+    )
+    headers = pl.col("headers")
+    role_expected = (
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit("user")).otherwise(pl.lit("assistant"))
+    )
+    strings = ("timestamp", "response_timestamp", "model", "response")
+    accepted = (
+        (pl.col("schema_version").is_null() | (pl.col("schema_version") == 1))
+        & (pl.col("turn_id") > 0)
+        & pl.all_horizontal(pl.col(c).is_not_null() & ~_coerced(pl.col(c)) for c in strings)
+        & (pl.col("model") != "")
+        & headers.is_not_null()
+        & pl.all_horizontal(
+            headers.struct.field(h).is_not_null() & ~_coerced(headers.struct.field(h))
+            for h in _HEADERS
+        )
+        & (pl.col("ip").is_null() | ~_coerced(pl.col("ip")))
+        & (pl.col("messages").list.len() % 2 == 1)
+        & pl.col("messages")
+        .list.eval(
+            (pl.element().struct.field("role") == role_expected)
+            & pl.element().struct.field("content").is_not_null()
+            & ~_coerced(pl.element().struct.field("content"))
+        )
+        .list.all()
+    ).fill_null(False)
+    frame = frame.with_columns(accepted=accepted)
+    strict.append(frame.filter(~pl.col("accepted")).select("k", "line"))
+    ok = frame.filter("accepted").select(
+        "k",
+        "turn_id",
+        "model",
+        "messages",
+        "response",
+        timestamp_text="timestamp",
+        response_timestamp_text="response_timestamp",
+        ip_text=pl.coalesce(
+            "ip", headers.struct.field("x-forwarded-for").str.split(",").list.first().str.strip_chars()
+        ),
+        user_agent=headers.struct.field("user-agent"),
+        accept_language=headers.struct.field("accept-language"),
+    )
+    return ok, pl.concat(strict)
+
+
+def _strict_path(
+    con: duckdb.DuckDBPyConnection, lines: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate lines one JSON type at a time in DuckDB: (valid rows, problems)."""
+    json_ok = con.sql(
+        "SELECT k, json_valid(line) AS ok, regexp_matches(line, '^\\s*\\{') AS is_object "
+        "FROM lines"
+    ).pl()
+    objects = lines.join(json_ok.filter("ok", "is_object"), on="k").select("k", "line")  # noqa: F841
+    validated = con.sql(_VALIDATE_SQL).pl()
+    problems = pl.concat(
+        [
+            json_ok.filter(~pl.col("ok") | ~pl.col("is_object")).select(
+                "k",
+                problem=pl.when("ok")
+                .then(pl.lit(QuarantineReason.NOT_AN_OBJECT))
+                .otherwise(pl.lit(QuarantineReason.INVALID_JSON)),
+            ),
+            validated.filter(pl.col("problem").is_not_null()).select("k", "problem"),
+        ]
+    )
+    valid = validated.filter(pl.col("problem").is_null()).select(_CANDIDATE_COLUMNS)
+    return valid, problems
+
+
+_TIMESTAMP_SQL = f"""
+SELECT k,
+    regexp_matches(timestamp_text, '{RFC3339_PATTERN}') AND ts IS NOT NULL AS ts_ok,
+    regexp_matches(response_timestamp_text, '{RFC3339_PATTERN}') AND rts IS NOT NULL AS rts_ok,
+    ts AS "timestamp", rts AS response_timestamp
+FROM (
+    SELECT k, timestamp_text, response_timestamp_text,
+        TRY_CAST(timestamp_text AS TIMESTAMPTZ) AS ts,
+        TRY_CAST(response_timestamp_text AS TIMESTAMPTZ) AS rts
+    FROM stamps
+)
+"""
+
+_HASH_CHUNK_ROWS = 50_000
+
+
+def _history_hashes(valid: pl.DataFrame) -> pl.DataFrame:
+    """prev/current hashes (see hashing.py), built in polars and hashed with hashlib."""
+    encoded = pl.col("messages").list.eval(pl.element().struct.json_encode())
+    reply = pl.struct(role=pl.lit("assistant"), content=pl.col("response")).struct.json_encode()
+    out = []
+    for chunk in valid.iter_slices(_HASH_CHUNK_ROWS):
+        texts = chunk.select(
+            prev="[" + encoded.list.head(pl.col("messages").list.len() - 1).list.join(",") + "]",
+            current="[" + encoded.list.join(",") + "," + reply + "]",
+        )
+        out.append(
+            pl.DataFrame(
+                {
+                    "k": chunk["k"],
+                    "prev_hash": [
+                        hashlib.sha256(b).hexdigest()
+                        for b in texts["prev"].cast(pl.Binary).to_list()
+                    ],
+                    "current_hash": [
+                        hashlib.sha256(b).hexdigest()
+                        for b in texts["current"].cast(pl.Binary).to_list()
+                    ],
+                },
+                schema={"k": pl.Int64, "prev_hash": pl.String, "current_hash": pl.String},
+            )
+        )
+    if not out:
+        return pl.DataFrame(schema={"k": pl.Int64, "prev_hash": pl.String,
+                                    "current_hash": pl.String})
+    return pl.concat(out)
 
 
 def _quarantine_rows(frame: pl.DataFrame, day: date) -> pl.DataFrame:
@@ -253,11 +426,11 @@ def _quarantine_rows(frame: pl.DataFrame, day: date) -> pl.DataFrame:
 
 def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> IngestResult:
     """Validate ``lines`` (``source_file, line_number, line``) collected for ``day``."""
+    lines_read = lines.height
     lines = lines.with_columns(
         k=pl.int_range(pl.len(), dtype=pl.Int64),
         line=pl.col("line").str.strip_suffix("\r"),
         line_bytes=pl.col("line").str.len_bytes().cast(pl.Int64),
-        excerpt=pl.col("line").str.slice(0, EXCERPT_CHARS),
     )
     problems = lines.select(
         "k",
@@ -270,29 +443,24 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
     candidates = lines.join(problems.filter(pl.col("problem").is_null()), on="k").select(
         "k", "line"
     )
-    json_ok = con.sql(
-        "SELECT k, json_valid(line) AS ok, regexp_matches(line, '^\\s*\\{') AS is_object "
-        "FROM candidates"
-    ).pl()
-    objects = candidates.join(json_ok.filter("ok", "is_object"), on="k").select("k", "line")
+    fast, strict_lines = _fast_path(candidates)
     del candidates
-    validated = con.sql(_VALIDATE_SQL).pl()
-    del objects
+    strict, strict_problems = _strict_path(con, strict_lines)
+    del strict_lines
+    valid = pl.concat([fast.select(_CANDIDATE_COLUMNS), strict]) if fast.height else strict
+    del fast, strict
 
-    problems = pl.concat(
-        [
-            problems.filter(pl.col("problem").is_not_null()),
-            json_ok.filter(~pl.col("ok") | ~pl.col("is_object")).select(
-                "k",
-                problem=pl.when("ok")
-                .then(pl.lit(QuarantineReason.NOT_AN_OBJECT))
-                .otherwise(pl.lit(QuarantineReason.INVALID_JSON)),
-            ),
-            validated.filter(pl.col("problem").is_not_null()).select("k", "problem"),
-        ]
+    stamps = valid.select("k", "timestamp_text", "response_timestamp_text")  # noqa: F841
+    parsed = con.sql(_TIMESTAMP_SQL).pl()
+    con.close()
+    valid = valid.drop("timestamp_text", "response_timestamp_text").join(parsed, on="k")
+    bad_time = valid.filter(~pl.col("ts_ok") | ~pl.col("rts_ok")).select(
+        "k",
+        problem=pl.when(~pl.col("ts_ok"))
+        .then(pl.lit(QuarantineReason.INVALID_FIELD + ":timestamp"))
+        .otherwise(pl.lit(QuarantineReason.INVALID_FIELD + ":response_timestamp")),
     )
-    valid = validated.filter(pl.col("problem").is_null()).drop("problem")
-    del validated
+    valid = valid.filter(pl.col("ts_ok") & pl.col("rts_ok")).drop("ts_ok", "rts_ok")
 
     outside = valid.filter(pl.col("timestamp").dt.date() != day).select(
         "k",
@@ -304,40 +472,44 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
 
     # Keep the first occurrence of a turn_id (by file, line); later copies are quarantined.
     located = valid.join(lines.select("k", "source_file", "line_number"), on="k").sort("k")
+    del valid
     first_seen = located.group_by("turn_id", maintain_order=True).agg(
         first_k=pl.col("k").first(),
-        first_at=(pl.col("source_file").first() + ":" + pl.col("line_number").first().cast(
-            pl.String)),
+        first_at=(
+            pl.col("source_file").first() + ":" + pl.col("line_number").first().cast(pl.String)
+        ),
     )
     located = located.join(first_seen, on="turn_id")
     duplicates = located.filter(pl.col("k") != pl.col("first_k")).select(
-        "k", problem=pl.lit(QuarantineReason.DUPLICATE_TURN_ID + ":first seen at ")
-        + pl.col("first_at")
+        "k",
+        problem=pl.lit(QuarantineReason.DUPLICATE_TURN_ID + ":first seen at ")
+        + pl.col("first_at"),
     )
     valid = located.filter(pl.col("k") == pl.col("first_k")).drop("first_k", "first_at")
+    del located
 
-    problems = pl.concat([problems, outside, duplicates])
+    problems = pl.concat(
+        [problems.filter(pl.col("problem").is_not_null()), strict_problems, bad_time, outside,
+         duplicates]
+    )
     quarantine = _quarantine_rows(
         lines.join(problems, on="k").with_columns(
             reason=pl.col("problem").str.splitn(":", 2).struct.field("field_0"),
             detail=pl.col("problem").str.splitn(":", 2).struct.field("field_1"),
+            excerpt=pl.col("line").str.slice(0, EXCERPT_CHARS),
         ),
         day,
     )
+    del lines
 
-    ip_map = (
-        valid.select(pl.col("ip_text").unique())
-        .with_columns(
-            ip=pl.col("ip_text").map_elements(normalize_ip, return_dtype=pl.String)
-        )
+    ip_map = valid.select(pl.col("ip_text").unique()).with_columns(
+        ip=pl.col("ip_text").map_elements(normalize_ip, return_dtype=pl.String)
     )
     valid = valid.join(ip_map, on="ip_text", how="left", nulls_equal=True)
     invalid_ips = valid.filter(pl.col("ip").is_null()).height
 
-    hashes = con.sql(_HASH_SQL).pl()
-    con.close()
     requests = (
-        valid.join(hashes, on="k")
+        valid.join(_history_hashes(valid), on="k")
         .sort("k")
         .select(
             partition_day=pl.lit(partition_day_value(day)),
@@ -361,7 +533,7 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
     return IngestResult(
         requests=requests,
         quarantine=quarantine.sort("source_file", "line_number"),
-        lines_read=lines.height,
+        lines_read=lines_read,
         invalid_ips=invalid_ips,
     )
 

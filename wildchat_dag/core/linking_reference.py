@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wildchat_dag.core.hashing import history_hashes
+from wildchat_dag.core.hashing import EMPTY_HISTORY_HASH, history_hashes
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ def link_sequential(requests: Iterable[Mapping[str, Any]]) -> dict[int, Decision
     """Each request, in (timestamp, turn_id) order, takes the best end still free.
 
     A request is a mapping with ``turn_id, timestamp, model, ip, user_agent,
-    accept_language, messages, response`` and optionally precomputed ``prev_hash`` and
+    accept_language`` and either ``messages`` and ``response`` or precomputed ``prev_hash`` and
     ``current_hash``.
     """
     ends: dict[tuple, list[tuple[int, int, str | None]]] = {}
@@ -36,7 +36,7 @@ def link_sequential(requests: Iterable[Mapping[str, Any]]) -> dict[int, Decision
             prev, current = history_hashes(r["messages"], r["response"])
         fingerprint = (r["user_agent"] or "", r["accept_language"] or "", r["model"])
         ip = r["ip"]
-        if len(r["messages"]) == 1:
+        if prev == EMPTY_HISTORY_HASH:
             decisions[r["turn_id"]] = Decision("start", None)
         else:
             candidates = [

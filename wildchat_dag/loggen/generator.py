@@ -9,14 +9,18 @@ continuations waiting for their return) and one day's start times.
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gzip_module
 import heapq
 import ipaddress
 import math
 import os
+import queue
 import random
 import re
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -293,12 +297,48 @@ def shard_name(shard: int, gzip: bool) -> str:
     return f"requests-{shard:02d}.jsonl" + (".gz" if gzip else "")
 
 
+class _IOThread:
+    """Runs file writes (and so gzip compression) on one background thread, in order.
+
+    zlib and file writes release the GIL, so compression overlaps with generating the next
+    lines instead of adding to it. The queue is bounded, which bounds the memory in flight.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., object], tuple[Any, ...]] | None] = (
+            queue.Queue(maxsize=8)
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="loggen-io", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((fn, args))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    item[0](*item[1])
+                except BaseException as exc:  # handed to the producer on its next call
+                    self._error = exc
+
+
 class DayShardWriter:
     """Writes lines into ``<root>/YYYY-MM-DD/requests-NN.jsonl[.gz]``, one day at a time.
 
     Callers must write days in non-decreasing order (lines in timestamp order), which lets the
     writer close a day for good as soon as the next one starts. Files are written under a
-    temporary name and renamed when complete, so a reader never sees half a day.
+    temporary name and renamed when complete, so a reader never sees half a day; ``abort``
+    removes the partial files instead.
     """
 
     _FLUSH_BYTES = 1 << 20
@@ -316,6 +356,7 @@ class DayShardWriter:
         self._handles: dict[int, tuple[IO[bytes], IO[bytes], Path, Path]] = {}
         self._buffers: list[list[bytes]] = [[] for _ in range(shards)]
         self._sizes = [0] * shards
+        self._io = _IOThread()
 
     def write(self, day_index: int, shard: int, line: bytes) -> None:
         if day_index != self._day:
@@ -330,9 +371,29 @@ class DayShardWriter:
             self._flush(shard)
 
     def close(self) -> list[Path]:
-        self._close_day()
-        self._day = None
+        try:
+            self._close_day()
+        finally:
+            self._day = None
+            self._io.finish()
         return self.files
+
+    def abort(self) -> None:
+        """Stop after a failure: close and delete the files of the open day, keep none."""
+        handles = list(self._handles.values())
+        self._handles.clear()
+        self._day = None
+        try:
+            # The caller is already raising; a second error from the I/O thread adds nothing.
+            with contextlib.suppress(Exception):
+                self._io.finish()
+        finally:
+            for out, raw, tmp, _ in handles:
+                try:
+                    out.close()
+                    raw.close()
+                finally:
+                    tmp.unlink(missing_ok=True)
 
     def _open_day(self, day_index: int) -> None:
         self._day = day_index
@@ -352,7 +413,7 @@ class DayShardWriter:
             assert self._day is not None
             final = self.root / self._fmt.day(self._day) / shard_name(shard, self.gzip)
             tmp = final.with_name(f".{final.name}.tmp")
-            raw = open(tmp, "wb")  # noqa: SIM115 - closed in _close_day
+            raw = open(tmp, "wb")  # noqa: SIM115 - closed in _close_day / abort
             out: IO[bytes] = raw
             if self.gzip:
                 # mtime=0 and no embedded file name keep the bytes reproducible.
@@ -361,7 +422,7 @@ class DayShardWriter:
                 )
             handle = (out, raw, tmp, final)
             self._handles[shard] = handle
-        handle[0].write(b"".join(buf))
+        self._io.submit(handle[0].write, b"".join(buf))
         buf.clear()
         self._sizes[shard] = 0
 
@@ -372,12 +433,16 @@ class DayShardWriter:
             self._flush(shard)
         for shard in sorted(self._handles):
             out, raw, tmp, final = self._handles[shard]
-            out.close()
-            if raw is not out:
-                raw.close()
-            os.replace(tmp, final)
+            self._io.submit(_finish_file, out, raw, tmp, final)
             self.files.append(final)
         self._handles.clear()
+
+
+def _finish_file(out: IO[bytes], raw: IO[bytes], tmp: Path, final: Path) -> None:
+    out.close()
+    if raw is not out:
+        raw.close()
+    os.replace(tmp, final)
 
 
 # --- simulation ------------------------------------------------------------------------------
@@ -835,8 +900,12 @@ class _Simulation:
             self.truth = open(self.truth_path, "wb", buffering=1 << 20)  # noqa: SIM115
         try:
             self._loop()
-        finally:
+        except BaseException:
+            self.writer.abort()
+            raise
+        else:
             files = self.writer.close()
+        finally:
             if self.truth is not None:
                 self.truth.close()
         s = self.summary

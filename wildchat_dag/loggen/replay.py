@@ -245,8 +245,10 @@ def replay_conversations(
             turn_ids[p].append(next_id)
             days_seen[p].add(t // DAY_US)
             next_id += 1
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
     return [
         ReplayedConversation(

@@ -506,6 +506,15 @@ OTHER_LANGUAGE_WEIGHTS: dict[str, float] = {
 }
 
 
+# Templates that need str.format; a set lookup is cheaper than scanning each sentence for "{".
+_SLOTTED = frozenset(
+    sentence
+    for bank in BANKS.values()
+    for sentence in (*bank.user, *bank.assistant)
+    if "{" in sentence
+)
+
+
 class TextMaker:
     """Builds user and assistant messages of a random length around a configured mean."""
 
@@ -521,15 +530,20 @@ class TextMaker:
         self._max_chars = 20 * mean_chars
 
     def _compose(self, bank: LanguageBank, pool: tuple[str, ...], mu: float) -> str:
-        rng = self._rng
-        target = min(rng.lognormvariate(mu, self._sigma), self._max_chars)
+        # This is the generator's hot loop, hence random() indexing instead of rng.choice.
+        rand = self._rng.random
+        target = min(self._rng.lognormvariate(mu, self._sigma), self._max_chars)
         parts: list[str] = []
         total = 0
-        choice = rng.choice
+        size = len(pool)
+        topics = bank.topics
+        n_topics = len(topics)
         while True:
-            sentence = choice(pool)
-            if "{" in sentence:
-                sentence = sentence.format(topic=choice(bank.topics), n=rng.randint(2, 12))
+            sentence = pool[int(rand() * size)]
+            if sentence in _SLOTTED:
+                sentence = sentence.format(
+                    topic=topics[int(rand() * n_topics)], n=2 + int(rand() * 11)
+                )
             parts.append(sentence)
             total += len(sentence) + 1
             if total >= target:
