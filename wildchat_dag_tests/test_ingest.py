@@ -1,12 +1,21 @@
 import gzip
 import json
+import re
 from datetime import date
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wildchat_dag.core.hashing import history_hashes
-from wildchat_dag.core.ingest import LogFileError, _fast_path, ingest_day, normalize_ip
+from wildchat_dag.core.ingest import (
+    _CANONICAL_IPV4,
+    LogFileError,
+    _fast_path,
+    ingest_day,
+    normalize_ip,
+)
 
 DAY = date(2024, 3, 1)
 
@@ -210,3 +219,10 @@ def test_fast_and_strict_paths_agree(tmp_path):
     assert by_id[6]["user_agent"] == "UA" and by_id[6]["accept_language"] is None
     assert by_id[7]["ip"] is None and by_id[9]["ip"] == "198.51.100.1"
     assert str(by_id[11]["timestamp"]) == "2024-03-01 11:00:00+00:00"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.ip_addresses(v=4).map(str), st.text(alphabet="0123456789.:", max_size=16)))
+def test_vectorised_ipv4_shortcut_agrees_with_ipaddress(text):
+    if re.match(_CANONICAL_IPV4, text):
+        assert normalize_ip(text) == text

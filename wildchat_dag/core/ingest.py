@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import os
 import ipaddress
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -64,7 +67,7 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _split_lines(data: bytes) -> tuple[list[str | None], list[bytes] | None]:
+def _split_lines_python(data: bytes) -> tuple[list[str | None], list[bytes] | None]:
     """Lines as text, None where a line is not UTF-8. Also the raw lines when any is not."""
     try:
         text = data.decode("utf-8")
@@ -85,26 +88,56 @@ def _split_lines(data: bytes) -> tuple[list[str | None], list[bytes] | None]:
     return lines, None
 
 
+def _split_lines_fast(data: bytes) -> pl.Series | None:
+    """Lines via polars' multi-threaded CSV reader, one column split on a byte JSON never holds
+    raw. None when the file needs the careful path (a NUL or non-UTF-8 byte), or when the line
+    count does not match, so that no line can be merged, split or skipped."""
+    if b"\x00" in data:
+        return None
+    try:
+        lines = pl.read_csv(
+            io.BytesIO(data),
+            has_header=False,
+            separator="\x00",
+            quote_char=None,
+            schema={"line": pl.String},
+            eol_char="\n",
+        ).to_series()
+    except pl.exceptions.PolarsError:
+        return None
+    expected = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    return lines.fill_null("") if lines.len() == expected else None
+
+
 def _file_lines(path: Path, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A file's lines, and the quarantine rows for lines that are not UTF-8."""
-    lines, raw = _split_lines(_read_bytes(path))
-    frame = pl.DataFrame(
-        {"line": pl.Series(lines, dtype=pl.String)}
-    ).with_columns(
+    data = _read_bytes(path)
+    bad_utf8 = pl.DataFrame(
+        schema={"source_file": pl.String, "line_number": pl.Int64, "excerpt": pl.String,
+                "line_bytes": pl.Int64}
+    )
+    fast = _split_lines_fast(data)
+    if fast is not None:
+        lines, raw = fast, None
+    else:
+        split, raw = _split_lines_python(data)
+        lines = pl.Series(split, dtype=pl.String)
+    del data
+    frame = pl.DataFrame({"line": lines}).with_columns(
         source_file=pl.lit(source),
         line_number=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
     )
-    bad_utf8 = pl.DataFrame(schema={"source_file": pl.String, "line_number": pl.Int64,
-                                    "excerpt": pl.String, "line_bytes": pl.Int64})
     if raw is not None:
-        bad = [i for i, line in enumerate(lines) if line is None]
+        bad = frame.filter(pl.col("line").is_null())["line_number"].to_list()
         bad_utf8 = pl.DataFrame(
             {
                 "source_file": [source] * len(bad),
-                "line_number": [i + 1 for i in bad],
-                "excerpt": [raw[i][: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
-                            for i in bad],
-                "line_bytes": [len(raw[i]) for i in bad],
+                "line_number": bad,
+                "excerpt": [
+                    raw[i - 1][: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+                    for i in bad
+                ],
+                "line_bytes": [len(raw[i - 1]) for i in bad],
             },
             schema=bad_utf8.schema,
         )
@@ -126,6 +159,9 @@ def normalize_ip(text: str | None) -> str | None:
     except ValueError:
         return None
 
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_CANONICAL_IPV4 = rf"^{_OCTET}(?:\.{_OCTET}){{3}}$"
 
 _FIELDS_AS_JSON = (
     "{"
@@ -256,6 +292,14 @@ _FAST_CHUNK_LINES = 4096
 # one is therefore checked again by the strict path, which sees the JSON types.
 _LOOKS_COERCED = r"^(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)$"
 
+_CANDIDATE_SCHEMA = pl.Schema(
+    {
+        "k": pl.Int64, "turn_id": pl.Int64, "timestamp_text": pl.String,
+        "response_timestamp_text": pl.String, "model": pl.String, "ip_text": pl.String,
+        "user_agent": pl.String, "accept_language": pl.String, "messages": pl.List(MESSAGE),
+        "response": pl.String,
+    }
+)
 _CANDIDATE_COLUMNS = (
     "k", "turn_id", "timestamp_text", "response_timestamp_text", "model", "ip_text",
     "user_agent", "accept_language", "messages", "response",
@@ -273,16 +317,20 @@ def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     to the strict path, which names the exact problem. Rows accepted here are exactly rows the
     strict path would accept.
     """
-    decoded, strict = [], []
-    for chunk in candidates.iter_slices(_FAST_CHUNK_LINES):
+    def decode(chunk: pl.DataFrame) -> pl.DataFrame | None:
         try:
-            decoded.append(
-                chunk.select("k", "line", r=pl.col("line").str.json_decode(_FAST_DTYPE)).unnest(
-                    "r"
-                )
-            )
+            return chunk.select(
+                "k", "line", r=pl.col("line").str.json_decode(_FAST_DTYPE)
+            ).unnest("r")
         except pl.exceptions.PolarsError:
-            strict.append(chunk)
+            return None
+
+    chunks = list(candidates.iter_slices(_FAST_CHUNK_LINES))
+    # polars releases the GIL while decoding, so chunks decode in parallel.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(decode, chunks))
+    decoded = [r for r in results if r is not None]
+    strict = [c for c, r in zip(chunks, results, strict=True) if r is None]
     if not decoded:
         return pl.DataFrame(), candidates
     frame = pl.concat(decoded).with_columns(
@@ -342,6 +390,8 @@ def _strict_path(
     con: duckdb.DuckDBPyConnection, lines: pl.DataFrame
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate lines one JSON type at a time in DuckDB: (valid rows, problems)."""
+    if lines.is_empty():
+        return pl.DataFrame(), pl.DataFrame(schema={"k": pl.Int64, "problem": pl.String})
     json_ok = con.sql(
         "SELECT k, json_valid(line) AS ok, regexp_matches(line, '^\\s*\\{') AS is_object "
         "FROM lines"
@@ -383,32 +433,23 @@ def _history_hashes(valid: pl.DataFrame) -> pl.DataFrame:
     """prev/current hashes (see hashing.py), built in polars and hashed with hashlib."""
     encoded = pl.col("messages").list.eval(pl.element().struct.json_encode())
     reply = pl.struct(role=pl.lit("assistant"), content=pl.col("response")).struct.json_encode()
+
+    def digest(texts: pl.Series) -> list[str]:
+        return [hashlib.sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()]
+
+    schema = {"prev_hash": pl.String, "current_hash": pl.String}
     out = []
-    for chunk in valid.iter_slices(_HASH_CHUNK_ROWS):
-        texts = chunk.select(
-            prev="[" + encoded.list.head(pl.col("messages").list.len() - 1).list.join(",") + "]",
-            current="[" + encoded.list.join(",") + "," + reply + "]",
-        )
-        out.append(
-            pl.DataFrame(
-                {
-                    "k": chunk["k"],
-                    "prev_hash": [
-                        hashlib.sha256(b).hexdigest()
-                        for b in texts["prev"].cast(pl.Binary).to_list()
-                    ],
-                    "current_hash": [
-                        hashlib.sha256(b).hexdigest()
-                        for b in texts["current"].cast(pl.Binary).to_list()
-                    ],
-                },
-                schema={"k": pl.Int64, "prev_hash": pl.String, "current_hash": pl.String},
+    # hashlib releases the GIL on large inputs: prev and current hash side by side.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for chunk in valid.iter_slices(_HASH_CHUNK_ROWS):
+            texts = chunk.select(
+                prev="[" + encoded.list.head(pl.col("messages").list.len() - 1).list.join(",")
+                + "]",
+                current="[" + encoded.list.join(",") + "," + reply + "]",
             )
-        )
-    if not out:
-        return pl.DataFrame(schema={"k": pl.Int64, "prev_hash": pl.String,
-                                    "current_hash": pl.String})
-    return pl.concat(out)
+            prev, current = pool.map(digest, (texts["prev"], texts["current"]))
+            out.append(pl.DataFrame({"prev_hash": prev, "current_hash": current}, schema=schema))
+    return pl.concat(out) if out else pl.DataFrame(schema=schema)
 
 
 def _quarantine_rows(frame: pl.DataFrame, day: date) -> pl.DataFrame:
@@ -425,13 +466,16 @@ def _quarantine_rows(frame: pl.DataFrame, day: date) -> pl.DataFrame:
 
 
 def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> IngestResult:
-    """Validate ``lines`` (``source_file, line_number, line``) collected for ``day``."""
+    """Validate ``lines`` (``source_file, line_number, line``) collected for ``day``.
+
+    The message history is the bulk of every line, so those columns are decoded once and then
+    only filtered, never joined: every decision is made on a light frame keyed by ``k``.
+    """
     lines_read = lines.height
     lines = lines.with_columns(
         k=pl.int_range(pl.len(), dtype=pl.Int64),
         line=pl.col("line").str.strip_suffix("\r"),
-        line_bytes=pl.col("line").str.len_bytes().cast(pl.Int64),
-    )
+    ).with_columns(line_bytes=pl.col("line").str.len_bytes().cast(pl.Int64))
     problems = lines.select(
         "k",
         problem=pl.when(pl.col("line_bytes") > max_line_bytes)
@@ -440,53 +484,56 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
         .then(pl.lit(QuarantineReason.BLANK_LINE)),
     )
     con = _connect()
-    candidates = lines.join(problems.filter(pl.col("problem").is_null()), on="k").select(
-        "k", "line"
+    fast, strict_lines = _fast_path(
+        lines.filter(pl.col("k").is_in(problems.filter(pl.col("problem").is_null())["k"]))
+        .select("k", "line")
     )
-    fast, strict_lines = _fast_path(candidates)
-    del candidates
     strict, strict_problems = _strict_path(con, strict_lines)
     del strict_lines
-    valid = pl.concat([fast.select(_CANDIDATE_COLUMNS), strict]) if fast.height else strict
+    if not fast.height:
+        valid = strict.sort("k") if strict.height else pl.DataFrame(schema=_CANDIDATE_SCHEMA)
+    elif strict.height:
+        valid = pl.concat([fast.select(_CANDIDATE_COLUMNS), strict]).sort("k")
+    else:
+        valid = fast.select(_CANDIDATE_COLUMNS)
     del fast, strict
 
     stamps = valid.select("k", "timestamp_text", "response_timestamp_text")  # noqa: F841
-    parsed = con.sql(_TIMESTAMP_SQL).pl()
+    light = (
+        valid.select("k", "turn_id", "ip_text")
+        .join(con.sql(_TIMESTAMP_SQL).pl(), on="k")
+        .join(lines.select("k", "source_file", "line_number"), on="k")
+        .sort("k")
+    )
     con.close()
-    valid = valid.drop("timestamp_text", "response_timestamp_text").join(parsed, on="k")
-    bad_time = valid.filter(~pl.col("ts_ok") | ~pl.col("rts_ok")).select(
+    bad_time = light.filter(~pl.col("ts_ok") | ~pl.col("rts_ok")).select(
         "k",
         problem=pl.when(~pl.col("ts_ok"))
         .then(pl.lit(QuarantineReason.INVALID_FIELD + ":timestamp"))
         .otherwise(pl.lit(QuarantineReason.INVALID_FIELD + ":response_timestamp")),
     )
-    valid = valid.filter(pl.col("ts_ok") & pl.col("rts_ok")).drop("ts_ok", "rts_ok")
-
-    outside = valid.filter(pl.col("timestamp").dt.date() != day).select(
+    light = light.filter(pl.col("ts_ok") & pl.col("rts_ok"))
+    outside = light.filter(pl.col("timestamp").dt.date() != day).select(
         "k",
         problem=pl.lit(QuarantineReason.TIMESTAMP_OUTSIDE_DAY + ":")
         + pl.col("timestamp").dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ")
         + pl.lit(f" is not on {day.isoformat()}"),
     )
-    valid = valid.filter(pl.col("timestamp").dt.date() == day)
-
+    light = light.filter(pl.col("timestamp").dt.date() == day)
     # Keep the first occurrence of a turn_id (by file, line); later copies are quarantined.
-    located = valid.join(lines.select("k", "source_file", "line_number"), on="k").sort("k")
-    del valid
-    first_seen = located.group_by("turn_id", maintain_order=True).agg(
+    first_seen = light.group_by("turn_id", maintain_order=True).agg(
         first_k=pl.col("k").first(),
-        first_at=(
-            pl.col("source_file").first() + ":" + pl.col("line_number").first().cast(pl.String)
+        first_at=pl.col("source_file").first() + ":" + pl.col("line_number").first().cast(
+            pl.String
         ),
     )
-    located = located.join(first_seen, on="turn_id")
-    duplicates = located.filter(pl.col("k") != pl.col("first_k")).select(
+    light = light.join(first_seen, on="turn_id", maintain_order="left")
+    duplicates = light.filter(pl.col("k") != pl.col("first_k")).select(
         "k",
         problem=pl.lit(QuarantineReason.DUPLICATE_TURN_ID + ":first seen at ")
         + pl.col("first_at"),
     )
-    valid = located.filter(pl.col("k") == pl.col("first_k")).drop("first_k", "first_at")
-    del located
+    light = light.filter(pl.col("k") == pl.col("first_k"))
 
     problems = pl.concat(
         [problems.filter(pl.col("problem").is_not_null()), strict_problems, bad_time, outside,
@@ -502,39 +549,41 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
     )
     del lines
 
-    ip_map = valid.select(pl.col("ip_text").unique()).with_columns(
-        ip=pl.col("ip_text").map_elements(normalize_ip, return_dtype=pl.String)
+    # A dotted quad is already canonical; only the rest (IPv6, ports, junk) needs ipaddress.
+    distinct = light.select(pl.col("ip_text").unique())
+    plain = pl.col("ip_text").str.contains(_CANONICAL_IPV4)
+    ip_map = pl.concat(
+        [
+            distinct.filter(plain).with_columns(ip=pl.col("ip_text")),
+            distinct.filter(~plain | pl.col("ip_text").is_null()).with_columns(
+                ip=pl.col("ip_text").map_elements(normalize_ip, return_dtype=pl.String)
+            ),
+        ]
     )
-    valid = valid.join(ip_map, on="ip_text", how="left", nulls_equal=True)
-    invalid_ips = valid.filter(pl.col("ip").is_null()).height
-
-    requests = (
-        valid.join(_history_hashes(valid), on="k")
-        .sort("k")
-        .select(
-            partition_day=pl.lit(partition_day_value(day)),
-            turn_id="turn_id",
-            timestamp=pl.col("timestamp").dt.convert_time_zone("UTC"),
-            response_timestamp=pl.col("response_timestamp").dt.convert_time_zone("UTC"),
-            model="model",
-            ip="ip",
-            ip_valid=pl.col("ip").is_not_null(),
-            user_agent="user_agent",
-            accept_language="accept_language",
-            messages="messages",
-            response="response",
-            prev_hash="prev_hash",
-            current_hash="current_hash",
-            source_file="source_file",
-            line_number="line_number",
-        )
-        .cast(RAW_REQUESTS_SCHEMA)  # type: ignore[arg-type]
-    )
+    light = light.join(ip_map, on="ip_text", how="left", nulls_equal=True, maintain_order="left")
+    valid = valid.filter(pl.col("k").is_in(light["k"]))
+    hashes = _history_hashes(valid)
+    requests = pl.concat(
+        [
+            light.select(
+                partition_day=pl.lit(partition_day_value(day)),
+                turn_id="turn_id",
+                timestamp=pl.col("timestamp").dt.convert_time_zone("UTC"),
+                response_timestamp=pl.col("response_timestamp").dt.convert_time_zone("UTC"),
+            ),
+            valid.select("model"),
+            light.select("ip", ip_valid=pl.col("ip").is_not_null()),
+            valid.select("user_agent", "accept_language", "messages", "response"),
+            hashes.select("prev_hash", "current_hash"),
+            light.select("source_file", "line_number"),
+        ],
+        how="horizontal",
+    ).cast(RAW_REQUESTS_SCHEMA)  # type: ignore[arg-type]
     return IngestResult(
         requests=requests,
         quarantine=quarantine.sort("source_file", "line_number"),
         lines_read=lines_read,
-        invalid_ips=invalid_ips,
+        invalid_ips=requests.filter(~pl.col("ip_valid")).height,
     )
 
 

@@ -571,7 +571,6 @@ class _Simulation:
         self.cpd = conversations_per_day
         self.shards = shards_per_day
         self.base_us = date_to_us(start_date)
-        self.base_day = self.base_us // DAY_US
         self.end_us = self.base_us + days * DAY_US
         self.text = text.TextMaker(self.rng, mean_message_chars)
         self.writer = DayShardWriter(Path(out_root), gzip=gzip, shards=shards_per_day)
@@ -705,7 +704,6 @@ class _Simulation:
             # which reply the user kept.
             conv.regen_turn = rng.randint(1, max(1, conv.n_turns - 1))
             conv.regens_planned = 2 if rng.random() < 0.1 else 1
-            s.regenerated_conversations += 1
         if rng.random() < rates.ip_change:
             conv.n_turns = max(conv.n_turns, 2)
             conv.switch_turn = rng.randint(2, conv.n_turns)
@@ -806,6 +804,7 @@ class _Simulation:
         rng, s = self.rng, self.summary
         if conv.regens_left:
             # Same messages list, untouched since the original request: an identical history.
+            s.regenerated_conversations += conv.regens_left == conv.regens_planned
             conv.regens_left -= 1
             # A regenerated reply must differ from every earlier reply to this history, or the
             # continuation would not tell which one the user kept.
@@ -964,7 +963,17 @@ def generate_logs(
 
     ``conversations_per_day`` conversations start on each day. Output is byte-identical for the
     same arguments. Lines whose timestamp would fall after the last day are not written (the
-    conversation is cut there), so every folder is within the requested range.
+    conversation is cut there), so every folder is within the requested range; for the same
+    reason late continuations (a return more than two days later) need ``days >= 3``, and forced
+    midnight crossings are only planned on days before the last one. Runs stream: memory holds
+    the active conversations and one day's start times, not the output.
+
+    ``truth_path`` gets one JSON line per request with the generator's own view of it
+    (``turn_id``, ``conversation_key``, ``parent_turn_id``, ``is_regeneration``,
+    ``late_continuation`` -- true on the request that resumes after the gap -- and ``day``).
+    ``rates`` tunes how often each special case occurs; ``first_turn_id`` lets separately
+    generated ranges use disjoint ids. Existing ``requests-NN.jsonl[.gz]`` files in the day
+    folders written are replaced.
     """
     sim = _Simulation(
         Path(out_root),
