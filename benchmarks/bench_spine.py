@@ -49,8 +49,9 @@ def run_pipeline(root: Path) -> dict:
     started = time.perf_counter()
     raw = []
     for folder in day_folders(root):
-        result = ingest_day(folder, date.fromisoformat(folder.name),
-                            max_line_bytes=DEFAULT_MAX_LINE_BYTES)
+        result = ingest_day(
+            folder, date.fromisoformat(folder.name), max_line_bytes=DEFAULT_MAX_LINE_BYTES
+        )
         raw.append(result.requests)
     ingested = time.perf_counter()
     window = pl.concat(raw)
@@ -80,21 +81,33 @@ def naive_parse(line: str) -> dict | None:
         return None
     if not isinstance(r, dict) or r.get("schema_version", 1) != 1:
         return None
-    for name in ("turn_id", "timestamp", "model", "headers", "messages", "response",
-                 "response_timestamp"):
+    for name in (
+        "turn_id",
+        "timestamp",
+        "model",
+        "headers",
+        "messages",
+        "response",
+        "response_timestamp",
+    ):
         if r.get(name) is None:
             return None
     if not isinstance(r["turn_id"], int) or isinstance(r["turn_id"], bool) or r["turn_id"] <= 0:
         return None
-    if not all(isinstance(r[t], str) and RFC3339_RE.match(r[t])
-               for t in ("timestamp", "response_timestamp")):
+    if not all(
+        isinstance(r[t], str) and RFC3339_RE.match(r[t])
+        for t in ("timestamp", "response_timestamp")
+    ):
         return None
     messages, headers = r["messages"], r["headers"]
     if not isinstance(messages, list) or not messages or len(messages) % 2 == 0:
         return None
     for i, m in enumerate(messages):
-        if not (isinstance(m, dict) and isinstance(m.get("content"), str)
-                and m.get("role") == ("user" if i % 2 == 0 else "assistant")):
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("content"), str)
+            and m.get("role") == ("user" if i % 2 == 0 else "assistant")
+        ):
             return None
     lower = {k.lower(): v for k, v in headers.items()} if isinstance(headers, dict) else None
     if lower is None or not isinstance(r["response"], str):
@@ -146,7 +159,9 @@ def run_naive(root: Path) -> dict:
 def in_subprocess(phase: str, root: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--phase", phase, "--root", str(root)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -168,9 +183,15 @@ def main() -> None:
     stamp = args.root / f".generated-{args.requests}-{args.days}-{args.mean_message_chars}"
     if not stamp.exists():
         started = time.perf_counter()
-        generate_logs(args.root, start_date=START, days=args.days,
-                      conversations_per_day=per_day, seed=1, gzip=False,
-                      mean_message_chars=args.mean_message_chars)
+        generate_logs(
+            args.root,
+            start_date=START,
+            days=args.days,
+            conversations_per_day=per_day,
+            seed=1,
+            gzip=False,
+            mean_message_chars=args.mean_message_chars,
+        )
         stamp.touch()
         print(f"generated logs in {time.perf_counter() - started:.1f} s")
     size = sum(p.stat().st_size for p in args.root.rglob("*.jsonl"))
@@ -178,21 +199,32 @@ def main() -> None:
     naive = in_subprocess("naive", args.root)
     assert pipeline["placed"] == pipeline["requests"], "a request was not placed exactly once"
 
-    print(f"\n{pipeline['requests']:,} requests, {size / 1e9:.2f} GB of JSON Lines, "
-          f"{args.days} days, lookahead {LOOKAHEAD} day\n")
-    print(f"| {'path':<34} | {'ingest s':>9} | {'link s':>8} | {'total s':>8} | "
-          f"{'requests/s':>11} | {'peak RSS MB':>11} |")
+    print(
+        f"\n{pipeline['requests']:,} requests, {size / 1e9:.2f} GB of JSON Lines, "
+        f"{args.days} days, lookahead {LOOKAHEAD} day\n"
+    )
+    print(
+        f"| {'path':<34} | {'ingest s':>9} | {'link s':>8} | {'total s':>8} | "
+        f"{'requests/s':>11} | {'peak RSS MB':>11} |"
+    )
     print(f"|{'-' * 36}|{'-' * 11}:|{'-' * 9}:|{'-' * 9}:|{'-' * 12}:|{'-' * 12}:|")
-    for name, r in (("pipeline (DuckDB + polars)", pipeline),
-                    ("naive per-request Python loop", naive)):
-        print(f"| {name:<34} | {r['ingest_s']:>9.1f} | {r['link_s']:>8.1f} | "
-              f"{r['total_s']:>8.1f} | {r['requests'] / r['total_s']:>11,.0f} | "
-              f"{r['peak_rss_mb']:>11,.0f} |")
-    print(f"\nlinks made: pipeline {pipeline['links']:,}, naive {naive['links']:,} (the naive "
-          "loop links over all days at once, so it also links past the lookahead bound)")
-    print(f"\nspeed-up (naive total / pipeline total): {naive['total_s'] / pipeline['total_s']:.1f}x")
+    for name, r in (
+        ("pipeline (DuckDB + polars)", pipeline),
+        ("naive per-request Python loop", naive),
+    ):
+        print(
+            f"| {name:<34} | {r['ingest_s']:>9.1f} | {r['link_s']:>8.1f} | "
+            f"{r['total_s']:>8.1f} | {r['requests'] / r['total_s']:>11,.0f} | "
+            f"{r['peak_rss_mb']:>11,.0f} |"
+        )
+    print(
+        f"\nlinks made: pipeline {pipeline['links']:,}, naive {naive['links']:,} (the naive "
+        "loop links over all days at once, so it also links past the lookahead bound)"
+    )
+    print(
+        f"\nspeed-up (naive total / pipeline total): {naive['total_s'] / pipeline['total_s']:.1f}x"
+    )
 
 
 if __name__ == "__main__":
     main()
-

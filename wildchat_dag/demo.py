@@ -38,7 +38,9 @@ def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
         )
         _add_malformed_lines(log_root / wanted[0])
     # Conversations of the last day that run past midnight spill into the next day's folder.
-    partition_keys = sorted(p.name for p in log_root.iterdir() if p.is_dir() and p.name >= wanted[0])
+    partition_keys = sorted(
+        p.name for p in log_root.iterdir() if p.is_dir() and p.name >= wanted[0]
+    )
     job = defs.resolve_job_def("wildchat_daily")
     instance = DagsterInstance.get()
     # All days are ingested before any is linked, so linking sees its lookahead days.
@@ -86,7 +88,9 @@ def _print_summary(database: str, partition_keys: list[str]) -> None:
         if row[0] in partition_keys:
             print(f"{row[0]:<12}{row[1]:>10}{row[2]:>13}{row[3]:>15}{row[4]:>9}")
     con.close()
-    print(f"\nDuckDB file: {database}\nOpen the UI with: scripts/ui.sh  (then http://127.0.0.1:3000)")
+    print(
+        f"\nDuckDB file: {database}\nOpen the UI with: scripts/ui.sh  (then http://127.0.0.1:3000)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,5 +104,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

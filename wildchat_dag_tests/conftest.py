@@ -40,8 +40,17 @@ class RequestFactory:
         kw.setdefault("ua", prev["headers"]["user-agent"])
         return self.request(history, user, reply, at, **kw)
 
-    def request(self, history, user, reply, at, ip="198.51.100.7", ua="UA-1", model="gpt-4-0314",
-                turn_id=None):
+    def request(
+        self,
+        history,
+        user,
+        reply,
+        at,
+        ip="198.51.100.7",
+        ua="UA-1",
+        model="gpt-4-0314",
+        turn_id=None,
+    ):
         t = datetime.fromisoformat(at)
         if turn_id is None:
             turn_id, self.next_id = self.next_id, self.next_id + 1

@@ -35,9 +35,22 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def materialize_cli(env, select: str, partition: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [DAGSTER, "asset", "materialize", "-m", "wildchat_dag.definitions",
-         "--select", select, "--partition", partition],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "wildchat_dag.definitions",
+            "--select",
+            select,
+            "--partition",
+            partition,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -52,8 +65,9 @@ def wait_all(processes: list[subprocess.Popen]) -> list[str]:
 
 
 def test_partitions_materialized_at_the_same_time_all_succeed(tmp_path):
-    generate_logs(tmp_path / "logs", start_date=date(2024, 1, 1), days=3,
-                  conversations_per_day=60, seed=5)
+    generate_logs(
+        tmp_path / "logs", start_date=date(2024, 1, 1), days=3, conversations_per_day=60, seed=5
+    )
     env = cli_env(tmp_path)
     days = ["2024-01-01", "2024-01-02", "2024-01-03"]
     wait_all([materialize_cli(env, "raw_requests,quarantined_log_lines", d) for d in days])
@@ -75,8 +89,9 @@ def test_partitions_materialized_at_the_same_time_all_succeed(tmp_path):
 
 
 def test_a_writer_waits_for_the_lock_instead_of_failing(tmp_path):
-    generate_logs(tmp_path / "logs", start_date=date(2024, 1, 1), days=1,
-                  conversations_per_day=20, seed=5)
+    generate_logs(
+        tmp_path / "logs", start_date=date(2024, 1, 1), days=1, conversations_per_day=20, seed=5
+    )
     env = cli_env(tmp_path)
     with duckdb_file_lock(env["WILDCHAT_DUCKDB_PATH"]):
         process = materialize_cli(env, "raw_requests,quarantined_log_lines", "2024-01-01")

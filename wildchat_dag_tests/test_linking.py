@@ -34,12 +34,22 @@ def test_chain_crossing_midnight_is_whole_once(requests_factory: RequestFactory)
     conv = results[D1].conversations.row(0, named=True)
     assert conv["own_turn_ids"] == [1, 2, 3] and conv["turn"] == 3
     assert [u["content"] for u in conv["conversation"]] == [
-        "hi", "hello", "and?", "more", "thanks", "bye"
+        "hi",
+        "hello",
+        "and?",
+        "more",
+        "thanks",
+        "bye",
     ]
     assert [u["turn_identifier"] for u in conv["conversation"]] == [1, 1, 2, 2, 3, 3]
     assert conv["ip"] == "198.51.100.7"  # 2 of 3 user turns
     assert [u["ip"] for u in conv["conversation"]] == [
-        "198.51.100.7", None, "203.0.113.50", None, "198.51.100.7", None
+        "198.51.100.7",
+        None,
+        "203.0.113.50",
+        None,
+        "198.51.100.7",
+        None,
     ]
     assert results[D2].conversations.is_empty() and results[D2].orphans.is_empty()
     assert results[D2].stats["requests_owned_by_earlier_days"] == 2
@@ -71,8 +81,11 @@ def test_fingerprint_and_model_separate_users_behind_one_ip(requests_factory):
     c2 = f.follow(c, "x", "y", "2024-01-01T10:05:02", model="gpt-3.5-turbo-0613")
     result = link_window(raw_frame([a, b, c, a2, b2, c2]), D1, lookahead_days=1)
     owned = {tuple(ids) for ids in result.conversations["own_turn_ids"].to_list()}
-    assert owned == {(a["turn_id"], a2["turn_id"]), (b["turn_id"], b2["turn_id"]),
-                     (c["turn_id"], c2["turn_id"])}
+    assert owned == {
+        (a["turn_id"], a2["turn_id"]),
+        (b["turn_id"], b2["turn_id"]),
+        (c["turn_id"], c2["turn_id"]),
+    }
 
 
 def test_regenerated_reply_starts_a_branch_with_inherited_turns(requests_factory):

@@ -26,9 +26,7 @@ def assert_conserved(p: Pipeline) -> None:
     placed += orphans["turn_id"].to_list()
     assert len(placed) == len(set(placed)), "a request is in two places"
     assert sorted(placed) == sorted(raw["turn_id"].to_list())
-    lines_on_disk = sum(
-        len(path.read_bytes().splitlines()) for path in p.log_root.rglob("*.jsonl")
-    )
+    lines_on_disk = sum(len(path.read_bytes().splitlines()) for path in p.log_root.rglob("*.jsonl"))
     assert lines_on_disk == raw.height + quarantine.height
     assert lines_on_disk == len(placed) + quarantine.height
 
@@ -73,7 +71,9 @@ def test_real_conversations_are_reconstructed_exactly(tmp_path, replayed_sample)
     assert crossing > 0
     assert sum(c.ip_changed for c in replayed) > 0 and sum(c.shared_ip for c in replayed) > 0
     assert p.table("quarantined_log_lines")["reason"].to_list() == [
-        "invalid_json", "not_an_object", "missing_field"
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
     ]
     assert_conserved(p)
 
@@ -138,15 +138,18 @@ def test_empty_day_creates_empty_tables(tmp_path):
     p = Pipeline(log_root, tmp_path / "w.duckdb")
     p.ingest("2024-02-01")
     p.link("2024-02-01")
-    for name in ("raw_requests", "quarantined_log_lines", "linked_conversations",
-                 "orphaned_requests"):
+    for name in (
+        "raw_requests",
+        "quarantined_log_lines",
+        "linked_conversations",
+        "orphaned_requests",
+    ):
         assert p.table(name).is_empty()
 
 
 def test_materialization_metadata_counts(tmp_path):
     log_root = tmp_path / "logs"
-    generate_logs(log_root, start_date=START, days=1, conversations_per_day=30, seed=3,
-                  gzip=False)
+    generate_logs(log_root, start_date=START, days=1, conversations_per_day=30, seed=3, gzip=False)
     folder = log_root / START.isoformat()
     with (folder / "requests-00.jsonl").open("a") as handle:
         handle.write("not json\n" + json.dumps({"turn_id": 1}) + "\n")
@@ -154,7 +157,9 @@ def test_materialization_metadata_counts(tmp_path):
     result = p.run(INGEST, START.isoformat())
     events = {
         e.asset_key.path[-1]: e.metadata
-        for e in (m.event_specific_data.materialization for m in result.get_asset_materialization_events())
+        for e in (
+            m.event_specific_data.materialization for m in result.get_asset_materialization_events()
+        )
     }
     raw, quarantine = events["raw_requests"], events["quarantined_log_lines"]
     assert raw["lines_read"].value == raw["requests_kept"].value + 2

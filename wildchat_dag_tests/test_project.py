@@ -17,8 +17,12 @@ def test_definitions_load_with_descriptions_and_partitions():
     Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"raw_requests", "quarantined_log_lines", "linked_conversations",
-                    "orphaned_requests"}
+    assert keys == {
+        "raw_requests",
+        "quarantined_log_lines",
+        "linked_conversations",
+        "orphaned_requests",
+    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and len(node.description) > 60
@@ -28,12 +32,24 @@ def test_definitions_load_with_descriptions_and_partitions():
 
 def test_dagster_cli_lists_the_assets():
     out = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "asset", "list", "-m",
-         "wildchat_dag.definitions"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "asset",
+            "list",
+            "-m",
+            "wildchat_dag.definitions",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    assert out.split() == ["linked_conversations", "orphaned_requests",
-                           "quarantined_log_lines", "raw_requests"]
+    assert out.split() == [
+        "linked_conversations",
+        "orphaned_requests",
+        "quarantined_log_lines",
+        "raw_requests",
+    ]
 
 
 def test_readme_demo_command_runs_end_to_end(tmp_path):
@@ -41,7 +57,11 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
     env.pop("DAGSTER_HOME", None)
     result = subprocess.run(
         ["bash", "scripts/demo.sh", "--days", "2", "--conversations-per-day", "40"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "2024-01-01" in result.stdout and "2024-01-02" in result.stdout

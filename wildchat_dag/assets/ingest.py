@@ -1,6 +1,5 @@
 """Ingest: one collection day of raw request logs into typed, hashed requests."""
 
-
 import time
 from collections.abc import Iterator
 
@@ -81,8 +80,9 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
             "by_reason": counts_table(result.quarantined_by_reason),
             **{f"reason/{k}": v for k, v in result.quarantined_by_reason.items()},
             "preview": preview(
-                result.quarantine.select("source_file", "line_number", "reason", "detail",
-                                         "raw_excerpt")
+                result.quarantine.select(
+                    "source_file", "line_number", "reason", "detail", "raw_excerpt"
+                )
             ),
         },
     )

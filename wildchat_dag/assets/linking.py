@@ -1,6 +1,5 @@
 """Turn linking: requests of a window of days into whole conversations owned by one day."""
 
-
 import time
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -17,7 +16,6 @@ from dagster import (
 )
 
 from wildchat_dag.assets.metadata import counts_table, preview
-from wildchat_dag.resources.log_store import RequestLogStore
 from wildchat_dag.core.linking import link_window, window_days
 from wildchat_dag.core.schema import PARTITION_COLUMN
 from wildchat_dag.partitions import (
@@ -26,6 +24,7 @@ from wildchat_dag.partitions import (
     link_window_mapping,
     partition_date,
 )
+from wildchat_dag.resources.log_store import RequestLogStore
 
 STORAGE = {"partition_expr": PARTITION_COLUMN}
 

@@ -1,9 +1,12 @@
 """Parse and validate one collection day of raw request logs.
 
 Every line read ends up in exactly one of two frames: ``requests`` (valid, typed, hashed) or
-``quarantine`` (with the file, line number, a reason, and a truncated excerpt). The heavy lifting,
-JSON parsing, validation and hashing, runs vectorised in DuckDB; Python only splits bytes into
-lines and diagnoses the rare line that fails.
+``quarantine`` (with the file, line number, a reason, and a truncated excerpt).
+
+Two paths, one verdict. The fast path decodes well-formed lines in bulk with polars. Any chunk
+polars cannot decode, and any row with a missing, null or possibly coerced value, goes to the
+strict path: DuckDB SQL that inspects JSON types and names the exact problem. A test holds the two
+paths to the same answers. Hashes are built with polars and computed with hashlib.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import ipaddress
+import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -113,8 +116,12 @@ def _file_lines(path: Path, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A file's lines, and the quarantine rows for lines that are not UTF-8."""
     data = _read_bytes(path)
     bad_utf8 = pl.DataFrame(
-        schema={"source_file": pl.String, "line_number": pl.Int64, "excerpt": pl.String,
-                "line_bytes": pl.Int64}
+        schema={
+            "source_file": pl.String,
+            "line_number": pl.Int64,
+            "excerpt": pl.String,
+            "line_bytes": pl.Int64,
+        }
     )
     fast = _split_lines_fast(data)
     if fast is not None:
@@ -167,8 +174,17 @@ _FIELDS_AS_JSON = (
     "{"
     + ",".join(
         f'"{name}":"JSON"'
-        for name in ("schema_version", "turn_id", "timestamp", "model", "headers", "ip",
-                     "messages", "response", "response_timestamp")
+        for name in (
+            "schema_version",
+            "turn_id",
+            "timestamp",
+            "model",
+            "headers",
+            "ip",
+            "messages",
+            "response",
+            "response_timestamp",
+        )
     )
     + "}"
 )
@@ -255,10 +271,12 @@ SELECT
     coalesce((f.ip->>'$'), trim(split_part((xff->>'$'), ',', 1))) AS ip_text,
     (ua->>'$') AS user_agent,
     (lang->>'$') AS accept_language,
-    list_transform(m, lambda x: {{'role': (x.role->>'$'), 'content': (x.content->>'$')}}) AS messages,
+    list_transform(m, lambda x: {{'role': (x.role->>'$'), 'content': (x.content->>'$')}})
+        AS messages,
     (f.response->>'$') AS response
 FROM checked
 """
+
 
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
@@ -294,15 +312,29 @@ _LOOKS_COERCED = r"^(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)$"
 
 _CANDIDATE_SCHEMA = pl.Schema(
     {
-        "k": pl.Int64, "turn_id": pl.Int64, "timestamp_text": pl.String,
-        "response_timestamp_text": pl.String, "model": pl.String, "ip_text": pl.String,
-        "user_agent": pl.String, "accept_language": pl.String, "messages": pl.List(MESSAGE),
+        "k": pl.Int64,
+        "turn_id": pl.Int64,
+        "timestamp_text": pl.String,
+        "response_timestamp_text": pl.String,
+        "model": pl.String,
+        "ip_text": pl.String,
+        "user_agent": pl.String,
+        "accept_language": pl.String,
+        "messages": pl.List(MESSAGE),
         "response": pl.String,
     }
 )
 _CANDIDATE_COLUMNS = (
-    "k", "turn_id", "timestamp_text", "response_timestamp_text", "model", "ip_text",
-    "user_agent", "accept_language", "messages", "response",
+    "k",
+    "turn_id",
+    "timestamp_text",
+    "response_timestamp_text",
+    "model",
+    "ip_text",
+    "user_agent",
+    "accept_language",
+    "messages",
+    "response",
 )
 
 
@@ -317,11 +349,12 @@ def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     to the strict path, which names the exact problem. Rows accepted here are exactly rows the
     strict path would accept.
     """
+
     def decode(chunk: pl.DataFrame) -> pl.DataFrame | None:
         try:
-            return chunk.select(
-                "k", "line", r=pl.col("line").str.json_decode(_FAST_DTYPE)
-            ).unnest("r")
+            return chunk.select("k", "line", r=pl.col("line").str.json_decode(_FAST_DTYPE)).unnest(
+                "r"
+            )
         except pl.exceptions.PolarsError:
             return None
 
@@ -378,7 +411,8 @@ def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         timestamp_text="timestamp",
         response_timestamp_text="response_timestamp",
         ip_text=pl.coalesce(
-            "ip", headers.struct.field("x-forwarded-for").str.split(",").list.first().str.strip_chars()
+            "ip",
+            headers.struct.field("x-forwarded-for").str.split(",").list.first().str.strip_chars(),
         ),
         user_agent=headers.struct.field("user-agent"),
         accept_language=headers.struct.field("accept-language"),
@@ -393,8 +427,7 @@ def _strict_path(
     if lines.is_empty():
         return pl.DataFrame(), pl.DataFrame(schema={"k": pl.Int64, "problem": pl.String})
     json_ok = con.sql(
-        "SELECT k, json_valid(line) AS ok, regexp_matches(line, '^\\s*\\{') AS is_object "
-        "FROM lines"
+        "SELECT k, json_valid(line) AS ok, regexp_matches(line, '^\\s*\\{') AS is_object FROM lines"
     ).pl()
     objects = lines.join(json_ok.filter("ok", "is_object"), on="k").select("k", "line")  # noqa: F841
     validated = con.sql(_VALIDATE_SQL).pl()
@@ -443,7 +476,8 @@ def _history_hashes(valid: pl.DataFrame) -> pl.DataFrame:
     with ThreadPoolExecutor(max_workers=2) as pool:
         for chunk in valid.iter_slices(_HASH_CHUNK_ROWS):
             texts = chunk.select(
-                prev="[" + encoded.list.head(pl.col("messages").list.len() - 1).list.join(",")
+                prev="["
+                + encoded.list.head(pl.col("messages").list.len() - 1).list.join(",")
                 + "]",
                 current="[" + encoded.list.join(",") + "," + reply + "]",
             )
@@ -485,8 +519,9 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
     )
     con = _connect()
     fast, strict_lines = _fast_path(
-        lines.filter(pl.col("k").is_in(problems.filter(pl.col("problem").is_null())["k"]))
-        .select("k", "line")
+        lines.filter(pl.col("k").is_in(problems.filter(pl.col("problem").is_null())["k"])).select(
+            "k", "line"
+        )
     )
     strict, strict_problems = _strict_path(con, strict_lines)
     del strict_lines
@@ -523,21 +558,25 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
     # Keep the first occurrence of a turn_id (by file, line); later copies are quarantined.
     first_seen = light.group_by("turn_id", maintain_order=True).agg(
         first_k=pl.col("k").first(),
-        first_at=pl.col("source_file").first() + ":" + pl.col("line_number").first().cast(
-            pl.String
-        ),
+        first_at=pl.col("source_file").first()
+        + ":"
+        + pl.col("line_number").first().cast(pl.String),
     )
     light = light.join(first_seen, on="turn_id", maintain_order="left")
     duplicates = light.filter(pl.col("k") != pl.col("first_k")).select(
         "k",
-        problem=pl.lit(QuarantineReason.DUPLICATE_TURN_ID + ":first seen at ")
-        + pl.col("first_at"),
+        problem=pl.lit(QuarantineReason.DUPLICATE_TURN_ID + ":first seen at ") + pl.col("first_at"),
     )
     light = light.filter(pl.col("k") == pl.col("first_k"))
 
     problems = pl.concat(
-        [problems.filter(pl.col("problem").is_not_null()), strict_problems, bad_time, outside,
-         duplicates]
+        [
+            problems.filter(pl.col("problem").is_not_null()),
+            strict_problems,
+            bad_time,
+            outside,
+            duplicates,
+        ]
     )
     quarantine = _quarantine_rows(
         lines.join(problems, on="k").with_columns(
@@ -604,12 +643,14 @@ def ingest_day(folder: Path, day: date, *, max_line_bytes: int) -> IngestResult:
     lines = (
         pl.concat(frames)
         if frames
-        else pl.DataFrame(schema={"line": pl.String, "source_file": pl.String,
-                                  "line_number": pl.Int64})
+        else pl.DataFrame(
+            schema={"line": pl.String, "source_file": pl.String, "line_number": pl.Int64}
+        )
     )
     non_utf8 = lines.filter(pl.col("line").is_null()).height
-    result = parse_lines(lines.filter(pl.col("line").is_not_null()), day,
-                         max_line_bytes=max_line_bytes)
+    result = parse_lines(
+        lines.filter(pl.col("line").is_not_null()), day, max_line_bytes=max_line_bytes
+    )
     if non_utf8:
         extra = _quarantine_rows(
             pl.concat(bad_utf8).with_columns(
@@ -618,11 +659,7 @@ def ingest_day(folder: Path, day: date, *, max_line_bytes: int) -> IngestResult:
             ),
             day,
         )
-        result.quarantine = pl.concat([result.quarantine, extra]).sort(
-            "source_file", "line_number"
-        )
+        result.quarantine = pl.concat([result.quarantine, extra]).sort("source_file", "line_number")
         result.lines_read += non_utf8
     result.files = [f"{folder.name}/{p.name}" for p in files]
     return result
-
-

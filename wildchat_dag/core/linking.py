@@ -26,6 +26,8 @@ sequential rule in Python; groups are independent, so the result equals the full
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -75,7 +77,7 @@ def window_days(day: date, lookahead_days: int) -> tuple[date, date]:
 
 
 def _prepare(window: pl.DataFrame, first_day: date, last_day: date) -> pl.DataFrame:
-    window = window.filter(
+    window = window.with_row_index("row").filter(
         pl.col("timestamp").dt.date().is_between(first_day, last_day, closed="both")
     )
     duplicated = window.filter(pl.col("turn_id").is_duplicated())
@@ -89,12 +91,25 @@ def _prepare(window: pl.DataFrame, first_day: date, last_day: date) -> pl.DataFr
         raise DuplicateTurnIdError(
             "turn_id must be unique across collection days, but "
             + "; ".join(
-                f"turn_id {t} is in partitions {', '.join(days)}"
-                for t, days in sample.iter_rows()
+                f"turn_id {t} is in partitions {', '.join(days)}" for t, days in sample.iter_rows()
             )
         )
+    # The message history is most of the bytes: link on a light frame, and fetch the content
+    # of the few rows that need it by position (``row``) at the end.
     return (
-        window.with_columns(
+        window.select(
+            "turn_id",
+            "timestamp",
+            "response_timestamp",
+            "model",
+            "ip",
+            "user_agent",
+            "accept_language",
+            "prev_hash",
+            "current_hash",
+            "source_file",
+            "line_number",
+            "row",
             round=((pl.col("messages").list.len() + 1) // 2).cast(pl.Int64),
             request_day=pl.col("timestamp").dt.date(),
             fp_user_agent=pl.col("user_agent").fill_null(""),
@@ -141,8 +156,10 @@ def _resolve_contested(edges: pl.DataFrame) -> tuple[list[tuple[int, int]], list
 
 def _roots(requests: pl.DataFrame, parents: pl.DataFrame) -> pl.DataFrame:
     """``turn_id -> root_turn_id`` by pointer doubling over the parent links."""
-    up = requests.select("turn_id").join(parents, on="turn_id", how="left").select(
-        "turn_id", up=pl.coalesce("parent_turn_id", "turn_id")
+    up = (
+        requests.select("turn_id")
+        .join(parents, on="turn_id", how="left")
+        .select("turn_id", up=pl.coalesce("parent_turn_id", "turn_id"))
     )
     while True:
         jumped = up.join(up.rename({"turn_id": "up", "up": "up2"}), on="up", how="left").select(
@@ -151,6 +168,12 @@ def _roots(requests: pl.DataFrame, parents: pl.DataFrame) -> pl.DataFrame:
         if jumped.join(up, on=["turn_id", "up"], how="anti").is_empty():
             return jumped.rename({"up": "root_turn_id"})
         up = jumped
+
+
+def _content(window: pl.DataFrame, rows: pl.Series) -> list[pl.Series]:
+    """``messages`` and ``response`` of the given window rows, in that order."""
+    heavy = window.select("messages", "response")[rows]
+    return [heavy["messages"], heavy["response"]]
 
 
 def _most_frequent(utterances: pl.DataFrame, column: str) -> pl.DataFrame:
@@ -167,7 +190,11 @@ def _most_frequent(utterances: pl.DataFrame, column: str) -> pl.DataFrame:
 
 
 def _build_conversations(
-    requests: pl.DataFrame, owned: pl.DataFrame, path_parents: pl.DataFrame, day: date
+    requests: pl.DataFrame,
+    owned: pl.DataFrame,
+    path_parents: pl.DataFrame,
+    day: date,
+    window: pl.DataFrame,
 ) -> pl.DataFrame:
     last = (
         owned.sort("round")
@@ -181,7 +208,12 @@ def _build_conversations(
     # Walk from each conversation's last request back through parents (and, for a branch,
     # into the path it forked from) to find who sent each earlier round.
     meta = requests.select(
-        "turn_id", "round", "timestamp", "response_timestamp", "ip", "user_agent",
+        "turn_id",
+        "round",
+        "timestamp",
+        "response_timestamp",
+        "ip",
+        "user_agent",
         "accept_language",
     )
     frontier = last.select("conversation_id", node="last_turn_id")
@@ -191,22 +223,23 @@ def _build_conversations(
             "conversation_id", node="parent_turn_id"
         )
         steps.append(frontier)
-    path = pl.concat(steps).join(meta, left_on="node", right_on="turn_id").rename(
-        {"node": "turn_identifier"}
+    path = (
+        pl.concat(steps)
+        .join(meta, left_on="node", right_on="turn_id")
+        .rename({"node": "turn_identifier"})
     )
 
     final = last.join(
-        requests.select("turn_id", "messages", "response", "timestamp", "model", "round"),
+        requests.select("turn_id", "row", "timestamp", "model", "round"),
         left_on="last_turn_id",
         right_on="turn_id",
     )
+    final = final.with_columns(_content(window, final["row"]))
     utterances = (
         final.select(
             "conversation_id",
             message=pl.col("messages").list.concat(
-                pl.concat_list(
-                    pl.struct(role=pl.lit("assistant"), content=pl.col("response"))
-                )
+                pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.col("response")))
             ),
         )
         .explode("message")
@@ -239,9 +272,7 @@ def _build_conversations(
         inherited_turns=pl.col("round") - 1,
     )
     result = (
-        final.select(
-            "conversation_id", "own_turn_ids", "model", "timestamp", turn=pl.col("round")
-        )
+        final.select("conversation_id", "own_turn_ids", "model", "timestamp", turn=pl.col("round"))
         .join(roots, on="conversation_id")
         .join(
             owned.filter(pl.col("turn_id") == pl.col("root_turn_id")).select(
@@ -270,27 +301,34 @@ def link_window(window: pl.DataFrame, day: date, *, lookahead_days: int) -> Link
     first_day, last_day = window_days(day, lookahead_days)
     requests = _prepare(window, first_day, last_day)
 
-    ends = requests.select(
-        pl.col("current_hash").alias("hash"), *FINGERPRINT,
-        e_seq="seq", e_turn="turn_id", e_ip="ip",
+    fingerprint = [pl.col(c) for c in FINGERPRINT]
+    requests = requests.with_columns(
+        end_key=pl.struct(pl.col("current_hash"), *fingerprint).hash(),
+        claim_key=pl.struct(pl.col("prev_hash"), *fingerprint).hash(),
     )
+    ends = requests.select(key="end_key", e_seq="seq", e_turn="turn_id", e_ip="ip")
     claimants = requests.filter(pl.col("round") > 1).select(
-        pl.col("prev_hash").alias("hash"), *FINGERPRINT,
-        r_seq="seq", r_turn="turn_id", r_ip="ip",
+        key="claim_key", r_seq="seq", r_turn="turn_id", r_ip="ip"
+    )
+    edges = claimants.join(ends, on="key").filter(pl.col("e_seq") < pl.col("r_seq"))
+    # The 64-bit key narrows the join; equality of the full values decides it.
+    exact = functools.reduce(
+        operator.and_,
+        (
+            requests[r_col].gather(edges["r_seq"]) == requests[e_col].gather(edges["e_seq"])
+            for r_col, e_col in (("prev_hash", "current_hash"), *((c, c) for c in FINGERPRINT))
+        ),
     )
     edges = (
-        claimants.join(ends, on=["hash", *FINGERPRINT])
-        .filter(pl.col("e_seq") < pl.col("r_seq"))
+        edges.filter(exact)
         .with_columns(
             same_ip=(pl.col("r_ip") == pl.col("e_ip")).fill_null(False),
-            group=pl.struct("hash", *FINGERPRINT).hash(),
+            group=pl.col("key"),
             contested=(pl.len().over("r_turn") > 1) | (pl.len().over("e_turn") > 1),
         )
         .with_columns(contested=pl.col("contested").any().over("group"))
     )
-    simple = edges.filter(~pl.col("contested")).select(
-        turn_id="r_turn", parent_turn_id="e_turn"
-    )
+    simple = edges.filter(~pl.col("contested")).select(turn_id="r_turn", parent_turn_id="e_turn")
     contested = edges.filter("contested")
     contested_links, branch_pairs = _resolve_contested(contested)
     pair_schema = {"turn_id": pl.Int64, "parent_turn_id": pl.Int64}
@@ -319,16 +357,15 @@ def link_window(window: pl.DataFrame, day: date, *, lookahead_days: int) -> Link
     )
     roots = _roots(requests, parents)
     requests = requests.join(roots, on="turn_id").join(
-        requests.select(
-            root_turn_id="turn_id", root_day="request_day", root_kind="kind"
-        ),
+        requests.select(root_turn_id="turn_id", root_day="request_day", root_kind="kind"),
         on="root_turn_id",
     )
 
     lookahead_start = day - timedelta(days=lookahead_days)
     rooted_here = pl.col("root_day") == day
-    owned = requests.filter(rooted_here & pl.col("root_kind").is_in([RootKind.START,
-                                                                       RootKind.BRANCH]))
+    owned = requests.filter(
+        rooted_here & pl.col("root_kind").is_in([RootKind.START, RootKind.BRANCH])
+    )
     orphan_chain = requests.filter(rooted_here & (pl.col("root_kind") == RootKind.ORPHAN))
     beyond = requests.filter(
         (pl.col("request_day") == day) & (pl.col("root_day") < lookahead_start)
@@ -346,14 +383,15 @@ def link_window(window: pl.DataFrame, day: date, *, lookahead_days: int) -> Link
         pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN),
         chain_root_turn_id=pl.col("root_turn_id"),
     )
+    orphans = orphans.sort("timestamp", "turn_id")
     orphans = (
-        orphans.sort("timestamp", "turn_id")
+        orphans.with_columns(_content(window, orphans["row"]))
         .select(ORPHANED_REQUESTS_SCHEMA.names())
         .cast(ORPHANED_REQUESTS_SCHEMA)  # type: ignore[arg-type]
     )
 
     path_parents = pl.concat([parents, branches])
-    conversations = _build_conversations(requests, owned, path_parents, day)
+    conversations = _build_conversations(requests, owned, path_parents, day, window)
 
     on_day = requests.filter(pl.col("request_day") == day)
     stats = {

@@ -15,8 +15,15 @@ SCHEMA_VERSION = 1
 
 LOG_FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 
-REQUIRED_FIELDS = ("turn_id", "timestamp", "model", "headers", "messages", "response",
-                   "response_timestamp")
+REQUIRED_FIELDS = (
+    "turn_id",
+    "timestamp",
+    "model",
+    "headers",
+    "messages",
+    "response",
+    "response_timestamp",
+)
 
 # An RFC 3339 date-time with an explicit offset. A naive time would be guessed in some zone, and
 # a guess is how a request slides into the wrong day.
@@ -50,6 +57,4 @@ def day_folder(log_root: str | Path, day: date) -> Path:
 
 def list_log_files(folder: Path) -> list[Path]:
     """Log files of one day folder, in a stable order so line numbers and re-runs agree."""
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.name.endswith(LOG_FILE_SUFFIXES)
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(LOG_FILE_SUFFIXES))
