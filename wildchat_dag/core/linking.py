@@ -155,19 +155,25 @@ def _resolve_contested(edges: pl.DataFrame) -> tuple[list[tuple[int, int]], list
 
 
 def _roots(requests: pl.DataFrame, parents: pl.DataFrame) -> pl.DataFrame:
-    """``turn_id -> root_turn_id`` by pointer doubling over the parent links."""
+    """``turn_id -> root_turn_id`` by pointer doubling over the parent links, by position."""
+    by_seq = requests.select("turn_id", "seq").sort("seq")
     up = (
-        requests.select("turn_id")
-        .join(parents, on="turn_id", how="left")
-        .select("turn_id", up=pl.coalesce("parent_turn_id", "turn_id"))
+        by_seq.join(parents, on="turn_id", how="left")
+        .join(
+            requests.select(parent_turn_id="turn_id", parent_seq="seq"),
+            on="parent_turn_id",
+            how="left",
+        )
+        .sort("seq")
+        .select(pl.coalesce("parent_seq", "seq"))
+        .to_series()
     )
     while True:
-        jumped = up.join(up.rename({"turn_id": "up", "up": "up2"}), on="up", how="left").select(
-            "turn_id", up=pl.coalesce("up2", "up")
-        )
-        if jumped.join(up, on=["turn_id", "up"], how="anti").is_empty():
-            return jumped.rename({"up": "root_turn_id"})
+        jumped = up.gather(up)
+        if jumped.equals(up):
+            break
         up = jumped
+    return by_seq.select("turn_id", root_turn_id=pl.col("turn_id").gather(up))
 
 
 def _content(window: pl.DataFrame, rows: pl.Series) -> list[pl.Series]:
