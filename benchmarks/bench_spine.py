@@ -29,7 +29,12 @@ from wildchat_dag.core.hashing import history_hashes
 from wildchat_dag.core.ingest import ingest_day, normalize_ip
 from wildchat_dag.core.linking import link_window
 from wildchat_dag.core.linking_reference import link_sequential
-from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES, RFC3339_RE, list_log_files
+from wildchat_dag.core.log_contract import (
+    DEFAULT_MAX_LINE_BYTES,
+    REQUIRED_FIELDS,
+    RFC3339_RE,
+    list_log_files,
+)
 from wildchat_dag.loggen.generator import generate_logs
 
 START = date(2024, 1, 1)
@@ -81,15 +86,7 @@ def naive_parse(line: str) -> dict | None:
         return None
     if not isinstance(r, dict) or r.get("schema_version", 1) != 1:
         return None
-    for name in (
-        "turn_id",
-        "timestamp",
-        "model",
-        "headers",
-        "messages",
-        "response",
-        "response_timestamp",
-    ):
+    for name in REQUIRED_FIELDS:
         if r.get(name) is None:
             return None
     if not isinstance(r["turn_id"], int) or isinstance(r["turn_id"], bool) or r["turn_id"] <= 0:

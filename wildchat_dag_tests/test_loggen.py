@@ -22,21 +22,13 @@ from wildchat_dag.loggen import (
     replay_conversations,
 )
 from wildchat_dag.loggen.cli import main
+from wildchat_dag.core.log_contract import REQUIRED_FIELDS
 from wildchat_dag.loggen.generator import MODELS, DayShardWriter
 
 START = date(2024, 1, 1)
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 SHARD_RE = re.compile(r"^requests-\d{2}\.jsonl(\.gz)?$")
-TOP_KEYS = {
-    "schema_version",
-    "turn_id",
-    "timestamp",
-    "model",
-    "headers",
-    "messages",
-    "response",
-    "response_timestamp",
-}
+TOP_KEYS = {"schema_version", *REQUIRED_FIELDS}
 
 
 def read_bytes(path: Path) -> bytes:
