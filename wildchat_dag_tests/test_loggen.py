@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from wildchat_dag.core.log_contract import REQUIRED_FIELDS
 from wildchat_dag.loggen import (
     FeatureRates,
     fill_missing_turns,
@@ -22,7 +23,6 @@ from wildchat_dag.loggen import (
     replay_conversations,
 )
 from wildchat_dag.loggen.cli import main
-from wildchat_dag.core.log_contract import REQUIRED_FIELDS
 from wildchat_dag.loggen.generator import MODELS, DayShardWriter
 
 START = date(2024, 1, 1)
