@@ -401,8 +401,11 @@ def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .list.all()
     ).fill_null(False)
     frame = frame.with_columns(accepted=accepted)
-    strict.append(frame.filter(~pl.col("accepted")).select("k", "line"))
-    ok = frame.filter("accepted").select(
+    rejected = frame.filter(~pl.col("accepted")).select("k", "line")
+    strict.append(rejected)
+    if rejected.height:
+        frame = frame.filter("accepted")
+    ok = frame.select(
         "k",
         "turn_id",
         "model",
@@ -462,27 +465,62 @@ FROM (
 _HASH_CHUNK_ROWS = 50_000
 
 
+def _digest_pairs(prefixes: list[bytes], tails: list[bytes]) -> tuple[list[str], list[str]]:
+    """sha256 of ``[`` + prefix + ``]`` and of ``[`` + prefix + tail, hashing the prefix once."""
+    prev, current = [], []
+    for prefix, tail in zip(prefixes, tails, strict=True):
+        h = hashlib.sha256(b"[")
+        h.update(prefix)
+        before = h.copy()
+        before.update(b"]")
+        h.update(tail)
+        prev.append(before.hexdigest())
+        current.append(h.hexdigest())
+    return prev, current
+
+
 def _history_hashes(valid: pl.DataFrame) -> pl.DataFrame:
-    """prev/current hashes (see hashing.py), built in polars and hashed with hashlib."""
+    """prev/current hashes (see hashing.py): JSON built by polars, hashed with hashlib.
+
+    The history before the new user message is the common prefix of both texts, so it is
+    encoded and hashed once; hashlib's state is copied where the ``prev`` text ends.
+    """
+    n = pl.col("messages").list.len()
     encoded = pl.col("messages").list.eval(pl.element().struct.json_encode())
     reply = pl.struct(role=pl.lit("assistant"), content=pl.col("response")).struct.json_encode()
-
-    def digest(texts: pl.Series) -> list[str]:
-        return [hashlib.sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()]
-
     schema = {"prev_hash": pl.String, "current_hash": pl.String}
+    workers = os.cpu_count() or 1
     out = []
-    # hashlib releases the GIL on large inputs: prev and current hash side by side.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # hashlib releases the GIL on large inputs, so slices of a chunk hash in parallel.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for chunk in valid.iter_slices(_HASH_CHUNK_ROWS):
             texts = chunk.select(
-                prev="["
-                + encoded.list.head(pl.col("messages").list.len() - 1).list.join(",")
+                prefix=encoded.list.head(n - 1).list.join(","),
+                tail=pl.when(n > 1).then(pl.lit(",")).otherwise(pl.lit(""))
+                + encoded.list.last()
+                + ","
+                + reply
                 + "]",
-                current="[" + encoded.list.join(",") + "," + reply + "]",
             )
-            prev, current = pool.map(digest, (texts["prev"], texts["current"]))
-            out.append(pl.DataFrame({"prev_hash": prev, "current_hash": current}, schema=schema))
+            step = -(-texts.height // workers)
+            parts = list(
+                pool.map(
+                    lambda part: _digest_pairs(
+                        part["prefix"].cast(pl.Binary).to_list(),
+                        part["tail"].cast(pl.Binary).to_list(),
+                    ),
+                    texts.iter_slices(step) if texts.height else [],
+                )
+            )
+            out.append(
+                pl.DataFrame(
+                    {
+                        "prev_hash": [h for prev, _ in parts for h in prev],
+                        "current_hash": [h for _, current in parts for h in current],
+                    },
+                    schema=schema,
+                )
+            )
     return pl.concat(out) if out else pl.DataFrame(schema=schema)
 
 
@@ -506,10 +544,11 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
     only filtered, never joined: every decision is made on a light frame keyed by ``k``.
     """
     lines_read = lines.height
-    lines = lines.with_columns(
-        k=pl.int_range(pl.len(), dtype=pl.Int64),
-        line=pl.col("line").str.strip_suffix("\r"),
-    ).with_columns(line_bytes=pl.col("line").str.len_bytes().cast(pl.Int64))
+    lines = lines.with_columns(k=pl.int_range(pl.len(), dtype=pl.Int64))
+    # Each of these would copy every line, so only where it changes something.
+    if lines["line"].str.ends_with("\r").any():
+        lines = lines.with_columns(pl.col("line").str.strip_suffix("\r"))
+    lines = lines.with_columns(line_bytes=pl.col("line").str.len_bytes().cast(pl.Int64))
     problems = lines.select(
         "k",
         problem=pl.when(pl.col("line_bytes") > max_line_bytes)
@@ -518,11 +557,12 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
         .then(pl.lit(QuarantineReason.BLANK_LINE)),
     )
     con = _connect()
-    fast, strict_lines = _fast_path(
-        lines.filter(pl.col("k").is_in(problems.filter(pl.col("problem").is_null())["k"])).select(
-            "k", "line"
-        )
-    )
+    unparsed = problems.filter(pl.col("problem").is_not_null())["k"]
+    candidates = lines.select("k", "line")
+    if unparsed.len():
+        candidates = candidates.filter(~pl.col("k").is_in(unparsed))
+    fast, strict_lines = _fast_path(candidates)
+    del candidates
     strict, strict_problems = _strict_path(con, strict_lines)
     del strict_lines
     if not fast.height:
@@ -600,7 +640,8 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
         ]
     )
     light = light.join(ip_map, on="ip_text", how="left", nulls_equal=True, maintain_order="left")
-    valid = valid.filter(pl.col("k").is_in(light["k"]))
+    if light.height != valid.height:
+        valid = valid.filter(pl.col("k").is_in(light["k"]))
     hashes = _history_hashes(valid)
     requests = pl.concat(
         [

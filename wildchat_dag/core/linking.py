@@ -77,8 +77,27 @@ def window_days(day: date, lookahead_days: int) -> tuple[date, date]:
 
 
 def _prepare(window: pl.DataFrame, first_day: date, last_day: date) -> pl.DataFrame:
-    window = window.with_row_index("row").filter(
-        pl.col("timestamp").dt.date().is_between(first_day, last_day, closed="both")
+    # The message history is most of the bytes: link on a light frame, and fetch the content
+    # of the few rows that need it by position (``row``) at the end.
+    window = (
+        window.with_row_index("row")
+        .select(
+            PARTITION_COLUMN,
+            "turn_id",
+            "timestamp",
+            "response_timestamp",
+            "model",
+            "ip",
+            "user_agent",
+            "accept_language",
+            "prev_hash",
+            "current_hash",
+            "source_file",
+            "line_number",
+            "row",
+            round=((pl.col("messages").list.len() + 1) // 2).cast(pl.Int64),
+        )
+        .filter(pl.col("timestamp").dt.date().is_between(first_day, last_day, closed="both"))
     )
     duplicated = window.filter(pl.col("turn_id").is_duplicated())
     if not duplicated.is_empty():
@@ -94,23 +113,8 @@ def _prepare(window: pl.DataFrame, first_day: date, last_day: date) -> pl.DataFr
                 f"turn_id {t} is in partitions {', '.join(days)}" for t, days in sample.iter_rows()
             )
         )
-    # The message history is most of the bytes: link on a light frame, and fetch the content
-    # of the few rows that need it by position (``row``) at the end.
     return (
-        window.select(
-            "turn_id",
-            "timestamp",
-            "response_timestamp",
-            "model",
-            "ip",
-            "user_agent",
-            "accept_language",
-            "prev_hash",
-            "current_hash",
-            "source_file",
-            "line_number",
-            "row",
-            round=((pl.col("messages").list.len() + 1) // 2).cast(pl.Int64),
+        window.with_columns(
             request_day=pl.col("timestamp").dt.date(),
             fp_user_agent=pl.col("user_agent").fill_null(""),
             fp_accept_language=pl.col("accept_language").fill_null(""),
