@@ -6,6 +6,7 @@ from wildchat_dag.core.hashing import (
     EMPTY_HISTORY_HASH,
     canonical_messages_json,
     history_hashes,
+    json_array_body,
     sha256_hex,
 )
 
@@ -23,9 +24,7 @@ def test_vectorised_json_matches_the_python_reference(msgs):
     frame = pl.DataFrame(
         {"m": [msgs]}, schema={"m": pl.List(pl.Struct({"role": pl.String, "content": pl.String}))}
     )
-    vectorised = frame.select(
-        "[" + pl.col("m").list.eval(pl.element().struct.json_encode()).list.join(",") + "]"
-    ).item()
+    vectorised = frame.select("[" + json_array_body(pl.col("m")) + "]").item()
     assert vectorised == canonical_messages_json(msgs)
 
 

@@ -6,7 +6,7 @@ plus the new user message and the assistant's reply.
 
 Canonical JSON here is ``json.dumps(messages, ensure_ascii=False, separators=(",", ":"))`` of a
 list of ``{"role": ..., "content": ...}`` objects, keys in that order, encoded as UTF-8. The
-vectorised ingest path builds the same bytes with polars' ``struct.json_encode``;
+vectorised ingest path builds the same bytes with polars (``json_array_body``);
 ``wildchat_dag_tests/test_hashing.py`` checks the two agree on arbitrary text.
 """
 
@@ -16,6 +16,8 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 
+import polars as pl
+
 
 def canonical_messages_json(messages: Iterable[Mapping[str, str]]) -> str:
     return json.dumps(
@@ -23,6 +25,15 @@ def canonical_messages_json(messages: Iterable[Mapping[str, str]]) -> str:
         ensure_ascii=False,
         separators=(",", ":"),
     )
+
+
+def json_array_body(messages: pl.Expr) -> pl.Expr:
+    """Canonical JSON of a list-of-messages column without its brackets, vectorised.
+
+    polars encodes a struct in one pass, so the list is wrapped as ``{"m": [...]}`` and the
+    wrapper cut off: ``{"m":[`` is 6 characters, ``]}`` is 2.
+    """
+    return pl.struct(m=messages).struct.json_encode().str.slice(6).str.head(-2)
 
 
 def sha256_hex(text: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from wildchat_dag.core.hashing import json_array_body
 from wildchat_dag.core.log_contract import (
     EXCERPT_CHARS,
     RFC3339_PATTERN,
@@ -486,8 +487,8 @@ def _history_hashes(valid: pl.DataFrame) -> pl.DataFrame:
     encoded and hashed once; hashlib's state is copied where the ``prev`` text ends.
     """
     n = pl.col("messages").list.len()
-    encoded = pl.col("messages").list.eval(pl.element().struct.json_encode())
-    reply = pl.struct(role=pl.lit("assistant"), content=pl.col("response")).struct.json_encode()
+    reply = pl.struct(role=pl.lit("assistant"), content=pl.col("response"))
+    last_exchange = pl.concat_list(pl.col("messages").list.last(), reply)
     schema = {"prev_hash": pl.String, "current_hash": pl.String}
     workers = os.cpu_count() or 1
     out = []
@@ -495,11 +496,9 @@ def _history_hashes(valid: pl.DataFrame) -> pl.DataFrame:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for chunk in valid.iter_slices(_HASH_CHUNK_ROWS):
             texts = chunk.select(
-                prefix=encoded.list.head(n - 1).list.join(","),
+                prefix=json_array_body(pl.col("messages").list.head(n - 1)),
                 tail=pl.when(n > 1).then(pl.lit(",")).otherwise(pl.lit(""))
-                + encoded.list.last()
-                + ","
-                + reply
+                + json_array_body(last_exchange)
                 + "]",
             )
             step = -(-texts.height // workers)
