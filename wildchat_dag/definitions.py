@@ -9,6 +9,7 @@ from wildchat_dag.assets import ingest, linking
 from wildchat_dag.partitions import collection_days
 from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
 from wildchat_dag.resources.log_store import RequestLogStore
+from wildchat_dag.resources.warehouse import Warehouse
 
 all_assets = load_assets_from_modules([ingest, linking])
 
@@ -21,11 +22,11 @@ wildchat_daily_job = define_asset_job(
 
 
 def build_resources(log_root: str | None = None, duckdb_path: str | None = None) -> dict:
+    database = duckdb_path or settings.default_duckdb_path()
     return {
         "log_store": RequestLogStore(root=log_root or settings.default_log_root()),
-        "io_manager": WildchatDuckDBIOManager(
-            database=duckdb_path or settings.default_duckdb_path(), schema="main"
-        ),
+        "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
+        "warehouse": Warehouse(database=database),
     }
 
 

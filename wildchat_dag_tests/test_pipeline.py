@@ -165,3 +165,29 @@ def test_materialization_metadata_counts(tmp_path):
     assert raw["lines_read"].value == raw["requests_kept"].value + 2
     assert quarantine["reason/invalid_json"].value == 1
     assert quarantine["reason/missing_field"].value == 1
+
+
+def placement_checks(result) -> list:
+    return [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+
+
+def test_placement_check_warns_until_the_owning_day_is_linked(tmp_path):
+    log_root = tmp_path / "logs"
+    generate_logs(log_root, start_date=START, days=2, conversations_per_day=80, seed=4, gzip=False)
+    first, second = days(2)
+    p = Pipeline(log_root, tmp_path / "w.duckdb")
+    p.ingest(first, second)
+    # The second day's requests that continue conversations of the first are owned by the
+    # first day, which is not linked yet: the check says so, as a warning.
+    (check,) = placement_checks(p.run(LINKING, second))
+    assert not check.passed and check.severity.value == "WARN"
+    assert check.metadata["not_placed"].value > 0
+    assert check.metadata["placed_twice_or_more"].value == 0
+    (check,) = placement_checks(p.run(LINKING, first))
+    assert check.passed
+    (check,) = placement_checks(p.run(LINKING, second))
+    assert check.passed and check.metadata["placed_once"].value == check.metadata["requests"].value

@@ -6,6 +6,9 @@ from datetime import date, timedelta
 
 import polars as pl
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -16,8 +19,9 @@ from dagster import (
 )
 
 from wildchat_dag.assets.metadata import counts_table, preview
+from wildchat_dag.core.checks import PLACEMENT_SQL
 from wildchat_dag.core.linking import link_window, window_days
-from wildchat_dag.core.schema import PARTITION_COLUMN
+from wildchat_dag.core.schema import PARTITION_COLUMN, partition_day_value
 from wildchat_dag.partitions import (
     LOOKAHEAD_DAYS,
     collection_days,
@@ -25,6 +29,7 @@ from wildchat_dag.partitions import (
     partition_date,
 )
 from wildchat_dag.resources.log_store import RequestLogStore
+from wildchat_dag.resources.warehouse import Warehouse
 
 STORAGE = {"partition_expr": PARTITION_COLUMN}
 
@@ -69,12 +74,26 @@ def _window_status(context: AssetExecutionContext, day: date) -> tuple[list[str]
             group_name="linking",
         ),
     },
+    check_specs=[
+        AssetCheckSpec(
+            "every_request_placed_once",
+            asset="linked_conversations",
+            description=(
+                "Every request ingested on this day is in exactly one conversation or one "
+                "orphan row, over all partitions. WARN when some are not placed yet (an "
+                "earlier day that owns them needs re-linking); ERROR when one is placed twice."
+            ),
+        )
+    ],
     partitions_def=collection_days,
     code_version=f"linking-v1-lookahead-{LOOKAHEAD_DAYS}",
 )
 def link_turns(
-    context: AssetExecutionContext, log_store: RequestLogStore, raw_requests: pl.DataFrame
-) -> Iterator[Output]:
+    context: AssetExecutionContext,
+    log_store: RequestLogStore,
+    warehouse: Warehouse,
+    raw_requests: pl.DataFrame,
+) -> Iterator[Output | AssetCheckResult]:
     day = partition_date(context.partition_key)
     missing_lookback, missing_lookahead = _window_status(context, day)
     # A lookback day with no log folder had no traffic; one with logs must be ingested first.
@@ -136,5 +155,22 @@ def link_turns(
                 dict(orphans.group_by("reason").len().iter_rows()) if orphans.height else {}
             ),
             "preview": preview(orphans.select("turn_id", "reason", "timestamp", "model")),
+        },
+    )
+    # Both tables are written by now, so placement can be counted across all partitions.
+    yield _placement_check(warehouse, day)
+
+
+def _placement_check(warehouse: Warehouse, day: date) -> AssetCheckResult:
+    counts = warehouse.query(PLACEMENT_SQL, {"day": partition_day_value(day)}).row(0, named=True)
+    duplicated, missing = counts["placed_twice_or_more"], counts["not_placed"]
+    return AssetCheckResult(
+        check_name="every_request_placed_once",
+        asset_key="linked_conversations",
+        passed=duplicated == 0 and missing == 0,
+        severity=AssetCheckSeverity.ERROR if duplicated else AssetCheckSeverity.WARN,
+        metadata={
+            **{k: v for k, v in counts.items() if k != "sample_turn_ids"},
+            "sample_turn_ids": MetadataValue.json(counts["sample_turn_ids"] or []),
         },
     )
