@@ -28,6 +28,8 @@ import polars as pl
 from wildchat_dag.core.hashing import json_array_body
 from wildchat_dag.core.log_contract import (
     EXCERPT_CHARS,
+    OPTIONAL_FIELDS,
+    REQUIRED_FIELDS,
     RFC3339_PATTERN,
     SCHEMA_VERSION,
     QuarantineReason,
@@ -171,23 +173,9 @@ def normalize_ip(text: str | None) -> str | None:
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _CANONICAL_IPV4 = rf"^{_OCTET}(?:\.{_OCTET}){{3}}$"
 
+# Every top-level field as raw JSON, so the strict path can name wrong types.
 _FIELDS_AS_JSON = (
-    "{"
-    + ",".join(
-        f'"{name}":"JSON"'
-        for name in (
-            "schema_version",
-            "turn_id",
-            "timestamp",
-            "model",
-            "headers",
-            "ip",
-            "messages",
-            "response",
-            "response_timestamp",
-        )
-    )
-    + "}"
+    "{" + ",".join(f'"{name}":"JSON"' for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)) + "}"
 )
 
 

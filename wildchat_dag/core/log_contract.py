@@ -24,6 +24,7 @@ REQUIRED_FIELDS = (
     "response",
     "response_timestamp",
 )
+OPTIONAL_FIELDS = ("schema_version", "ip")
 
 # An RFC 3339 date-time with an explicit offset. A naive time would be guessed in some zone, and
 # a guess is how a request slides into the wrong day.
