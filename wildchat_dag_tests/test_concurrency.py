@@ -9,9 +9,14 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from wildchat_dag.loggen.generator import generate_logs
-from wildchat_dag.resources.duckdb_io import duckdb_file_lock
+from wildchat_dag.resources.duckdb_io import (
+    DuckDBLockTimeout,
+    duckdb_file_lock,
+    locked_connection,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -98,3 +103,44 @@ def test_a_writer_waits_for_the_lock_instead_of_failing(tmp_path):
         time.sleep(12)
         assert process.poll() is None, "the run finished while another process held the lock"
     wait_all([process])
+
+
+def test_a_process_outside_dagster_holding_the_file_is_waited_for(tmp_path):
+    database = str(tmp_path / "w.duckdb")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "c.execute('create table t as select 1 as x'); "
+            "print('open', flush=True); time.sleep(4)",
+            database,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "open"
+    started = time.monotonic()
+    with locked_connection(database, timeout_s=60) as con:
+        assert con.execute("select x from t").fetchone() == (1,)
+    assert time.monotonic() - started > 1
+    holder.wait(timeout=30)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "print('open', flush=True); time.sleep(20)",
+            database,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "open"
+    with (
+        pytest.raises(DuckDBLockTimeout, match="held open by another process"),
+        locked_connection(database, timeout_s=2),
+    ):
+        pass
+    holder.kill()
+    holder.wait()

@@ -56,14 +56,30 @@ def duckdb_file_lock(database: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _connect_when_free(database: str, config: dict, deadline: float) -> duckdb.DuckDBPyConnection:
+    """A process outside Dagster (a notebook, the duckdb CLI) may hold DuckDB's own lock."""
+    while True:
+        try:
+            return duckdb.connect(database, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise DuckDBLockTimeout(
+                    f"{database} is held open by another process; close it (DuckDB said: {exc})"
+                ) from exc
+            time.sleep(0.5)
+
+
 @contextmanager
 def locked_connection(
     database: str, config: dict | None = None, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection held under the file lock, inside one transaction."""
+    deadline = time.monotonic() + timeout_s
     with duckdb_file_lock(database, timeout_s):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(database, config=config or {})
+        con = _connect_when_free(database, config or {}, deadline)
         try:
             # Arrow timestamps then come back labelled UTC, as they were written.
             con.execute("SET TimeZone = 'UTC'")
