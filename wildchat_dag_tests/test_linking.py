@@ -1,3 +1,4 @@
+import json
 from datetime import date, datetime, timedelta
 
 import polars as pl
@@ -5,8 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wildchat_dag.core.ingest import ingest_day
 from wildchat_dag.core.linking import DuplicateTurnIdError, link_window
 from wildchat_dag.core.linking_reference import link_sequential
+from wildchat_dag.loggen import generate_logs
 from wildchat_dag_tests.conftest import RequestFactory, raw_frame
 
 D1, D2, D3 = date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)
@@ -172,3 +175,39 @@ def test_vectorised_linking_equals_the_sequential_rule(requests):
             got[turn_id] = (kind, None)
     assert got == {t: (d.kind, d.other) for t, d in expected.items()}
     assert sorted(owned_turn_ids({D2: result})) == sorted(frame["turn_id"].to_list())
+
+
+def test_linking_recovers_the_generators_ground_truth(tmp_path):
+    """On generated logs, every request links to the request its history really continues."""
+    log_root, truth_path = tmp_path / "logs", tmp_path / "truth.jsonl"
+    generate_logs(
+        log_root,
+        start_date=D1,
+        days=3,
+        conversations_per_day=300,
+        seed=8,
+        truth_path=truth_path,
+    )
+    frame = pl.concat(
+        ingest_day(log_root / d.isoformat(), d, max_line_bytes=1 << 24).requests
+        for d in (D1, D2, D3)
+    )
+    truth = {t["turn_id"]: t for t in map(json.loads, truth_path.read_text().splitlines())}
+    assert frame.height == len(truth)
+    # One window holding all three days: no lookahead bound in the way.
+    decisions = link_window(frame, D1 + timedelta(days=1), lookahead_days=2).decisions
+    wrong = []
+    kinds: dict[str, int] = {}
+    for turn_id, parent, branch_of, kind, _root in decisions.iter_rows():
+        t = truth[turn_id]
+        if t["parent_turn_id"] is None:
+            expected = (None, None, "start")
+        elif t["is_regeneration"]:
+            expected = (None, t["parent_turn_id"], "branch")
+        else:
+            expected = (t["parent_turn_id"], None, None)
+        kinds[expected[2] or "link"] = kinds.get(expected[2] or "link", 0) + 1
+        if (parent, branch_of, kind) != expected:
+            wrong.append((turn_id, t, (parent, branch_of, kind)))
+    assert not wrong, wrong[:5]
+    assert kinds["branch"] > 0 and kinds["link"] > kinds["start"] > 0
