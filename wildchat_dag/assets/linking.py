@@ -112,10 +112,11 @@ def link_turns(
         )
     started = time.perf_counter()
     result = link_window(raw_requests, day, lookahead_days=LOOKAHEAD_DAYS)
-    stats = {**result.stats, "seconds": round(time.perf_counter() - started, 3)}
+    first, last = window_days(day, LOOKAHEAD_DAYS)
     common = {
-        **stats,
-        "window": f"{window_days(day, LOOKAHEAD_DAYS)[0]} .. {window_days(day, LOOKAHEAD_DAYS)[1]}",
+        **result.stats,
+        "seconds": round(time.perf_counter() - started, 3),
+        "window": f"{first} .. {last}",
         "lookahead_days_missing": MetadataValue.json(missing_lookahead),
         "lookback_days_without_logs": MetadataValue.json(
             [d for d in missing_lookback if d not in unread]
