@@ -105,38 +105,35 @@ def test_a_writer_waits_for_the_lock_instead_of_failing(tmp_path):
     wait_all([process])
 
 
-def test_a_process_outside_dagster_holding_the_file_is_waited_for(tmp_path):
-    database = str(tmp_path / "w.duckdb")
+def hold_open(database: str, seconds: float) -> subprocess.Popen:
+    """Another process (as a notebook would) opens the DuckDB file and keeps it open."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-            "c.execute('create table t as select 1 as x'); "
-            "print('open', flush=True); time.sleep(4)",
+            "c.execute('create table if not exists t as select 1 as x'); "
+            "print('open', flush=True); time.sleep(float(sys.argv[2]))",
             database,
+            str(seconds),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert holder.stdout.readline().strip() == "open"
+    return holder
+
+
+def test_a_process_outside_dagster_holding_the_file_is_waited_for(tmp_path):
+    database = str(tmp_path / "w.duckdb")
+    holder = hold_open(database, seconds=4)
     started = time.monotonic()
     with locked_connection(database, timeout_s=60) as con:
         assert con.execute("select x from t").fetchone() == (1,)
     assert time.monotonic() - started > 1
     holder.wait(timeout=30)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-            "print('open', flush=True); time.sleep(20)",
-            database,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "open"
+
+    holder = hold_open(database, seconds=20)
     with (
         pytest.raises(DuckDBLockTimeout, match="held open by another process"),
         locked_connection(database, timeout_s=2),
