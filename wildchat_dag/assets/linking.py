@@ -66,7 +66,9 @@ def _window_status(context: AssetExecutionContext, day: date) -> tuple[list[str]
         "orphaned_requests": AssetOut(
             description=(
                 "Requests owned by this day that belong to no conversation, with a reason: "
-                "predecessor_not_found (history sent but never seen), follows_orphan, or "
+                "predecessor_not_found (its history was not seen in the linking window: lost "
+                f"from the logs, or continued more than {LOOKAHEAD_DAYS + 1} days later), "
+                "follows_orphan, or "
                 f"beyond_lookahead (more than {LOOKAHEAD_DAYS} day(s) after the "
                 "conversation's first day)."
             ),
