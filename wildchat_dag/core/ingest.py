@@ -187,6 +187,9 @@ def _header(name: str) -> str:
     )
 
 
+_R = QuarantineReason
+
+# Reasons come from QuarantineReason, so the strict path and the table agree on their names.
 _VALIDATE_SQL = f"""
 WITH parsed AS (
     SELECT k, from_json(line, '{_FIELDS_AS_JSON}') AS f
@@ -208,45 +211,46 @@ checked AS (
             WHEN f.schema_version IS NOT NULL AND NOT coalesce(
                 json_type(f.schema_version) IN ('UBIGINT', 'BIGINT')
                 AND f.schema_version::VARCHAR = '{SCHEMA_VERSION}', false)
-                THEN 'unsupported_schema_version:' || f.schema_version::VARCHAR
-            WHEN f.turn_id IS NULL THEN 'missing_field:turn_id'
+                THEN '{_R.UNSUPPORTED_SCHEMA_VERSION}:' || f.schema_version::VARCHAR
+            WHEN f.turn_id IS NULL THEN '{_R.MISSING_FIELD}:turn_id'
             WHEN json_type(f.turn_id) NOT IN ('UBIGINT', 'BIGINT')
                  OR TRY_CAST(f.turn_id::VARCHAR AS BIGINT) IS NULL
                  OR TRY_CAST(f.turn_id::VARCHAR AS BIGINT) <= 0
-                THEN 'invalid_field:turn_id'
-            WHEN f.timestamp IS NULL THEN 'missing_field:timestamp'
+                THEN '{_R.INVALID_FIELD}:turn_id'
+            WHEN f.timestamp IS NULL THEN '{_R.MISSING_FIELD}:timestamp'
             WHEN json_type(f.timestamp) <> 'VARCHAR'
                  OR NOT regexp_matches((f.timestamp->>'$'), '{RFC3339_PATTERN}')
                  OR TRY_CAST((f.timestamp->>'$') AS TIMESTAMPTZ) IS NULL
-                THEN 'invalid_field:timestamp'
-            WHEN f.response_timestamp IS NULL THEN 'missing_field:response_timestamp'
+                THEN '{_R.INVALID_FIELD}:timestamp'
+            WHEN f.response_timestamp IS NULL THEN '{_R.MISSING_FIELD}:response_timestamp'
             WHEN json_type(f.response_timestamp) <> 'VARCHAR'
                  OR NOT regexp_matches((f.response_timestamp->>'$'), '{RFC3339_PATTERN}')
                  OR TRY_CAST((f.response_timestamp->>'$') AS TIMESTAMPTZ) IS NULL
-                THEN 'invalid_field:response_timestamp'
-            WHEN f.model IS NULL THEN 'missing_field:model'
-            WHEN json_type(f.model) <> 'VARCHAR' OR (f.model->>'$') = '' THEN 'invalid_field:model'
-            WHEN f.headers IS NULL THEN 'missing_field:headers'
-            WHEN json_type(f.headers) <> 'OBJECT' THEN 'invalid_field:headers'
+                THEN '{_R.INVALID_FIELD}:response_timestamp'
+            WHEN f.model IS NULL THEN '{_R.MISSING_FIELD}:model'
+            WHEN json_type(f.model) <> 'VARCHAR' OR (f.model->>'$') = ''
+                THEN '{_R.INVALID_FIELD}:model'
+            WHEN f.headers IS NULL THEN '{_R.MISSING_FIELD}:headers'
+            WHEN json_type(f.headers) <> 'OBJECT' THEN '{_R.INVALID_FIELD}:headers'
             WHEN ua IS NOT NULL AND json_type(ua) <> 'VARCHAR'
-                THEN 'invalid_field:headers.user-agent'
+                THEN '{_R.INVALID_FIELD}:headers.user-agent'
             WHEN lang IS NOT NULL AND json_type(lang) <> 'VARCHAR'
-                THEN 'invalid_field:headers.accept-language'
-            WHEN f.ip IS NOT NULL AND json_type(f.ip) <> 'VARCHAR' THEN 'invalid_field:ip'
-            WHEN f.ip IS NULL AND xff IS NULL THEN 'missing_field:headers.x-forwarded-for'
+                THEN '{_R.INVALID_FIELD}:headers.accept-language'
+            WHEN f.ip IS NOT NULL AND json_type(f.ip) <> 'VARCHAR' THEN '{_R.INVALID_FIELD}:ip'
+            WHEN f.ip IS NULL AND xff IS NULL THEN '{_R.MISSING_FIELD}:headers.x-forwarded-for'
             WHEN f.ip IS NULL AND json_type(xff) <> 'VARCHAR'
-                THEN 'invalid_field:headers.x-forwarded-for'
-            WHEN f.messages IS NULL THEN 'missing_field:messages'
-            WHEN m IS NULL THEN 'invalid_field:messages'
-            WHEN len(m) = 0 THEN 'empty_messages'
+                THEN '{_R.INVALID_FIELD}:headers.x-forwarded-for'
+            WHEN f.messages IS NULL THEN '{_R.MISSING_FIELD}:messages'
+            WHEN m IS NULL THEN '{_R.INVALID_FIELD}:messages'
+            WHEN len(m) = 0 THEN '{_R.EMPTY_MESSAGES}'
             WHEN NOT list_bool_and(list_transform(m, lambda x: coalesce(
                     json_type(x.role) = 'VARCHAR' AND json_type(x.content) = 'VARCHAR', false)))
-                THEN 'invalid_field:messages'
+                THEN '{_R.INVALID_FIELD}:messages'
             WHEN len(m) % 2 = 0 OR NOT list_bool_and(list_transform(m, lambda x, i:
                     (x.role->>'$') = CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END))
-                THEN 'roles_not_alternating'
-            WHEN f.response IS NULL THEN 'missing_field:response'
-            WHEN json_type(f.response) <> 'VARCHAR' THEN 'invalid_field:response'
+                THEN '{_R.ROLES_NOT_ALTERNATING}'
+            WHEN f.response IS NULL THEN '{_R.MISSING_FIELD}:response'
+            WHEN json_type(f.response) <> 'VARCHAR' THEN '{_R.INVALID_FIELD}:response'
         END AS problem
     FROM typed
 )
@@ -675,10 +679,10 @@ def ingest_day(folder: Path, day: date, *, max_line_bytes: int) -> IngestResult:
             schema={"line": pl.String, "source_file": pl.String, "line_number": pl.Int64}
         )
     )
-    non_utf8 = lines.filter(pl.col("line").is_null()).height
-    result = parse_lines(
-        lines.filter(pl.col("line").is_not_null()), day, max_line_bytes=max_line_bytes
-    )
+    non_utf8 = lines["line"].null_count()
+    if non_utf8:  # filtering copies every line, so only when there is something to drop
+        lines = lines.filter(pl.col("line").is_not_null())
+    result = parse_lines(lines, day, max_line_bytes=max_line_bytes)
     if non_utf8:
         extra = _quarantine_rows(
             pl.concat(bad_utf8).with_columns(

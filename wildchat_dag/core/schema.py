@@ -101,7 +101,3 @@ ORPHANED_REQUESTS_SCHEMA = pl.Schema(
 
 def partition_day_value(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
-
-
-def empty_frame(schema: pl.Schema) -> pl.DataFrame:
-    return pl.DataFrame(schema=schema)
