@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, load_assets_from_modules
 
 from wildchat_dag import settings
 from wildchat_dag.assets import ingest, linking
+from wildchat_dag.assets.anonymization import build_anonymization_assets
+from wildchat_dag.assets.pii_detection import build_detection_assets
+from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
+from wildchat_dag.core.redaction_rules import load_rules
 from wildchat_dag.partitions import collection_days
 from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
 from wildchat_dag.resources.log_store import RequestLogStore
+from wildchat_dag.resources.privacy import FastTextLanguageId, IpHasher, PresidioDetector
 from wildchat_dag.resources.warehouse import Warehouse
 
-all_assets = load_assets_from_modules([ingest, linking])
 
-wildchat_daily_job = define_asset_job(
-    "wildchat_daily",
-    selection=AssetSelection.all(),
-    partitions_def=collection_days,
-    description="Every step of the pipeline for one collection day.",
-)
+def build_assets(rules_path: Path | None = None) -> list:
+    """Every asset; the privacy ones apply the rules file as it reads now."""
+    path = rules_path or settings.redaction_rules_path()
+    rules = load_rules(path)
+    return [
+        *load_assets_from_modules([ingest, linking]),
+        *build_detection_assets(rules),
+        *build_anonymization_assets(path, rules),
+    ]
 
 
 def build_resources(log_root: str | None = None, duckdb_path: str | None = None) -> dict:
@@ -27,7 +36,33 @@ def build_resources(log_root: str | None = None, duckdb_path: str | None = None)
         "log_store": RequestLogStore(root=log_root or settings.default_log_root()),
         "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
         "warehouse": Warehouse(database=database),
+        "language_id": FastTextLanguageId(),
+        "pii_detector": PresidioDetector(),
+        # An unset variable stops a run that needs it before any step starts.
+        "ip_hasher": IpHasher(salt=EnvVar(SALT_ENV_VAR), salt_source=settings.ip_salt_source()),
     }
 
 
-defs = Definitions(assets=all_assets, jobs=[wildchat_daily_job], resources=build_resources())
+wildchat_daily_job = define_asset_job(
+    "wildchat_daily",
+    selection=AssetSelection.all(),
+    partitions_def=collection_days,
+    description="Every step of the pipeline for one collection day.",
+)
+
+redaction_refresh_job = define_asset_job(
+    "redaction_refresh",
+    selection=AssetSelection.assets("redaction_rules").downstream(),
+    partitions_def=collection_days,
+    description=(
+        "After a redaction rule changed: re-count the PII frequencies and re-apply the rules to "
+        "a day, with everything downstream, re-using the stored detections."
+    ),
+)
+
+all_assets = build_assets()
+defs = Definitions(
+    assets=all_assets,
+    jobs=[wildchat_daily_job, redaction_refresh_job],
+    resources=build_resources(),
+)

@@ -6,6 +6,7 @@ Runs go into the Dagster instance at $DAGSTER_HOME, so `dagster dev` shows them 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -13,13 +14,22 @@ from pathlib import Path
 import duckdb
 from dagster import AssetKey, DagsterInstance
 
+# Before the definitions load: demo mode makes up a per-install IP salt if none is set.
+os.environ.setdefault("WILDCHAT_MODE", "demo")
+
 from wildchat_dag import settings
 from wildchat_dag.definitions import defs
+from wildchat_dag.local_runs import run_stage
 from wildchat_dag.loggen.generator import generate_logs
 
+# (stage, assets, per day?). Each stage runs for every day before the next starts: linking sees
+# its lookahead days, and the PII frequencies count every day before any is redacted.
 STAGES = (
-    ("ingest", [AssetKey("raw_requests"), AssetKey("quarantined_log_lines")]),
-    ("linking", [AssetKey("linked_conversations"), AssetKey("orphaned_requests")]),
+    ("ingest", ["raw_requests", "quarantined_log_lines"], True),
+    ("linking", ["linked_conversations", "orphaned_requests"], True),
+    ("detection", ["pii_candidates", "pii_scanned_utterances"], True),
+    ("frequency", ["redaction_rules", "pii_entity_frequency"], False),
+    ("anonymization", ["anonymized_conversations"], True),
 )
 
 
@@ -41,17 +51,13 @@ def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
     partition_keys = sorted(
         p.name for p in log_root.iterdir() if p.is_dir() and p.name >= wanted[0]
     )
-    job = defs.resolve_job_def("wildchat_daily")
     instance = DagsterInstance.get()
-    # All days are ingested before any is linked, so linking sees its lookahead days.
-    for stage, keys in STAGES:
-        for key in partition_keys:
-            result = job.execute_in_process(
-                partition_key=key, instance=instance, asset_selection=keys, raise_on_error=False
-            )
-            print(f"  {stage:<8} {key}: {'ok' if result.success else 'FAILED'}")
-            if not result.success:
-                return 1
+    job = defs.resolve_job_def("wildchat_daily")
+    print(f"IP salt: {settings.ip_salt_source()}")
+    for stage, keys, per_day in STAGES:
+        days = partition_keys if per_day else [None]
+        if not run_stage(job, stage, [AssetKey(k) for k in keys], days, instance):
+            return 1
     _print_summary(settings.default_duckdb_path(), partition_keys)
     return 0
 
@@ -80,13 +86,21 @@ def _print_summary(database: str, partition_keys: list[str]) -> None:
              WHERE q.partition_day = d.partition_day),
           (SELECT count(*) FROM main.linked_conversations c
              WHERE c.partition_day = d.partition_day),
-          (SELECT count(*) FROM main.orphaned_requests o WHERE o.partition_day = d.partition_day)
+          (SELECT count(*) FROM main.orphaned_requests o WHERE o.partition_day = d.partition_day),
+          (SELECT count(*) FILTER (WHERE a.redacted) FROM main.anonymized_conversations a
+             WHERE a.partition_day = d.partition_day)
         FROM (SELECT DISTINCT partition_day FROM main.raw_requests) d ORDER BY 1
     """
-    print(f"\n{'day':<12}{'requests':>10}{'quarantined':>13}{'conversations':>15}{'orphans':>9}")
+    widths = (12, 10, 13, 15, 9, 10)
+
+    def line(values) -> str:
+        first, *rest = zip(values, widths, strict=True)
+        return f"{first[0]:<{first[1]}}" + "".join(f"{v:>{w}}" for v, w in rest)
+
+    print("\n" + line(("day", "requests", "quarantined", "conversations", "orphans", "redacted")))
     for row in con.sql(query).fetchall():
         if row[0] in partition_keys:
-            print(f"{row[0]:<12}{row[1]:>10}{row[2]:>13}{row[3]:>15}{row[4]:>9}")
+            print(line(row))
     con.close()
     print(
         f"\nDuckDB file: {database}\nOpen the UI with: scripts/ui.sh  (then http://127.0.0.1:3000)"

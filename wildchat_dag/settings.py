@@ -6,9 +6,13 @@ paths are resource configuration and can also be changed per run in the launchpa
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from datetime import date
 from pathlib import Path
+
+from wildchat_dag.core.ip_addresses import SALT_ENV_VAR, ensure_demo_salt
 
 
 def home() -> Path:
@@ -32,3 +36,36 @@ def link_lookahead_days() -> int:
     if days < 1:
         raise ValueError("WILDCHAT_LINK_LOOKAHEAD_DAYS must be at least 1")
     return days
+
+
+def redaction_rules_path() -> Path:
+    """The redaction rules file; its hash versions the redaction assets."""
+    default = Path(__file__).resolve().parent / "redaction_rules.yaml"
+    return Path(os.environ.get("WILDCHAT_REDACTION_RULES", default)).resolve()
+
+
+def demo_mode() -> bool:
+    """Demo mode (``WILDCHAT_MODE=demo``, set by scripts/demo.sh and scripts/ui.sh) may make up
+    the secrets a production run must be given, such as the IP salt."""
+    return os.environ.get("WILDCHAT_MODE", "production") == "demo"
+
+
+@functools.cache
+def ip_salt_source() -> str:
+    """Where ``WILDCHAT_IP_SALT`` comes from; in demo mode, a per-install salt if none is set.
+
+    The salt reaches the resources only through the ``WILDCHAT_IP_SALT`` environment variable,
+    so this puts the demo salt there (for this process and the run processes it starts).
+    """
+    if SALT_ENV_VAR in os.environ or not demo_mode():
+        return f"environment variable {SALT_ENV_VAR}"
+    path = home() / "ip_salt"
+    salt, created = ensure_demo_salt(path)
+    os.environ[SALT_ENV_VAR] = salt
+    note = f"demo mode: per-install salt in {path} (mode 0600)"
+    if created:
+        logging.getLogger("wildchat_dag").warning(
+            f"Demo mode: generated a per-install IP salt at {path} (mode 0600). hashed_ip values "
+            f"are only comparable between runs that use it; set {SALT_ENV_VAR} for real data."
+        )
+    return note

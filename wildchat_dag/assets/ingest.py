@@ -5,14 +5,11 @@ from collections.abc import Iterator
 
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, multi_asset
 
-from wildchat_dag.assets.metadata import counts_table, preview
+from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.core.ingest import ingest_day
 from wildchat_dag.core.log_contract import SCHEMA_VERSION
-from wildchat_dag.core.schema import PARTITION_COLUMN
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.log_store import RequestLogStore
-
-STORAGE = {"partition_expr": PARTITION_COLUMN}
 
 
 @multi_asset(

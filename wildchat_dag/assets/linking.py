@@ -18,10 +18,10 @@ from dagster import (
     multi_asset,
 )
 
-from wildchat_dag.assets.metadata import counts_table, preview
+from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.core.checks import PLACEMENT_SQL
 from wildchat_dag.core.linking import link_window, window_days
-from wildchat_dag.core.schema import PARTITION_COLUMN, partition_day_value
+from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.partitions import (
     LOOKAHEAD_DAYS,
     collection_days,
@@ -30,8 +30,6 @@ from wildchat_dag.partitions import (
 )
 from wildchat_dag.resources.log_store import RequestLogStore
 from wildchat_dag.resources.warehouse import Warehouse
-
-STORAGE = {"partition_expr": PARTITION_COLUMN}
 
 
 def _window_status(context: AssetExecutionContext, day: date) -> tuple[list[str], list[str]]:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 from dagster import MetadataValue
 
+from wildchat_dag.core.schema import PARTITION_COLUMN
 
-def counts_table(counts: dict[str, int], key: str = "reason") -> MetadataValue:
-    rows = "\n".join(f"| {name} | {n:,} |" for name, n in sorted(counts.items()))
-    return MetadataValue.md(f"| {key} | count |\n|---|---:|\n{rows}" if counts else "_none_")
+# Every partitioned table: the IO manager replaces a partition's rows by this column.
+STORAGE = {"partition_expr": PARTITION_COLUMN}
+
+
+def counts_table(
+    counts: Mapping[str, int | str], key: str = "reason", value: str = "count"
+) -> MetadataValue:
+    rows = "\n".join(
+        f"| {name} | {n:,} |" if isinstance(n, int) else f"| {name} | {n} |"
+        for name, n in sorted(counts.items())
+    )
+    return MetadataValue.md(f"| {key} | {value} |\n|---|---:|\n{rows}" if counts else "_none_")
 
 
 def preview(frame: pl.DataFrame, rows: int = 10, max_chars: int = 80) -> MetadataValue:

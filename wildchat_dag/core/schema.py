@@ -101,3 +101,107 @@ ORPHANED_REQUESTS_SCHEMA = pl.Schema(
 
 def partition_day_value(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
+
+
+# -- privacy: detection, frequency, anonymization ----------------------------------------------
+
+# Raw analyzer results, one row per result, keyed by the analyzed text's sha256. Matched text and
+# context are raw PII: this table stays inside the privacy boundary, like the raw layer.
+PII_CANDIDATES_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "content_sha256": pl.String,
+        "entity_type": pl.String,
+        "start": pl.Int64,
+        "end": pl.Int64,
+        "score": pl.Float64,
+        "text": pl.String,
+        "recognizer": pl.String,
+        "context_before": pl.String,
+        "context_after": pl.String,
+    }
+)
+
+# Every utterance of the day's conversations and how its text was scanned.
+PII_SCANNED_UTTERANCES_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "utterance_index": pl.Int64,
+        "role": pl.String,
+        "content_sha256": pl.String,
+        "characters": pl.Int64,
+        "language_code": pl.String,
+        "language_confidence": pl.Float64,
+        "entities_scanned": pl.List(pl.String),
+        "ner_model": pl.String,
+        "ner_without_model": pl.Boolean,
+        "scan_status": pl.String,
+        "scan_detail": pl.String,
+        "chunks": pl.Int64,
+        "characters_scanned": pl.Int64,
+        # One value for the whole partition: what decided where detection ran (the rules'
+        # gates), and a digest that changes exactly when the detection output does.
+        "detection_version": pl.String,
+        "detection_digest": pl.String,
+    }
+)
+
+PII_ENTITY_FREQUENCY_SCHEMA = pl.Schema(
+    {
+        "entity_type": pl.String,
+        "value_key": pl.String,
+        "conversations": pl.Int64,
+        "days": pl.Int64,
+    }
+)
+
+ANONYMIZED_UTTERANCE = pl.Struct(
+    {
+        "turn_identifier": pl.Int64,
+        "role": pl.String,
+        "content": pl.String,
+        "timestamp": UTC_TIME,
+        "hashed_ip": pl.String,
+        "user_agent": pl.String,
+        "accept_language": pl.String,
+        "redacted": pl.Boolean,
+    }
+)
+
+ANONYMIZED_CONVERSATIONS_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "model": pl.String,
+        "first_turn_timestamp": UTC_TIME,
+        "timestamp": UTC_TIME,
+        "turn": pl.Int64,
+        "own_turn_ids": pl.List(pl.Int64),
+        "inherited_turns": pl.Int64,
+        "branch_of_turn_id": pl.Int64,
+        "hashed_ip": pl.String,
+        "user_agent": pl.String,
+        "accept_language": pl.String,
+        "conversation": pl.List(ANONYMIZED_UTTERANCE),
+        "redacted": pl.Boolean,
+        "withheld_utterances": pl.Int64,
+        "redaction_rules_hash": pl.String,
+    }
+)
+
+# Tables that hold raw client IPs or raw PII. Every other table in the warehouse is scanned for
+# raw IP addresses (wildchat_dag/core/checks.py), so a new table is checked unless listed here.
+RAW_LAYER_TABLES = frozenset(
+    {
+        "raw_requests",
+        "quarantined_log_lines",
+        "linked_conversations",
+        "orphaned_requests",
+        "pii_candidates",
+        "pii_scanned_utterances",
+        "pii_entity_frequency",
+        "pii_entity_frequency_by_day",
+        "pii_entity_frequency_folds",
+    }
+)

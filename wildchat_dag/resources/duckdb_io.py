@@ -109,12 +109,67 @@ class _PolarsTableHandler(DuckDBPolarsTypeHandler):
         self, context: OutputContext, table_slice: TableSlice, obj: pl.DataFrame, connection
     ):
         table = f"{table_slice.schema}.{table_slice.table}"
-        rows = obj.to_arrow()  # noqa: F841  (DuckDB reads the local by name)
+        connection.register("rows", obj.to_arrow())
         connection.execute(f"create schema if not exists {table_slice.schema}")
         connection.execute(f"create table if not exists {table} as select * from rows limit 0")
         # BY NAME: a column order that changed between code versions must not shift values.
         connection.execute(f"insert into {table} by name select * from rows")
+        connection.unregister("rows")
         return {"row_count": obj.height}
+
+
+def add_new_columns(connection, table: str, frame: pl.DataFrame) -> list[str]:
+    """Columns a newer code version writes are added (null in the partitions written before).
+
+    A column whose type changed cannot be carried over: the error says what to do.
+    """
+    exists = connection.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema || '.' || table_name = $table",
+        {"table": table},
+    ).fetchone()[0]
+    if not exists:
+        return []
+    connection.register("incoming", frame.head(0).to_arrow())
+    stored = dict(
+        connection.execute(f"select column_name, column_type from (describe {table})").fetchall()
+    )
+    written = dict(
+        connection.execute("select column_name, column_type from (describe incoming)").fetchall()
+    )
+    connection.unregister("incoming")
+    changed = [f"{c} ({stored[c]} -> {t})" for c, t in written.items() if stored.get(c, t) != t]
+    if changed:
+        raise TypeError(
+            f"{table}: column(s) {', '.join(changed)} changed type since the table was "
+            f"created. Drop the table (DROP TABLE {table}) and re-materialize its partitions."
+        )
+    added = [c for c in written if c not in stored]
+    for column in added:
+        connection.execute(f'alter table {table} add column "{column}" {written[column]}')
+    return added
+
+
+class _SchemaEvolvingDbIOManager(DbIOManager):
+    """Adds the columns a newer code version writes, in a transaction of its own.
+
+    DuckDB refuses to commit an ALTER TABLE in the transaction that also replaces the
+    partition's rows, and a new nullable column on its own changes no row.
+    """
+
+    def __init__(self, *, database: str, lock_timeout_s: float, **kwargs) -> None:
+        super().__init__(database=database, **kwargs)
+        self._path = database
+        self._lock_timeout_s = lock_timeout_s
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        if isinstance(obj, pl.DataFrame):
+            table = f"{self._schema}.{context.asset_key.path[-1]}"
+            with locked_connection(self._path, timeout_s=self._lock_timeout_s) as con:
+                added = add_new_columns(con, table, obj)
+            if added:
+                context.add_output_metadata({"columns_added": ", ".join(added)})
+        super().handle_output(context, obj)
 
 
 class WildchatDuckDBIOManager(DuckDBIOManager):
@@ -134,7 +189,8 @@ class WildchatDuckDBIOManager(DuckDBIOManager):
         return pl.DataFrame
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+        return _SchemaEvolvingDbIOManager(
+            lock_timeout_s=self.lock_timeout_s,
             db_client=_LockingDuckDbClient(),
             database=self.database,
             schema=self.schema_,

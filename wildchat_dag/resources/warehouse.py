@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
 import polars as pl
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -8,11 +12,26 @@ from wildchat_dag.resources.duckdb_io import DEFAULT_LOCK_TIMEOUT_S, locked_conn
 
 
 class Warehouse(ConfigurableResource):
-    """Read access to the DuckDB file the IO manager writes, for checks across partitions."""
+    """SQL on the DuckDB file the IO manager writes: checks across partitions, and the tables an
+    asset maintains itself (the incremental PII frequency)."""
 
     database: str = Field(description="Path to the DuckDB file; the same as the IO manager's.")
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
 
-    def query(self, sql: str, parameters: dict | None = None) -> pl.DataFrame:
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction under the file lock: committed on exit, rolled back on error."""
         with locked_connection(self.database, timeout_s=self.lock_timeout_s) as con:
+            yield con
+
+    def query(
+        self,
+        sql: str,
+        parameters: dict | None = None,
+        frames: dict[str, pl.DataFrame] | None = None,
+    ) -> pl.DataFrame:
+        """Run ``sql``; ``frames`` are visible to it as tables of those names."""
+        with self.connect() as con:
+            for name, frame in (frames or {}).items():
+                con.register(name, frame)
             return con.execute(sql, parameters or {}).pl()

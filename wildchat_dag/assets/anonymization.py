@@ -1,0 +1,220 @@
+"""Anonymization: the redaction rules, the corpus PII frequencies, and the anonymized conversations.
+
+The rules file is an observable source asset whose data version is its content hash, and that
+hash is also in the code version of every asset that applies it: after an edit, the UI shows the
+rules as changed and everything downstream of them as stale, while detection stays fresh.
+"""
+
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    BetaWarning,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    ObserveResult,
+    Output,
+    SourceAsset,
+    asset,
+    observable_source_asset,
+)
+
+from wildchat_dag.assets.metadata import STORAGE, counts_table
+from wildchat_dag.core.anonymization import anonymize_day
+from wildchat_dag.core.checks import client_ips_among, raw_ips_outside_raw_layer
+from wildchat_dag.core.pii_frequency import FrequencyStore, skip_list_version
+from wildchat_dag.core.redaction import decision_counts
+from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
+from wildchat_dag.core.schema import partition_day_value
+from wildchat_dag.partitions import collection_days, partition_date
+from wildchat_dag.resources.privacy import IpHasher
+from wildchat_dag.resources.warehouse import Warehouse
+
+RAW_IP_CHECK = "no_raw_ip_addresses"
+
+
+def rules_metadata(rules: RedactionRules) -> dict:
+    thresholds = {
+        r.entity: f"{r.skip_if_in_conversations}+" if r.skip_if_in_conversations else "none"
+        for r in rules.rules
+    }
+    return {
+        "rules_hash": rules.rules_hash,
+        "rules_file": MetadataValue.path(rules.source),
+        "redacted_entities": MetadataValue.json(rules.redacted_entities),
+        "detected_not_redacted": MetadataValue.json(list(rules.detect_also)),
+        "skip_thresholds": counts_table(
+            thresholds, key="entity type", value="skipped when in conversations"
+        ),
+    }
+
+
+def build_anonymization_assets(
+    rules_path: Path, rules: RedactionRules
+) -> list[AssetsDefinition | SourceAsset]:
+    """The assets that apply ``rules`` (read from ``rules_path`` when the code location loaded)."""
+    rules_version = f"rules-{rules.rules_hash[:16]}"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+
+        @observable_source_asset(
+            key="redaction_rules",
+            group_name="privacy",
+            description=(
+                f"The redaction rules file ({rules_path.name}): which detected PII is replaced "
+                "in the release. Its data version is the hash of its parsed content, so after "
+                "an edit (and an observation) everything that applies it shows as stale."
+            ),
+        )
+        def redaction_rules() -> ObserveResult:
+            current = load_rules(rules_path)
+            return ObserveResult(
+                data_version=DataVersion(current.rules_hash), metadata=rules_metadata(current)
+            )
+
+    @asset(
+        key="pii_entity_frequency",
+        deps=[redaction_rules, AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")],
+        group_name="privacy",
+        code_version=f"pii-frequency-v1-{rules_version}",
+        description=(
+            "For each PII value (normalized: phone and card numbers to digits, others to lower "
+            "case), the number of distinct conversations in which it qualifies for redaction, "
+            "over all days. Values in too many conversations (celebrities, businesses) are left "
+            "alone. Refreshed incrementally: only days whose detections changed are re-counted. "
+            "Holds raw PII values."
+        ),
+    )
+    def pii_entity_frequency(warehouse: Warehouse) -> MaterializeResult:
+        started = time.perf_counter()
+        store = FrequencyStore(warehouse.connect)
+        fold = store.refresh(rules)
+        table = store.table()
+        limits = {r.entity: r.skip_if_in_conversations for r in rules.rules}
+        skipped = table.filter(
+            pl.col("conversations")
+            >= pl.col("entity_type").replace_strict(limits, default=None, return_dtype=pl.Int64)
+        )
+        return MaterializeResult(
+            data_version=DataVersion(skip_list_version(table, rules)),
+            metadata={
+                "rules_hash": rules.rules_hash,
+                "refresh": fold.mode,
+                "days_folded": MetadataValue.json(fold.days_folded),
+                "days_removed": MetadataValue.json(fold.days_removed),
+                "days_unchanged": fold.days_unchanged,
+                "values_touched": fold.values_touched,
+                "values": table.height,
+                "values_by_entity_type": counts_table(
+                    dict(table.group_by("entity_type").len().iter_rows()), key="entity type"
+                ),
+                "values_at_or_over_threshold": counts_table(
+                    dict(skipped.group_by("entity_type").len().iter_rows()), key="entity type"
+                ),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+
+    @asset(
+        key="anonymized_conversations",
+        ins={
+            "linked_conversations": AssetIn(),
+            "pii_candidates": AssetIn(),
+            "pii_scanned_utterances": AssetIn(),
+        },
+        deps=[redaction_rules, pii_entity_frequency],
+        partitions_def=collection_days,
+        metadata=STORAGE,
+        group_name="privacy",
+        code_version=f"anonymization-v1-{rules_version}",
+        check_specs=[
+            AssetCheckSpec(
+                RAW_IP_CHECK,
+                asset="anonymized_conversations",
+                blocking=True,
+                description=(
+                    "No table outside the raw layer (for this day, and unpartitioned ones whole) "
+                    "writes out a client IP address of the raw logs, in any column or notation. "
+                    "Blocking: a failure stops everything downstream of this run."
+                ),
+            )
+        ],
+        description=(
+            "The day's conversations with the redaction rules applied: PII replaced by "
+            "<PRESIDIO_ANONYMIZED_{ENTITY}> placeholders (`redacted` on the utterance and the "
+            "conversation), hashed_ip = sha256(salt + ip) instead of the IP, and only "
+            "user-agent and accept-language, on user turns. A text whose detection did not "
+            "finish is withheld. First table outside the raw layer."
+        ),
+    )
+    def anonymized_conversations(
+        context: AssetExecutionContext,
+        ip_hasher: IpHasher,
+        warehouse: Warehouse,
+        linked_conversations: pl.DataFrame,
+        pii_candidates: pl.DataFrame,
+        pii_scanned_utterances: pl.DataFrame,
+    ) -> Iterator[Output | AssetCheckResult]:
+        started = time.perf_counter()
+        day = partition_date(context.partition_key)
+        store = FrequencyStore(warehouse.connect)
+        if pii_scanned_utterances.height:
+            digest = pii_scanned_utterances["detection_digest"][0]
+            store.require_current(partition_day_value(day), digest, rules)
+        result = anonymize_day(
+            day,
+            linked_conversations,
+            pii_candidates,
+            pii_scanned_utterances,
+            rules,
+            ip_hasher.salt,
+            frequencies_of=store.frequencies_of,
+            client_ips_among=lambda addresses: client_ips_among(warehouse.query, addresses),
+        )
+        yield Output(
+            result.conversations,
+            metadata={
+                **result.stats,
+                "rules_hash": rules.rules_hash,
+                "ip_salt": ip_hasher.salt_source,
+                "ip_salt_fingerprint": ip_hasher.fingerprint,
+                "decisions": counts_table(decision_counts(result.decided), key="entity/decision"),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        yield raw_ip_check(warehouse, partition_day_value(day))
+
+    return [redaction_rules, pii_entity_frequency, anonymized_conversations]
+
+
+def raw_ip_check(warehouse: Warehouse, day) -> AssetCheckResult:
+    findings = raw_ips_outside_raw_layer(warehouse.query, day)
+    return AssetCheckResult(
+        check_name=RAW_IP_CHECK,
+        asset_key="anonymized_conversations",
+        passed=not findings,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "tables_with_raw_ips": MetadataValue.json(sorted(findings)),
+            "rows_with_raw_ips": sum(f.height for f in findings.values()),
+            # Where to look, never the addresses themselves.
+            "sample_conversation_ids": MetadataValue.json(
+                {
+                    t: f["conversation_id"].drop_nulls().head(10).to_list()
+                    for t, f in findings.items()
+                }
+            ),
+        },
+    )

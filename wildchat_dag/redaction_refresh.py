@@ -1,0 +1,84 @@
+"""Re-apply the redaction rules to every day, after a rule changed, re-using stored detections.
+
+    python -m wildchat_dag.redaction_refresh      (or: bash scripts/redaction-refresh.sh)
+
+It observes the rules file, re-counts the PII frequencies from the stored candidates, then
+materializes anonymized_conversations and everything downstream of it for every day that has
+detections, in this process, recorded in the Dagster instance at $DAGSTER_HOME.
+
+Detection is re-run only for days whose detections were made under other gates: a change to a
+rule's languages, pattern or cues changes which texts are analyzed at all, and redacting with
+candidates found under the old gates would miss PII. Thresholds, skip patterns, placeholders and
+enabling a `detect_also` entity type never need it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import duckdb
+from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions
+
+from wildchat_dag import settings
+from wildchat_dag.core.pii_detection import detection_version
+from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
+from wildchat_dag.local_runs import run_stage
+
+DETECTION = [AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")]
+FREQUENCY = [AssetKey("redaction_rules"), AssetKey("pii_entity_frequency")]
+
+
+def redaction_and_downstream(definitions: Definitions) -> list[AssetKey]:
+    selection = AssetSelection.assets("anonymized_conversations").downstream()
+    return sorted(selection.resolve(definitions.resolve_asset_graph()))
+
+
+def days_detected_under_other_gates(database: str, version: str) -> list[str]:
+    con = duckdb.connect(database, read_only=True)
+    try:
+        rows = con.execute(
+            """
+            SELECT DISTINCT strftime(partition_day, '%Y-%m-%d') FROM main.pii_scanned_utterances
+            WHERE detection_version IS DISTINCT FROM $version ORDER BY 1
+            """,
+            {"version": version},
+        ).fetchall()
+    finally:
+        con.close()
+    return [day for (day,) in rows]
+
+
+def refresh(
+    instance: DagsterInstance, definitions: Definitions, rules: RedactionRules, database: str
+) -> int:
+    """``rules``: the rules ``definitions`` were built with; ``database``: their DuckDB file."""
+    job = definitions.resolve_job_def("wildchat_daily")
+    days = sorted(instance.get_materialized_partitions(AssetKey("pii_scanned_utterances")))
+    if not days:
+        print("No day has PII detections yet: nothing to re-redact.")
+        return 0
+    print(f"Redaction rules {rules.rules_hash[:12]} ({rules.source}), {len(days)} day(s).")
+    redetect = days_detected_under_other_gates(database, detection_version(rules))
+    if redetect:
+        print(f"Detection ran under other gates for {len(redetect)} day(s): detecting again.")
+        if not run_stage(job, "detection", DETECTION, redetect, instance):
+            return 1
+    if not run_stage(job, "frequency", FREQUENCY, [None], instance):
+        return 1
+    downstream = redaction_and_downstream(definitions)
+    return 0 if run_stage(job, "redaction", downstream, days, instance) else 1
+
+
+def main() -> int:
+    from wildchat_dag.definitions import defs
+
+    return refresh(
+        DagsterInstance.get(),
+        defs,
+        load_rules(settings.redaction_rules_path()),
+        settings.default_duckdb_path(),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
