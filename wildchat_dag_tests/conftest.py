@@ -88,3 +88,15 @@ def raw_frame(requests: list[dict[str, Any]]) -> pl.DataFrame:
         assert result.quarantine.is_empty(), result.quarantine
         frames.append(result.requests)
     return pl.concat(frames)
+
+
+def utterance_frame(conversations: list[list[str]]) -> pl.DataFrame:
+    """Detector input: conversation i's texts as alternating user and assistant utterances."""
+    rows = [
+        (cid, i, "user" if i % 2 == 0 else "assistant", text)
+        for cid, texts in enumerate(conversations)
+        for i, text in enumerate(texts)
+    ]
+    return pl.DataFrame(
+        rows, schema=["conversation_id", "utterance_index", "role", "content"], orient="row"
+    )

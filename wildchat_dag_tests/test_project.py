@@ -1,6 +1,7 @@
 """The project as a user meets it: the code location loads, and the README's demo command runs."""
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +23,23 @@ def test_definitions_load_with_descriptions_and_partitions():
         "quarantined_log_lines",
         "linked_conversations",
         "orphaned_requests",
+        "pii_candidates",
+        "pii_scanned_utterances",
+        "redaction_rules",
+        "pii_entity_frequency",
+        "anonymized_conversations",
     }
+    # The rules file and the corpus frequencies span every day; all else is one day a partition.
+    unpartitioned = {"redaction_rules", "pii_entity_frequency"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and len(node.description) > 60
-        assert node.partitions_def.timezone == "UTC"
+        if key.to_user_string() in unpartitioned:
+            assert node.partitions_def is None
+        else:
+            assert node.partitions_def.timezone == "UTC"
     assert defs.resolve_job_def("wildchat_daily")
+    assert defs.resolve_job_def("redaction_refresh")
 
 
 def test_dagster_cli_lists_the_assets():
@@ -45,8 +57,12 @@ def test_dagster_cli_lists_the_assets():
         check=True,
     ).stdout
     assert out.split() == [
+        "anonymized_conversations",
         "linked_conversations",
         "orphaned_requests",
+        "pii_candidates",
+        "pii_entity_frequency",
+        "pii_scanned_utterances",
         "quarantined_log_lines",
         "raw_requests",
     ]
@@ -54,7 +70,8 @@ def test_dagster_cli_lists_the_assets():
 
 def test_readme_demo_command_runs_end_to_end(tmp_path):
     env = {**os.environ, "WILDCHAT_HOME": str(tmp_path / "home")}
-    env.pop("DAGSTER_HOME", None)
+    for name in ("DAGSTER_HOME", "WILDCHAT_IP_SALT", "WILDCHAT_MODE"):
+        env.pop(name, None)
     result = subprocess.run(
         ["bash", "scripts/demo.sh", "--days", "2", "--conversations-per-day", "40"],
         cwd=REPO,
@@ -67,7 +84,13 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
     assert "2024-01-01" in result.stdout and "2024-01-02" in result.stdout
     con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
     conversations = con.sql("SELECT count(*) FROM main.linked_conversations").fetchone()[0]
+    anonymized = con.sql("SELECT count(*) FROM main.anonymized_conversations").fetchone()[0]
     con.close()
     assert conversations >= 70
+    assert anonymized == conversations
+    # Demo mode made up a per-install salt, kept private, and said so.
+    salt = tmp_path / "home" / "ip_salt"
+    assert stat.S_IMODE(salt.stat().st_mode) == 0o600
+    assert f"per-install IP salt at {salt}" in result.stdout + result.stderr
     runs = list((tmp_path / "home" / "dagster_home" / "storage").iterdir())
     assert runs, "the demo's runs are in the persistent instance for `dagster dev`"

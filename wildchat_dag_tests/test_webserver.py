@@ -7,8 +7,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH
 
 REPO = Path(__file__).resolve().parents[1]
 WEBSERVER = str(Path(sys.executable).with_name("dagster-webserver"))
@@ -26,15 +31,24 @@ def graphql(port: int, query: str) -> dict:
         data=json.dumps({"query": query}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"GraphQL {error.code}: {error.read()[:2000]!r}") from error
+    assert "errors" not in body, body["errors"]
+    return body["data"]
 
 
-def test_webserver_serves_the_asset_graph(tmp_path):
+def dagster_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     home = tmp_path / "dagster_home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "WILDCHAT_HOME": str(tmp_path)}
+    return {**os.environ, "DAGSTER_HOME": str(home), "WILDCHAT_HOME": str(tmp_path), **extra}
+
+
+@contextmanager
+def webserver(env: dict[str, str]) -> Iterator[int]:
     port = free_port()
     server = subprocess.Popen(
         [WEBSERVER, "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
@@ -53,27 +67,109 @@ def test_webserver_serves_the_asset_graph(tmp_path):
                 assert server.poll() is None, "the webserver exited"
                 assert time.monotonic() < deadline, "the webserver did not start in 120 s"
                 time.sleep(1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_webserver_serves_the_asset_graph(tmp_path):
+    with webserver(dagster_env(tmp_path)) as port:
         data = graphql(
             port,
             "{ assetNodes { assetKey { path } description groupName isPartitioned "
             "partitionDefinition { description } } }",
-        )["data"]["assetNodes"]
+        )["assetNodes"]
         nodes = {tuple(n["assetKey"]["path"]): n for n in data}
         assert set(nodes) == {
             ("raw_requests",),
             ("quarantined_log_lines",),
             ("linked_conversations",),
             ("orphaned_requests",),
+            ("pii_candidates",),
+            ("pii_scanned_utterances",),
+            ("redaction_rules",),
+            ("pii_entity_frequency",),
+            ("anonymized_conversations",),
         }
-        assert all(n["isPartitioned"] and n["description"] for n in nodes.values())
+        assert all(n["description"] for n in nodes.values())
+        unpartitioned = {("redaction_rules",), ("pii_entity_frequency",)}
+        assert all(n["isPartitioned"] == (k not in unpartitioned) for k, n in nodes.items())
         assert nodes[("raw_requests",)]["groupName"] == "ingest"
+        assert nodes[("anonymized_conversations",)]["groupName"] == "privacy"
         assert "Daily" in nodes[("linked_conversations",)]["partitionDefinition"]["description"]
         errors = graphql(
             port,
             "{ workspaceOrError { ... on Workspace { locationEntries { name "
             "locationOrLoadError { __typename } } } } }",
-        )["data"]["workspaceOrError"]["locationEntries"]
+        )["workspaceOrError"]["locationEntries"]
         assert [e["locationOrLoadError"]["__typename"] for e in errors] == ["RepositoryLocation"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+STALENESS = """
+{ daily: assetNodes(assetKeys: [{path: ["anonymized_conversations"]}, {path: ["pii_candidates"]}])
+  { assetKey { path } dependencyKeys { path }
+    staleStatus(partition: "%(day)s") staleCauses(partition: "%(day)s") { reason category } }
+  whole: assetNodes(assetKeys: [{path: ["pii_entity_frequency"]}])
+  { assetKey { path } dependencyKeys { path } staleStatus staleCauses { reason category } }
+}
+"""
+
+
+def staleness(port: int, day: str) -> dict[str, dict]:
+    data = graphql(port, STALENESS % {"day": day})
+    return {n["assetKey"]["path"][0]: n for n in data["daily"] + data["whole"]}
+
+
+def run_module(module: str, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_ui_flags_redaction_not_detection_after_a_rule_edit(tmp_path):
+    """The lineage story a user follows when a redaction rule changes, through the UI's API."""
+    rules = tmp_path / "redaction_rules.yaml"
+    shutil.copy(DEFAULT_RULES_PATH, rules)
+    env = dagster_env(tmp_path, WILDCHAT_REDACTION_RULES=str(rules), WILDCHAT_MODE="demo")
+    env.pop("WILDCHAT_IP_SALT", None)
+    run_module("wildchat_dag.demo", env, "--days", "1", "--conversations-per-day", "40")
+    day = "2024-01-01"
+    with webserver(env) as port:
+        before = staleness(port, day)
+        assert before["anonymized_conversations"]["staleStatus"] == "FRESH"
+        upstream = {k["path"][0] for k in before["anonymized_conversations"]["dependencyKeys"]}
+        assert {"redaction_rules", "pii_entity_frequency", "pii_candidates"} <= upstream
+
+        # A threshold edit: what redaction decides changes, where detection runs does not.
+        rules.write_text(
+            rules.read_text().replace(
+                "skip_if_in_conversations: 50", "skip_if_in_conversations: 20"
+            )
+        )
+        reload = graphql(
+            port,
+            'mutation { reloadRepositoryLocation(repositoryLocationName: "wildchat_dag") '
+            "{ __typename } }",
+        )
+        assert reload["reloadRepositoryLocation"]["__typename"] == "WorkspaceLocationEntry"
+        after = staleness(port, day)
+        assert after["anonymized_conversations"]["staleStatus"] == "STALE"
+        assert after["pii_entity_frequency"]["staleStatus"] == "STALE"
+        assert after["pii_candidates"]["staleStatus"] == "FRESH"
+        reasons = " ".join(c["reason"] for c in after["anonymized_conversations"]["staleCauses"])
+        assert "code version" in reasons
+
+        # The documented command re-applies the rules without detecting again.
+        out = run_module("wildchat_dag.redaction_refresh", env)
+        assert "detection" not in out and "redaction      2024-01-01: ok" in out
+        refreshed = staleness(port, day)
+        assert refreshed["anonymized_conversations"]["staleStatus"] == "FRESH"
+        assert refreshed["pii_entity_frequency"]["staleStatus"] == "FRESH"

@@ -30,7 +30,7 @@ from dagster import (
     observable_source_asset,
 )
 
-from wildchat_dag.assets.metadata import STORAGE, counts_table
+from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.core.anonymization import anonymize_day
 from wildchat_dag.core.checks import client_ips_among, raw_ips_outside_raw_layer
 from wildchat_dag.core.pii_frequency import FrequencyStore, skip_list_version
@@ -192,6 +192,19 @@ def build_anonymization_assets(
                 "ip_salt_fingerprint": ip_hasher.fingerprint,
                 "decisions": counts_table(decision_counts(result.decided), key="entity/decision"),
                 "seconds": round(time.perf_counter() - started, 3),
+                # Released text only: what a reviewer of the release would see.
+                "preview": preview(
+                    result.conversations.filter("redacted").select(
+                        "conversation_id",
+                        "turn",
+                        "withheld_utterances",
+                        first_redaction=pl.col("conversation")
+                        .list.filter(pl.element().struct.field("redacted"))
+                        .list.first()
+                        .struct.field("content")
+                        .str.extract(f"(.{{0,30}}{rules.placeholder_regex()}.{{0,20}})"),
+                    )
+                ),
             },
         )
         yield raw_ip_check(warehouse, partition_day_value(day))

@@ -22,12 +22,18 @@ from typing import Any
 import polars as pl
 
 from wildchat_dag.core.ip_addresses import find_ip_literals, hash_ips, ip_literals_in
-from wildchat_dag.core.pii_detection import ScanStatus, detection_version, sha256_column
+from wildchat_dag.core.pii_detection import (
+    DetectionResult,
+    ScanStatus,
+    detection_version,
+    sha256_column,
+)
 from wildchat_dag.core.redaction import (
     CLIENT_IP_ENTITY,
     SPAN_SCHEMA,
     Decision,
     apply_frequencies,
+    conversation_counts,
     qualify_candidates,
     redact_contents,
 )
@@ -137,6 +143,24 @@ def redact(
         "client_ip_literals_redacted": ip_spans.height,
     }
     return RedactionResult(redacted, decided, stats)
+
+
+def redact_batch(
+    found: DetectionResult, contents: pl.DataFrame, rules: RedactionRules
+) -> RedactionResult:
+    """Redact a self-contained batch: frequencies are counted over the batch itself.
+
+    ``contents``: ``content_sha256`` and ``content``. For tests and benchmarks; the pipeline
+    counts frequencies over every day (``pii_entity_frequency``).
+    """
+    qualified = qualify_located(found.candidates, found.scans, rules)
+    located = qualified.join(
+        found.utterances.select("content_sha256", "conversation_id"), on="content_sha256"
+    )
+    decided = apply_frequencies(qualified, conversation_counts(located), rules)
+    statuses = found.scans.select("content_sha256", "scan_status")
+    batch = contents.unique("content_sha256").join(statuses, on="content_sha256", how="left")
+    return redact(batch, decided, rules)
 
 
 def anonymize_conversations(

@@ -22,12 +22,10 @@ SALT_ENV_VAR = "WILDCHAT_IP_SALT"
 # Candidate literals; ``ipaddress`` decides which are addresses. Digits or dots right before or
 # after an IPv4 literal make it part of something else (a version string 1.2.3.4.5).
 _IPV4 = r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])"
-# Hex groups and colons (at least two), optionally ending in an embedded IPv4 address.
-_IPV6 = (
-    r"(?<![0-9A-Za-z:])(?:[0-9A-Fa-f]{0,4}:){2,7}"
-    r"(?:(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]{1,4})?"
-)
-IP_LITERAL = re.compile(f"{_IPV4}|{_IPV6}")
+# Runs of hex digits, colons and dots with at least two colons; the address is found inside
+# (after a label such as "IP:", before a closing colon).
+_IPV6_RUN = r"[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"
+IP_LITERAL = re.compile(f"{_IPV4}|{_IPV6_RUN}")
 # A cheap test, vectorised: texts without it hold no literal.
 IP_LITERAL_HINT = r"[0-9]\.[0-9]|[0-9A-Fa-f]*:[0-9A-Fa-f]*:"
 
@@ -95,18 +93,60 @@ def canonical_ip(literal: str) -> str | None:
         return None
 
 
+def notations(address: str) -> list[str]:
+    """An address as ingest may have stored it: IPv4 also as IPv4-mapped IPv6, and back."""
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv4Address):
+        return [address, ipaddress.ip_address(f"::ffff:{address}").compressed]
+    if parsed.ipv4_mapped is not None:
+        return [address, str(parsed.ipv4_mapped)]
+    return [address]
+
+
+def _longest_address(run: str, first: int) -> tuple[int, int, str] | None:
+    """The longest stretch of ``run`` from ``first`` on that is an IPv6 (or mapped) address; a
+    trailing colon (end of a sentence, "addr:port") may be cut off."""
+    ends = [len(run)] + [i for i in range(len(run) - 1, first, -1) if run[i] == ":"]
+    for end in ends:
+        address = canonical_ip(run[first:end])
+        if address is not None:
+            return first, end, address
+    return None
+
+
+def _addresses_in_run(run: str) -> list[tuple[int, int, str]]:
+    """IPv6 addresses in a run of hex digits, colons and dots.
+
+    The run may begin with a label that is hex too ("ab:2001:db8::5" is an address, and so is
+    "2001:db8::5"): the address after the first single colon is tried as well.
+    """
+    first = 1 if run.startswith(":") and not run.startswith("::") else 0
+    found = [_longest_address(run, first)]
+    colon = run.find(":", first)
+    if colon > first and run[colon + 1 : colon + 2] != ":":
+        found.append(_longest_address(run, colon + 1))
+    return sorted({f for f in found if f is not None})
+
+
 def find_ip_literals(text: str) -> list[tuple[int, int, str]]:
-    """``(start, end, canonical address)`` for every IP address written in ``text``."""
+    """``(start, end, address)`` for the IP addresses written in ``text``, canonical, and once
+    more in their other notation where they have one (``notations``).
+
+    Made for matching against known addresses, so it errs towards recall: after a hex-looking
+    label ("IPv6:2001:db8::5") both readings are returned; the extra one is never a client's.
+    """
     found = []
     for match in IP_LITERAL.finditer(text):
         literal = match.group()
-        address = canonical_ip(literal)
-        # "2001:db8::1:" at the end of a sentence: the trailing colon is punctuation.
-        while address is None and literal.endswith(":") and len(literal) > 2:
-            literal = literal[:-1]
+        if "." in literal and ":" not in literal:
             address = canonical_ip(literal)
-        if address is not None:
-            found.append((match.start(), match.start() + len(literal), address))
+            spans = [(0, len(literal), address)] if address else []
+        else:
+            spans = _addresses_in_run(literal.rstrip("."))
+        for start, end, address in spans:
+            found.extend(
+                (match.start() + start, match.start() + end, a) for a in notations(address)
+            )
     return found
 
 

