@@ -150,3 +150,13 @@ def test_detection_is_deterministic(detector, wildchat_sample):
     assert detection_digest(first.candidates, first.scans) == detection_digest(
         second.candidates, second.scans
     )
+
+
+def test_a_rule_for_an_entity_presidio_cannot_find_fails_naming_the_file(rules):
+    data = rules.as_data()
+    data["redact"]["SHOE_SIZE"] = {}
+    detector = PiiDetector(parse_rules(data, source="edited.yaml"))
+    with pytest.raises(
+        ValueError, match=r"edited\.yaml: Presidio has no recognizer for \['SHOE_SIZE'\]"
+    ):
+        detector.detect(utterance_frame([["nothing to see"]]))

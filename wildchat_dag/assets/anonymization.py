@@ -8,6 +8,7 @@ rules as changed and everything downstream of them as stale, while detection sta
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -192,19 +193,7 @@ def build_anonymization_assets(
                 "ip_salt_fingerprint": ip_hasher.fingerprint,
                 "decisions": counts_table(decision_counts(result.decided), key="entity/decision"),
                 "seconds": round(time.perf_counter() - started, 3),
-                # Released text only: what a reviewer of the release would see.
-                "preview": preview(
-                    result.conversations.filter("redacted").select(
-                        "conversation_id",
-                        "turn",
-                        "withheld_utterances",
-                        first_redaction=pl.col("conversation")
-                        .list.filter(pl.element().struct.field("redacted"))
-                        .list.first()
-                        .struct.field("content")
-                        .str.extract(f"(.{{0,30}}{rules.placeholder_regex()}.{{0,20}})"),
-                    )
-                ),
+                "preview": redaction_preview(result.conversations, rules),
             },
         )
         yield raw_ip_check(warehouse, partition_day_value(day))
@@ -212,7 +201,25 @@ def build_anonymization_assets(
     return [redaction_rules, pii_entity_frequency, anonymized_conversations]
 
 
-def raw_ip_check(warehouse: Warehouse, day) -> AssetCheckResult:
+def redaction_preview(conversations: pl.DataFrame, rules: RedactionRules) -> MetadataValue:
+    """Redacted conversations, each with its first placeholder in context: released text only,
+    what a reviewer of the release would see."""
+    around_placeholder = f"(.{{0,30}}{rules.placeholder_regex()}.{{0,20}})"
+    return preview(
+        conversations.filter("redacted").select(
+            "conversation_id",
+            "turn",
+            "withheld_utterances",
+            first_redaction=pl.col("conversation")
+            .list.filter(pl.element().struct.field("redacted"))
+            .list.first()
+            .struct.field("content")
+            .str.extract(around_placeholder),
+        )
+    )
+
+
+def raw_ip_check(warehouse: Warehouse, day: datetime) -> AssetCheckResult:
     findings = raw_ips_outside_raw_layer(warehouse.query, day)
     return AssetCheckResult(
         check_name=RAW_IP_CHECK,

@@ -264,9 +264,14 @@ _PRESIDIO_LOGGER = logging.getLogger("presidio-analyzer")
 
 @contextmanager
 def _watching_regex_timeouts(seconds: float) -> Iterator[_RegexTimeouts]:
-    from presidio_analyzer import pattern_recognizer
+    from presidio_analyzer import analyzer_engine, pattern_recognizer
+    from presidio_analyzer.predefined_recognizers.generic import iban_recognizer
 
-    pattern_recognizer.REGEX_TIMEOUT_SECONDS = seconds
+    # Presidio reads its timeout from module constants (REGEX_TIMEOUT_SECONDS, 60 s).
+    modules = (analyzer_engine, pattern_recognizer, iban_recognizer)
+    defaults = [m.REGEX_TIMEOUT_SECONDS for m in modules]
+    for module in modules:
+        module.REGEX_TIMEOUT_SECONDS = seconds
     handler = _RegexTimeouts()
     level, propagate = _PRESIDIO_LOGGER.level, _PRESIDIO_LOGGER.propagate
     _PRESIDIO_LOGGER.setLevel(logging.WARNING)
@@ -279,6 +284,8 @@ def _watching_regex_timeouts(seconds: float) -> Iterator[_RegexTimeouts]:
         _PRESIDIO_LOGGER.removeHandler(handler)
         _PRESIDIO_LOGGER.setLevel(level)
         _PRESIDIO_LOGGER.propagate = propagate
+        for module, default in zip(modules, defaults, strict=True):
+            module.REGEX_TIMEOUT_SECONDS = default
 
 
 @dataclass(frozen=True)
@@ -435,6 +442,8 @@ class PiiDetector:
 
     def detect(self, utterances: pl.DataFrame) -> DetectionResult:
         started = time.perf_counter()
+        # Fails now, naming the rules file, if a rule names an entity Presidio cannot find.
+        _ = self.pattern_engine
         utterances = utterances.select(UTTERANCE_COLUMNS.names()).cast(UTTERANCE_COLUMNS)
         utterances = utterances.with_columns(content=pl.col("content").fill_null(""))
         utterances = utterances.with_columns(content_sha256=sha256_column(utterances["content"]))
@@ -452,10 +461,10 @@ class PiiDetector:
         workload = _workload(work)
         workers = self.settings.workers if workload >= self.settings.parallel_min_work else 1
         if workers > 1:
-            candidate_rows, scan_rows = _scan_in_pool(self.rules, self.settings, items, workers)
+            found_rows, scan_rows = _scan_in_pool(self.rules, self.settings, items, workers)
         else:
-            candidate_rows, scan_rows = self.scan(items)
-        candidates = pl.DataFrame(candidate_rows, schema=CANDIDATE_COLUMNS, orient="row")
+            found_rows, scan_rows = self.scan(items)
+        candidates = pl.DataFrame(found_rows, schema=CANDIDATE_COLUMNS, orient="row")
         scanned = pl.DataFrame(
             scan_rows,
             schema={
