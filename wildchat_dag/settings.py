@@ -12,7 +12,7 @@ import os
 from datetime import date
 from pathlib import Path
 
-from wildchat_dag.core.ip_addresses import SALT_ENV_VAR, ensure_demo_salt
+from wildchat_dag.core.ip_addresses import SALT_ENV_VAR, ensure_demo_salt, salt_problem
 
 
 def home() -> Path:
@@ -57,6 +57,9 @@ def ip_salt_source() -> str:
     The salt reaches the resources only through the ``WILDCHAT_IP_SALT`` environment variable,
     so this puts the demo salt there (for this process and the run processes it starts).
     """
+    if SALT_ENV_VAR not in os.environ and not demo_mode():
+        # Runs that hash IPs will not start; say why where the code location loads.
+        logging.getLogger("wildchat_dag").warning(salt_problem(None))
     if SALT_ENV_VAR in os.environ or not demo_mode():
         return f"environment variable {SALT_ENV_VAR}"
     path = home() / "ip_salt"

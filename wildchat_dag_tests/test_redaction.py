@@ -12,6 +12,7 @@ from collections import Counter
 
 import polars as pl
 import pytest
+import yaml
 
 from wildchat_dag.core.anonymization import redact_batch
 from wildchat_dag.core.pii_detection import PiiDetector, detection_version
@@ -21,7 +22,12 @@ from wildchat_dag.core.redaction import (
     merge_spans,
     qualify_candidates,
 )
-from wildchat_dag.core.redaction_rules import load_rules, parse_rules
+from wildchat_dag.core.redaction_rules import (
+    DEFAULT_RULES_PATH,
+    RulesError,
+    load_rules,
+    parse_rules,
+)
 from wildchat_dag_tests.conftest import utterance_frame
 
 PERSON = "<PRESIDIO_ANONYMIZED_PERSON>"
@@ -222,3 +228,37 @@ def test_overlapping_spans_are_merged_not_dropped():
     )
     # The union covers both, labelled by the more confident; a partial overlap leaves no tail.
     assert merged == [Span(0, 20, "EMAIL_ADDRESS", 1.0), Span(30, 35, "X", 0.1)]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"redact": {"PERSON": {"cue_before": ["hi"]}}}, r"redact\.PERSON: unknown key"),
+        ({"redact": {"EMAIL_ADDRESS": {"pattern": "(unclosed"}}}, r"invalid regular expression"),
+        ({"redact": {"person": {}}}, r"redact\.person: entity types are Presidio names"),
+        ({"redact": {"PHONE_NUMBER": {"cue_window": 30}}}, r"need cues_before"),
+        ({"redact": {"CREDIT_CARD": {"nearby_window": 500, "cues_nearby": ["card"]}}}, "at most"),
+        ({"version": 2}, r"version: this code reads version 1"),
+        ({"placeholder": "[REDACTED]"}, r"placeholder: must be a string containing \{entity\}"),
+        ({"unscanned_text": "drop"}, r"unscanned_text: must be 'withhold' or 'keep'"),
+        ({"redact_client_ips": "yes"}, r"redact_client_ips: must be true or false"),
+        ({"redact_everything": True}, r"top level: unknown key"),
+    ],
+)
+def test_a_malformed_rules_file_fails_naming_the_file_and_the_key(tmp_path, edit, message):
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"redact": {}, **edit}))
+    with pytest.raises(RulesError, match=message) as raised:
+        load_rules(path)
+    assert str(raised.value).startswith(str(path))
+
+
+def test_the_rules_hash_ignores_comments_formatting_and_order(tmp_path, rules):
+    data = yaml.safe_load(DEFAULT_RULES_PATH.read_text())
+    data["redact"] = dict(reversed(list(data["redact"].items())))
+    path = tmp_path / "rules.yaml"
+    path.write_text("# reordered, reformatted\n" + yaml.safe_dump(data, default_flow_style=True))
+    assert load_rules(path).rules_hash == rules.rules_hash
+    data["redact"]["URL"]["pattern"] = "(?i)linkedin\\.com/(in|pub)/"
+    path.write_text(yaml.safe_dump(data))
+    assert load_rules(path).rules_hash != rules.rules_hash

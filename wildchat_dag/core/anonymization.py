@@ -21,7 +21,12 @@ from typing import Any
 
 import polars as pl
 
-from wildchat_dag.core.ip_addresses import find_ip_literals, hash_ips, ip_literals_in
+from wildchat_dag.core.ip_addresses import (
+    IP_LITERAL_HINT,
+    find_ip_literals,
+    hash_ips,
+    ip_literals_in,
+)
 from wildchat_dag.core.pii_detection import (
     DetectionResult,
     ScanStatus,
@@ -95,7 +100,8 @@ def client_ip_spans(contents: pl.DataFrame, client_ips: set[str]) -> pl.DataFram
     """Spans where a text writes out one of ``client_ips`` (any notation of the address)."""
     rows = []
     if client_ips:
-        for sha, content in contents.select("content_sha256", "content").iter_rows():
+        hinted = contents.filter(pl.col("content").str.contains(IP_LITERAL_HINT))
+        for sha, content in hinted.select("content_sha256", "content").iter_rows():
             for start, end, address in find_ip_literals(content):
                 if address in client_ips:
                     rows.append((sha, start, end, CLIENT_IP_ENTITY, 1.0))

@@ -34,19 +34,29 @@ class SaltError(RuntimeError):
     """No usable salt: the run must not write hashed IPs."""
 
 
-def check_salt(salt: str | None) -> str:
+def salt_problem(salt: str | None) -> str | None:
+    """Why ``salt`` cannot be used, or None."""
     if not salt:
-        raise SaltError(
-            f"{SALT_ENV_VAR} is not set. hashed_ip = sha256(salt + ip) needs a secret salt: an "
-            "unsalted hash of an IPv4 address is reversed by hashing all 2^32 addresses. Set "
-            f"{SALT_ENV_VAR} to a long random secret (e.g. `openssl rand -hex 32`) and keep it, "
-            "or run in demo mode (WILDCHAT_MODE=demo), which makes a per-install salt."
+        return (
+            f"{SALT_ENV_VAR} is not set, so runs that write hashed IPs refuse to start. "
+            "hashed_ip = sha256(salt + ip) needs a secret salt: an unsalted hash of an IPv4 "
+            f"address is reversed by hashing all 2^32 addresses. Set {SALT_ENV_VAR} to a long "
+            "random secret (e.g. `openssl rand -hex 32`) and keep it, or run in demo mode "
+            "(WILDCHAT_MODE=demo), which makes a per-install salt."
         )
     if len(salt) < MIN_SALT_CHARS:
-        raise SaltError(
+        return (
             f"{SALT_ENV_VAR} has {len(salt)} characters; at least {MIN_SALT_CHARS} are needed so "
             "that the salt cannot be guessed and the hashed IPs reversed."
         )
+    return None
+
+
+def check_salt(salt: str | None) -> str:
+    problem = salt_problem(salt)
+    if problem:
+        raise SaltError(problem)
+    assert salt is not None
     return salt
 
 
