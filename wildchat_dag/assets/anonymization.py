@@ -34,7 +34,11 @@ from dagster import (
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.core.anonymization import anonymize_day
 from wildchat_dag.core.checks import client_ips_among, raw_ips_outside_raw_layer
-from wildchat_dag.core.pii_frequency import FrequencyStore, skip_list_version
+from wildchat_dag.core.pii_frequency import (
+    FrequencyStore,
+    skip_list_version,
+    values_left_alone,
+)
 from wildchat_dag.core.redaction import decision_counts
 from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
 from wildchat_dag.core.schema import partition_day_value
@@ -103,11 +107,7 @@ def build_anonymization_assets(
         store = FrequencyStore(warehouse.connect)
         fold = store.refresh(rules)
         table = store.table()
-        limits = {r.entity: r.skip_if_in_conversations for r in rules.rules}
-        skipped = table.filter(
-            pl.col("conversations")
-            >= pl.col("entity_type").replace_strict(limits, default=None, return_dtype=pl.Int64)
-        )
+        skipped = values_left_alone(table, rules)
         return MaterializeResult(
             data_version=DataVersion(skip_list_version(table, rules)),
             metadata={

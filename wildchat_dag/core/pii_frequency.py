@@ -76,20 +76,23 @@ def day_value_counts(
     return conversation_counts(qualify_candidates(located, rules))
 
 
+def values_left_alone(frequency: pl.DataFrame, rules: RedactionRules) -> pl.DataFrame:
+    """The values found in at least their rule's ``skip_if_in_conversations`` conversations."""
+    limits = {r.entity: r.skip_if_in_conversations for r in rules.rules}
+    return frequency.filter(
+        pl.col("conversations")
+        >= pl.col("entity_type").replace_strict(limits, default=None, return_dtype=pl.Int64)
+    ).sort("entity_type", "value_key")
+
+
 def skip_list_version(frequency: pl.DataFrame, rules: RedactionRules) -> str:
-    """What redaction reads from the frequency table: the values at or over their threshold.
+    """What redaction reads from the frequency table: the values left alone.
 
     It is the frequency asset's data version, so days stay fresh while counts move below the
     thresholds, and turn stale when a value crosses one.
     """
-    limits = {r.entity: r.skip_if_in_conversations for r in rules.rules}
-    over = frequency.filter(
-        pl.col("conversations")
-        >= pl.col("entity_type").replace_strict(limits, default=None, return_dtype=pl.Int64)
-    ).sort("entity_type", "value_key")
-    return stable_hash(
-        {"rules": rules.rules_hash, "skipped": over.select("entity_type", "value_key").rows()}
-    )
+    skipped = values_left_alone(frequency, rules).select("entity_type", "value_key").rows()
+    return stable_hash({"rules": rules.rules_hash, "skipped": skipped})
 
 
 class FrequencyNotCurrent(RuntimeError):
