@@ -160,3 +160,16 @@ def test_a_rule_for_an_entity_presidio_cannot_find_fails_naming_the_file(rules):
         ValueError, match=r"edited\.yaml: Presidio has no recognizer for \['SHOE_SIZE'\]"
     ):
         detector.detect(utterance_frame([["nothing to see"]]))
+
+
+def test_a_pool_of_workers_finds_what_one_process_finds(rules, detector, wildchat_sample):
+    """Large partitions are scanned by worker processes; the output must not depend on it."""
+    utterances = utterance_frame(
+        [[u["content"] for u in c["conversation"]] for c in wildchat_sample[:30]]
+        + [[text for text, _ in POSITIVES]]
+    )
+    pooled = PiiDetector(rules, DetectorSettings(workers=2, parallel_min_work=0)).detect(utterances)
+    alone = detector.detect(utterances)
+    assert pooled.stats["workers"] == 2 and alone.stats["workers"] == 1
+    assert pooled.candidates.equals(alone.candidates)
+    assert pooled.scans.equals(alone.scans)
