@@ -100,7 +100,7 @@ def generated_utterances(root: Path, days: int, per_day: int, seed: int) -> pl.D
             for f in folders
         ]
     )
-    return conversation_utterances(linked).cast(UTTERANCE_COLUMNS)
+    return conversation_utterances(linked).select(UTTERANCE_COLUMNS.names()).cast(UTTERANCE_COLUMNS)
 
 
 def limit_chars(utterances: pl.DataFrame, limit: int) -> pl.DataFrame:

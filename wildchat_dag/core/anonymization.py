@@ -30,6 +30,7 @@ from wildchat_dag.core.ip_addresses import (
 from wildchat_dag.core.pii_detection import (
     DetectionResult,
     ScanStatus,
+    conversation_utterances,
     detection_version,
     sha256_column,
 )
@@ -56,15 +57,7 @@ class StaleDetection(RuntimeError):
 
 def linked_utterances(linked: pl.DataFrame) -> pl.DataFrame:
     """One row per utterance of ``linked_conversations``, with its text's sha256."""
-    utterances = (
-        linked.select("conversation_id", "conversation")
-        .explode("conversation")
-        .unnest("conversation")
-        .with_columns(
-            utterance_index=pl.int_range(pl.len()).over("conversation_id").cast(pl.Int64),
-            content=pl.col("content").fill_null(""),
-        )
-    )
+    utterances = conversation_utterances(linked)
     return utterances.with_columns(content_sha256=sha256_column(utterances["content"]))
 
 

@@ -297,8 +297,8 @@ class DetectorSettings:
     regex_timeout_s: float = 10.0
     ner_batch_size: int = 32
     workers: int = 1
-    # Below this much planned work (characters, NER counted 30 times), a pool is not worth its
-    # start-up (each worker loads spaCy).
+    # Below this much planned work (``_work``: characters, NER ones weighing more), a pool is
+    # not worth its start-up (each worker loads spaCy).
     parallel_min_work: int = 10_000_000
 
     def __post_init__(self) -> None:
@@ -325,6 +325,13 @@ def sha256_column(texts: pl.Series) -> pl.Series:
     distinct = texts.unique()
     digests = {t: hashlib.sha256(t.encode("utf-8")).hexdigest() for t in distinct.to_list()}
     return texts.replace_strict(digests, return_dtype=pl.String)
+
+
+def detector_input(utterances: pl.DataFrame) -> pl.DataFrame:
+    """``UTTERANCE_COLUMNS`` (a null content empty) and each text's ``content_sha256``."""
+    utterances = utterances.select(UTTERANCE_COLUMNS.names()).cast(UTTERANCE_COLUMNS)
+    utterances = utterances.with_columns(content=pl.col("content").fill_null(""))
+    return utterances.with_columns(content_sha256=sha256_column(utterances["content"]))
 
 
 class PiiDetector:
@@ -444,9 +451,7 @@ class PiiDetector:
         started = time.perf_counter()
         # Fails now, naming the rules file, if a rule names an entity Presidio cannot find.
         _ = self.pattern_engine
-        utterances = utterances.select(UTTERANCE_COLUMNS.names()).cast(UTTERANCE_COLUMNS)
-        utterances = utterances.with_columns(content=pl.col("content").fill_null(""))
-        utterances = utterances.with_columns(content_sha256=sha256_column(utterances["content"]))
+        utterances = detector_input(utterances)
         contents = utterances.select("content_sha256", "content").unique("content_sha256")
         planned = self.plan(contents)
         planned_s = time.perf_counter() - started
@@ -458,7 +463,7 @@ class PiiDetector:
                 "content_sha256", "content", "language_code", "pattern_entities", "ner_entities"
             ).iter_rows()
         )
-        workload = _workload(work)
+        workload = sum(_work(item) for item in items)
         workers = self.settings.workers if workload >= self.settings.parallel_min_work else 1
         if workers > 1:
             found_rows, scan_rows = _scan_in_pool(self.rules, self.settings, items, workers)
@@ -645,10 +650,14 @@ def candidate_rows(
     return rows
 
 
-def _workload(work: pl.DataFrame) -> int:
-    chars = work["content"].str.len_chars()
-    ner = (work["ner_entities"].list.len() > 0).cast(pl.Int64)
-    return int((chars + chars * ner * 30).sum() or 0)
+# NER costs about 30 times as much a character as the pattern recognizers.
+NER_WEIGHT = 30
+
+
+def _work(item: tuple) -> int:
+    """How much scanning an item takes, in characters (``scan``'s items)."""
+    _, content, _, _, ners = item
+    return len(content) * (NER_WEIGHT if ners else 1)
 
 
 # -- a pool of worker processes, for large partitions --------------------------------------------
@@ -668,13 +677,13 @@ def _scan_shard(items: list[tuple]) -> tuple[list[tuple], list[tuple]]:
 
 def _shards(items: list[tuple], count: int) -> list[list[tuple]]:
     """Split into ``count`` shards of about equal work (NER texts weigh more)."""
-    weighted = sorted(items, key=lambda i: len(i[1]) * (30 if i[4] else 1), reverse=True)
+    weighted = sorted(items, key=_work, reverse=True)
     shards: list[list[tuple]] = [[] for _ in range(count)]
     loads = [0] * count
     for item in weighted:
         k = loads.index(min(loads))
         shards[k].append(item)
-        loads[k] += len(item[1]) * (30 if item[4] else 1)
+        loads[k] += _work(item)
     return [s for s in shards if s]
 
 
@@ -698,18 +707,16 @@ def _scan_in_pool(
 
 
 def conversation_utterances(conversations: pl.DataFrame) -> pl.DataFrame:
-    """One row per utterance of ``linked_conversations``: the detector's input."""
-    if conversations.is_empty():
-        return pl.DataFrame(schema=UTTERANCE_COLUMNS)
+    """One row per utterance of ``linked_conversations``, numbered in order within its
+    conversation (``utterance_index``), with every field of the utterance; a null content is
+    empty. Detection and anonymization both number utterances this way."""
     return (
         conversations.select("conversation_id", "conversation")
         .explode("conversation")
-        .with_columns(utterance_index=pl.int_range(pl.len()).over("conversation_id").cast(pl.Int64))
-        .select(
-            "conversation_id",
-            "utterance_index",
-            role=pl.col("conversation").struct.field("role"),
-            content=pl.col("conversation").struct.field("content"),
+        .unnest("conversation")
+        .with_columns(
+            utterance_index=pl.int_range(pl.len()).over("conversation_id").cast(pl.Int64),
+            content=pl.col("content").fill_null(""),
         )
     )
 

@@ -17,12 +17,11 @@ from wildchat_dag.core.language import LanguageIdentifier
 from wildchat_dag.core.pii_detection import (
     CANDIDATE_COLUMNS,
     SCAN_COLUMNS,
-    UTTERANCE_COLUMNS,
     DetectionResult,
     ScanStatus,
     build_full_engine,
     candidate_rows,
-    sha256_column,
+    detector_input,
 )
 from wildchat_dag.core.redaction_rules import RedactionRules
 
@@ -36,9 +35,7 @@ def detect_everywhere(
     started = time.perf_counter()
     engine = engine or build_full_engine()
     languages = languages or LanguageIdentifier()
-    utterances = utterances.select(UTTERANCE_COLUMNS.names()).cast(UTTERANCE_COLUMNS)
-    utterances = utterances.with_columns(content=pl.col("content").fill_null(""))
-    utterances = utterances.with_columns(content_sha256=sha256_column(utterances["content"]))
+    utterances = detector_input(utterances)
     entities = rules.redacted_entities
     candidates: dict[str, list[tuple]] = {}
     for sha, content in utterances.select("content_sha256", "content").iter_rows():
