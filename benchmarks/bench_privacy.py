@@ -40,10 +40,8 @@ import polars as pl
 from wildchat_dag.core.ingest import ingest_day
 from wildchat_dag.core.linking import link_window
 from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES
-from wildchat_dag.core.pii_detection import (
-    UTTERANCE_COLUMNS,
-    conversation_utterances,
-)
+from wildchat_dag.core.pii_detection import UTTERANCE_COLUMNS
+from wildchat_dag.core.utterances import conversation_utterances
 from wildchat_dag.loggen.generator import generate_logs
 
 REPO = Path(__file__).resolve().parents[1]

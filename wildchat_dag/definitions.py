@@ -7,15 +7,16 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, load_assets_from_modules
 
 from wildchat_dag import settings
-from wildchat_dag.assets import ingest, linking
+from wildchat_dag.assets import geo, ingest, language, linking
 from wildchat_dag.assets.anonymization import build_anonymization_assets
 from wildchat_dag.assets.pii_detection import build_detection_assets
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.core.redaction_rules import load_rules
 from wildchat_dag.partitions import collection_days
 from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
+from wildchat_dag.resources.enrichment import FastTextLanguageId, GeoIpDatabase
 from wildchat_dag.resources.log_store import RequestLogStore
-from wildchat_dag.resources.privacy import FastTextLanguageId, IpHasher, PresidioDetector
+from wildchat_dag.resources.privacy import IpHasher, PresidioDetector
 from wildchat_dag.resources.warehouse import Warehouse
 
 
@@ -24,19 +25,22 @@ def build_assets(rules_path: Path | None = None) -> list:
     path = rules_path or settings.redaction_rules_path()
     rules = load_rules(path)
     return [
-        *load_assets_from_modules([ingest, linking]),
+        *load_assets_from_modules([ingest, linking, geo, language]),
         *build_detection_assets(rules),
         *build_anonymization_assets(path, rules),
     ]
 
 
-def build_resources(log_root: str | None = None, duckdb_path: str | None = None) -> dict:
+def build_resources(
+    log_root: str | None = None, duckdb_path: str | None = None, geoip_path: str | None = None
+) -> dict:
     database = duckdb_path or settings.default_duckdb_path()
     return {
         "log_store": RequestLogStore(root=log_root or settings.default_log_root()),
         "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
         "warehouse": Warehouse(database=database),
         "language_id": FastTextLanguageId(),
+        "geoip": GeoIpDatabase(path=geoip_path or settings.geoip_path()),
         "pii_detector": PresidioDetector(),
         # An unset variable stops a run that needs it before any step starts.
         "ip_hasher": IpHasher(salt=EnvVar(SALT_ENV_VAR), salt_source=settings.ip_salt_source()),

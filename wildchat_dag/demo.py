@@ -27,6 +27,16 @@ from wildchat_dag.loggen.generator import generate_logs
 STAGES = (
     ("ingest", ["raw_requests", "quarantined_log_lines"], True),
     ("linking", ["linked_conversations", "orphaned_requests"], True),
+    (
+        "enrichment",
+        [
+            "user_turn_locations",
+            "conversation_locations",
+            "utterance_languages",
+            "conversation_languages",
+        ],
+        True,
+    ),
     ("detection", ["pii_candidates", "pii_scanned_utterances"], True),
     ("frequency", ["redaction_rules", "pii_entity_frequency"], False),
     ("anonymization", ["anonymized_conversations"], True),
@@ -88,16 +98,21 @@ def _print_summary(database: str, partition_keys: list[str]) -> None:
              WHERE c.partition_day = d.partition_day),
           (SELECT count(*) FROM main.orphaned_requests o WHERE o.partition_day = d.partition_day),
           (SELECT count(*) FILTER (WHERE a.redacted) FROM main.anonymized_conversations a
-             WHERE a.partition_day = d.partition_day)
+             WHERE a.partition_day = d.partition_day),
+          (SELECT printf('%.0f%%', 100 * avg((g.geo_status = 'located')::INT))
+             FROM main.user_turn_locations g WHERE g.partition_day = d.partition_day),
+          (SELECT count(DISTINCT u.language) FILTER (WHERE u.language <> 'Nolang')
+             FROM main.utterance_languages u WHERE u.partition_day = d.partition_day)
         FROM (SELECT DISTINCT partition_day FROM main.raw_requests) d ORDER BY 1
     """
-    widths = (12, 10, 13, 15, 9, 10)
+    widths = (12, 10, 13, 15, 9, 10, 9, 11)
 
     def line(values) -> str:
         first, *rest = zip(values, widths, strict=True)
         return f"{first[0]:<{first[1]}}" + "".join(f"{v:>{w}}" for v, w in rest)
 
-    print("\n" + line(("day", "requests", "quarantined", "conversations", "orphans", "redacted")))
+    header = ("day", "requests", "quarantined", "conversations", "orphans", "redacted")
+    print("\n" + line((*header, "located", "languages")))
     for row in con.sql(query).fetchall():
         if row[0] in partition_keys:
             print(line(row))

@@ -27,6 +27,12 @@ def default_duckdb_path() -> str:
     return os.environ.get("WILDCHAT_DUCKDB_PATH", str(home() / "warehouse.duckdb"))
 
 
+def geoip_path() -> str | None:
+    """A GeoLite2/GeoIP2 City database or a folder of dated snapshots; None: the 2018 snapshot
+    shipped in maxminddb-geolite2."""
+    return os.environ.get("WILDCHAT_GEOIP_PATH") or None
+
+
 def partitions_start_date() -> date:
     return date.fromisoformat(os.environ.get("WILDCHAT_START_DATE", "2024-01-01"))
 

@@ -9,9 +9,22 @@ import polars as pl
 import pytest
 
 from wildchat_dag.core.ingest import parse_lines
+from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "data" / "wildchat-sample" / "conversations.jsonl"
+
+
+# A test salt: real ones come from the environment, and the pipeline tests set it there.
+TEST_SALT = "test-salt-0123456789abcdef"
+
+
+@pytest.fixture
+def ip_salt(monkeypatch):
+    """The environment of a production run (a salt, not demo mode, the default database)."""
+    monkeypatch.setenv(SALT_ENV_VAR, TEST_SALT)
+    monkeypatch.delenv("WILDCHAT_MODE", raising=False)
+    monkeypatch.delenv("WILDCHAT_GEOIP_PATH", raising=False)
 
 
 @pytest.fixture

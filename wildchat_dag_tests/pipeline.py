@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -16,9 +17,9 @@ LINKING = [AssetKey("linked_conversations"), AssetKey("orphaned_requests")]
 DETECTION = [AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")]
 FREQUENCY = [AssetKey("redaction_rules"), AssetKey("pii_entity_frequency")]
 ANONYMIZATION = [AssetKey("anonymized_conversations")]
+GEO = [AssetKey("user_turn_locations"), AssetKey("conversation_locations")]
+LANGUAGE = [AssetKey("utterance_languages"), AssetKey("conversation_languages")]
 TABLES = ("raw_requests", "quarantined_log_lines", "linked_conversations", "orphaned_requests")
-# A test salt: real ones come from the environment, and these tests set it there.
-TEST_SALT = "test-salt-0123456789abcdef"
 
 SORT_KEYS = {
     "raw_requests": ["turn_id"],
@@ -29,6 +30,10 @@ SORT_KEYS = {
     "pii_scanned_utterances": ["conversation_id", "utterance_index"],
     "anonymized_conversations": ["conversation_id"],
     "pii_entity_frequency": ["entity_type", "value_key"],
+    "user_turn_locations": ["conversation_id", "utterance_index"],
+    "conversation_locations": ["conversation_id"],
+    "utterance_languages": ["conversation_id", "utterance_index"],
+    "conversation_languages": ["conversation_id"],
 }
 
 
@@ -39,13 +44,18 @@ class Pipeline:
         database: Path,
         rules_path: Path | None = None,
         instance: DagsterInstance | None = None,
+        geoip_path: Path | None = None,
     ) -> None:
         self.log_root = log_root
         self.database = database
         self.rules_path = rules_path
         # The rules the assets below are built with, read when the pipeline is.
         self.rules: RedactionRules = load_rules(rules_path) if rules_path else load_rules()
-        self.resources = build_resources(log_root=str(log_root), duckdb_path=str(database))
+        self.resources = build_resources(
+            log_root=str(log_root),
+            duckdb_path=str(database),
+            geoip_path=str(geoip_path) if geoip_path else None,
+        )
         self.defs = Definitions(
             assets=build_assets(rules_path),
             jobs=[wildchat_daily_job],
@@ -81,6 +91,14 @@ class Pipeline:
         for p in partitions:
             self.run(ANONYMIZATION, p)
 
+    def locate(self, *partitions: str) -> None:
+        for p in partitions:
+            self.run(GEO, p)
+
+    def identify_languages(self, *partitions: str) -> None:
+        for p in partitions:
+            self.run(LANGUAGE, p)
+
     def all_steps(self, *partitions: str) -> None:
         """Each stage over every day before the next, as the demo runs them."""
         self.ingest(*partitions)
@@ -99,3 +117,30 @@ class Pipeline:
     def snapshot(self, tables: tuple[str, ...] = TABLES) -> dict[str, pl.DataFrame]:
         """Every table, in a canonical row order, for comparing runs."""
         return {name: self.table(name).sort(SORT_KEYS[name]) for name in tables}
+
+
+def partitions_of(log_root: Path) -> list[str]:
+    return sorted(p.name for p in log_root.iterdir() if p.is_dir())
+
+
+def write_json_lines(folder: Path, requests: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "requests.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in requests), encoding="utf-8"
+    )
+
+
+def materializations(p: Pipeline, key: str) -> list:
+    return [
+        r.asset_materialization
+        for r in p.instance.fetch_materializations(AssetKey(key), limit=1000).records
+    ]
+
+
+def check_results(result, name: str = "no_raw_ip_addresses"):
+    return [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == name
+    ]

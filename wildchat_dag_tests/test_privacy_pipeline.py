@@ -20,13 +20,16 @@ from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH, load_rules
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
 from wildchat_dag.redaction_refresh import refresh
-from wildchat_dag_tests.conftest import raw_frame  # noqa: F401  (keeps the fixture module)
+from wildchat_dag_tests.conftest import TEST_SALT
 from wildchat_dag_tests.pipeline import (
     ANONYMIZATION,
     DETECTION,
     FREQUENCY,
-    TEST_SALT,
     Pipeline,
+    check_results,
+    materializations,
+    partitions_of,
+    write_json_lines,
 )
 
 START = date(2024, 3, 1)
@@ -37,10 +40,7 @@ def days(n: int, start: date = START) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range(n)]
 
 
-@pytest.fixture(autouse=True)
-def ip_salt(monkeypatch):
-    monkeypatch.setenv(SALT_ENV_VAR, TEST_SALT)
-    monkeypatch.delenv("WILDCHAT_MODE", raising=False)
+pytestmark = pytest.mark.usefixtures("ip_salt")
 
 
 @pytest.fixture
@@ -50,38 +50,9 @@ def generated(tmp_path) -> Path:
     return log_root
 
 
-def partitions_of(log_root: Path) -> list[str]:
-    return sorted(p.name for p in log_root.iterdir() if p.is_dir())
-
-
-def write_json_lines(folder: Path, requests: list[dict]) -> None:
-    import json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "requests.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in requests), encoding="utf-8"
-    )
-
-
-def materializations(p: Pipeline, key: str) -> list:
-    return [
-        r.asset_materialization
-        for r in p.instance.fetch_materializations(AssetKey(key), limit=1000).records
-    ]
-
-
 def failure_message(result) -> str:
     """What the run said went wrong, from a step or from a resource's start."""
     return "\n".join(str(e.event_specific_data) for e in result.all_events if e.is_failure)
-
-
-def check_results(result, name: str = "no_raw_ip_addresses"):
-    return [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and e.event_specific_data.check_name == name
-    ]
 
 
 def test_release_has_hashed_ips_user_headers_only_and_redacted_text(tmp_path, generated):

@@ -28,6 +28,10 @@ def test_definitions_load_with_descriptions_and_partitions():
         "redaction_rules",
         "pii_entity_frequency",
         "anonymized_conversations",
+        "user_turn_locations",
+        "conversation_locations",
+        "utterance_languages",
+        "conversation_languages",
     }
     # The rules file and the corpus frequencies span every day; all else is one day a partition.
     unpartitioned = {"redaction_rules", "pii_entity_frequency"}
@@ -58,6 +62,8 @@ def test_dagster_cli_lists_the_assets():
     ).stdout
     assert out.split() == [
         "anonymized_conversations",
+        "conversation_languages",
+        "conversation_locations",
         "linked_conversations",
         "orphaned_requests",
         "pii_candidates",
@@ -65,6 +71,8 @@ def test_dagster_cli_lists_the_assets():
         "pii_scanned_utterances",
         "quarantined_log_lines",
         "raw_requests",
+        "user_turn_locations",
+        "utterance_languages",
     ]
 
 
@@ -85,9 +93,14 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
     con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
     conversations = con.sql("SELECT count(*) FROM main.linked_conversations").fetchone()[0]
     anonymized = con.sql("SELECT count(*) FROM main.anonymized_conversations").fetchone()[0]
+    located = con.sql("SELECT count(*) FROM main.conversation_locations").fetchone()[0]
+    languages = con.sql("SELECT count(*) FROM main.conversation_languages").fetchone()[0]
     con.close()
     assert conversations >= 70
-    assert anonymized == conversations
+    assert anonymized == located == languages == conversations
+    # The embedded 2018 GeoLite2 database was used, and the demo said so.
+    assert "GeoLite2-City snapshot of 2018-07-03" in result.stdout + result.stderr
+    assert "located" in result.stdout and "languages" in result.stdout
     # Demo mode made up a per-install salt, kept private, and said so.
     salt = tmp_path / "home" / "ip_salt"
     assert stat.S_IMODE(salt.stat().st_mode) == 0o600

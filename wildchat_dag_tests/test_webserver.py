@@ -91,12 +91,17 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("redaction_rules",),
             ("pii_entity_frequency",),
             ("anonymized_conversations",),
+            ("user_turn_locations",),
+            ("conversation_locations",),
+            ("utterance_languages",),
+            ("conversation_languages",),
         }
         assert all(n["description"] for n in nodes.values())
         unpartitioned = {("redaction_rules",), ("pii_entity_frequency",)}
         assert all(n["isPartitioned"] == (k not in unpartitioned) for k, n in nodes.items())
         assert nodes[("raw_requests",)]["groupName"] == "ingest"
         assert nodes[("anonymized_conversations",)]["groupName"] == "privacy"
+        assert nodes[("user_turn_locations",)]["groupName"] == "enrichment"
         assert "Daily" in nodes[("linked_conversations",)]["partitionDefinition"]["description"]
         errors = graphql(
             port,

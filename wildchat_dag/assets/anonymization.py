@@ -8,14 +8,11 @@ rules as changed and everything downstream of them as stale, while detection sta
 import time
 import warnings
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -31,9 +28,10 @@ from dagster import (
     observable_source_asset,
 )
 
+from wildchat_dag.assets.checks import raw_ip_check, raw_ip_check_spec
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.core.anonymization import anonymize_day
-from wildchat_dag.core.checks import client_ips_among, raw_ips_outside_raw_layer
+from wildchat_dag.core.checks import client_ips_among
 from wildchat_dag.core.pii_frequency import (
     FrequencyStore,
     skip_list_version,
@@ -45,8 +43,6 @@ from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.privacy import IpHasher
 from wildchat_dag.resources.warehouse import Warehouse
-
-RAW_IP_CHECK = "no_raw_ip_addresses"
 
 
 def rules_metadata(rules: RedactionRules) -> dict:
@@ -141,15 +137,9 @@ def build_anonymization_assets(
         group_name="privacy",
         code_version=f"anonymization-v1-{rules_version}",
         check_specs=[
-            AssetCheckSpec(
-                RAW_IP_CHECK,
-                asset="anonymized_conversations",
-                blocking=True,
-                description=(
-                    "No table outside the raw layer (for this day, and unpartitioned ones whole) "
-                    "writes out a client IP address of the raw logs, in any column or notation. "
-                    "Blocking: a failure stops everything downstream of this run."
-                ),
+            raw_ip_check_spec(
+                "anonymized_conversations",
+                "Run when the day is anonymized, the first table outside the raw layer.",
             )
         ],
         description=(
@@ -196,7 +186,7 @@ def build_anonymization_assets(
                 "preview": redaction_preview(result.conversations, rules),
             },
         )
-        yield raw_ip_check(warehouse, partition_day_value(day))
+        yield raw_ip_check(warehouse, partition_day_value(day), "anonymized_conversations")
 
     return [redaction_rules, pii_entity_frequency, anonymized_conversations]
 
@@ -216,25 +206,4 @@ def redaction_preview(conversations: pl.DataFrame, rules: RedactionRules) -> Met
             .struct.field("content")
             .str.extract(around_placeholder),
         )
-    )
-
-
-def raw_ip_check(warehouse: Warehouse, day: datetime) -> AssetCheckResult:
-    findings = raw_ips_outside_raw_layer(warehouse.query, day)
-    return AssetCheckResult(
-        check_name=RAW_IP_CHECK,
-        asset_key="anonymized_conversations",
-        passed=not findings,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "tables_with_raw_ips": MetadataValue.json(sorted(findings)),
-            "rows_with_raw_ips": sum(f.height for f in findings.values()),
-            # Where to look, never the addresses themselves.
-            "sample_conversation_ids": MetadataValue.json(
-                {
-                    t: f["conversation_id"].drop_nulls().head(10).to_list()
-                    for t, f in findings.items()
-                }
-            ),
-        },
     )

@@ -38,3 +38,20 @@ def preview(frame: pl.DataFrame, rows: int = 10, max_chars: int = 80) -> Metadat
         cells = ("" if v is None else str(v).replace("|", "\\|").replace("\n", " ") for v in row)
         lines.append("| " + " | ".join(cells) + " |")
     return MetadataValue.md("\n".join(lines))
+
+
+def share_table(counts: Mapping[str, int], key: str, top: int = 15) -> MetadataValue:
+    """The largest ``counts`` with their share of the total and a bar, the rest summed as
+    "(others)": read at a glance in the UI."""
+    total = sum(counts.values())
+    if not total:
+        return MetadataValue.md("_none_")
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ranked[:top]
+    if len(ranked) > top:
+        shown.append((f"(others: {len(ranked) - top})", sum(n for _, n in ranked[top:])))
+    rows = "\n".join(
+        f"| {name} | {n:,} | {n / total:.1%} | {'█' * max(1, round(20 * n / total))} |"
+        for name, n in shown
+    )
+    return MetadataValue.md(f"| {key} | count | share | |\n|---|---:|---:|---|\n{rows}")

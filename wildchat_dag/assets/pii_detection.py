@@ -14,13 +14,14 @@ from dagster import (
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.core.pii_detection import (
-    conversation_utterances,
     detection_tables,
     detection_version,
 )
 from wildchat_dag.core.redaction_rules import RedactionRules
+from wildchat_dag.core.utterances import conversation_utterances
 from wildchat_dag.partitions import collection_days, partition_date
-from wildchat_dag.resources.privacy import FastTextLanguageId, PresidioDetector
+from wildchat_dag.resources.enrichment import FastTextLanguageId
+from wildchat_dag.resources.privacy import PresidioDetector
 
 
 def build_detection_assets(rules: RedactionRules) -> list[AssetsDefinition]:

@@ -30,7 +30,6 @@ from wildchat_dag.core.ip_addresses import (
 from wildchat_dag.core.pii_detection import (
     DetectionResult,
     ScanStatus,
-    conversation_utterances,
     detection_version,
     sha256_column,
 )
@@ -49,6 +48,7 @@ from wildchat_dag.core.schema import (
     ANONYMIZED_UTTERANCE,
     PARTITION_COLUMN,
 )
+from wildchat_dag.core.utterances import conversation_utterances
 
 
 class StaleDetection(RuntimeError):

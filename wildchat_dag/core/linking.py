@@ -40,6 +40,7 @@ from wildchat_dag.core.schema import (
     UTTERANCE,
     partition_day_value,
 )
+from wildchat_dag.core.utterances import most_frequent
 
 FINGERPRINT = ("fp_user_agent", "fp_accept_language", "model")
 
@@ -186,19 +187,6 @@ def _content(window: pl.DataFrame, rows: pl.Series) -> list[pl.Series]:
     return [heavy["messages"], heavy["response"]]
 
 
-def _most_frequent(utterances: pl.DataFrame, column: str) -> pl.DataFrame:
-    """Per conversation, the most frequent non-null value of ``column``; ties go to the earliest."""
-    return (
-        utterances.filter(pl.col(column).is_not_null())
-        .group_by("conversation_id", column)
-        .agg(n=pl.len(), first_round=pl.col("round").min())
-        .sort("conversation_id", "n", "first_round", descending=[False, True, False])
-        .group_by("conversation_id", maintain_order=True)
-        .first()
-        .select("conversation_id", column)
-    )
-
-
 def _build_conversations(
     requests: pl.DataFrame,
     owned: pl.DataFrame,
@@ -281,6 +269,11 @@ def _build_conversations(
         first_turn_timestamp="timestamp",
         inherited_turns=pl.col("round") - 1,
     )
+    # Conversation-level IP and headers: the most frequent over its user turns.
+    headers = functools.reduce(
+        lambda left, right: left.join(right, on="conversation_id", how="full", coalesce=True),
+        [most_frequent(user_turns, c, "round") for c in ("ip", "user_agent", "accept_language")],
+    )
     result = (
         final.select("conversation_id", "own_turn_ids", "model", "timestamp", turn=pl.col("round"))
         .join(roots, on="conversation_id")
@@ -290,9 +283,7 @@ def _build_conversations(
             ),
             on="conversation_id",
         )
-        .join(_most_frequent(user_turns, "ip"), on="conversation_id", how="left")
-        .join(_most_frequent(user_turns, "user_agent"), on="conversation_id", how="left")
-        .join(_most_frequent(user_turns, "accept_language"), on="conversation_id", how="left")
+        .join(headers, on="conversation_id", how="left")
         .join(conversation_lists, on="conversation_id")
         .with_columns(pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN))
         .sort("first_turn_timestamp", "conversation_id")

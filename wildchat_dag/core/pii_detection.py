@@ -706,21 +706,6 @@ def _scan_in_pool(
     return candidates, scans
 
 
-def conversation_utterances(conversations: pl.DataFrame) -> pl.DataFrame:
-    """One row per utterance of ``linked_conversations``, numbered in order within its
-    conversation (``utterance_index``), with every field of the utterance; a null content is
-    empty. Detection and anonymization both number utterances this way."""
-    return (
-        conversations.select("conversation_id", "conversation")
-        .explode("conversation")
-        .unnest("conversation")
-        .with_columns(
-            utterance_index=pl.int_range(pl.len()).over("conversation_id").cast(pl.Int64),
-            content=pl.col("content").fill_null(""),
-        )
-    )
-
-
 def detection_digest(candidates: pl.DataFrame, scans: pl.DataFrame) -> str:
     """A fingerprint of a partition's detection output: equal outputs, equal digests.
 

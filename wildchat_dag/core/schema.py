@@ -190,6 +190,59 @@ ANONYMIZED_CONVERSATIONS_SCHEMA = pl.Schema(
     }
 )
 
+# -- enrichment: geo and language ---------------------------------------------------------------
+
+# One row per user turn. Derived from the raw client IP inside the privacy boundary; holds no
+# address, network or coordinates, so it is outside the raw layer (and scanned for raw IPs).
+USER_TURN_LOCATIONS_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "utterance_index": pl.Int64,
+        "turn_identifier": pl.Int64,
+        "country": pl.String,
+        "state": pl.String,
+        "geo_status": pl.String,
+        # Build date of the GeoIP database that answered (dated snapshots differ by turn).
+        "geoip_snapshot": pl.Date,
+    }
+)
+
+CONVERSATION_LOCATIONS_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "country": pl.String,
+        "state": pl.String,
+        "user_turns": pl.Int64,
+        "located_turns": pl.Int64,
+    }
+)
+
+UTTERANCE_LANGUAGES_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "utterance_index": pl.Int64,
+        "turn_identifier": pl.Int64,
+        "role": pl.String,
+        "language": pl.String,
+        "language_code": pl.String,
+        "language_confidence": pl.Float64,
+        "language_source": pl.String,
+    }
+)
+
+CONVERSATION_LANGUAGES_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "language": pl.String,
+        "utterances": pl.Int64,
+        "utterances_in_language": pl.Int64,
+    }
+)
+
 # Tables that hold raw client IPs or raw PII. Every other table in the warehouse is scanned for
 # raw IP addresses (wildchat_dag/core/checks.py), so a new table is checked unless listed here.
 RAW_LAYER_TABLES = frozenset(

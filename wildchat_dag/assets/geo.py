@@ -1,0 +1,113 @@
+"""Geo enrichment: the country and state of each user turn, from its client IP."""
+
+from collections.abc import Iterator
+
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetOut,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
+
+from wildchat_dag.assets.checks import raw_ip_check, raw_ip_check_spec
+from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
+from wildchat_dag.core.geo import locate_day
+from wildchat_dag.core.schema import partition_day_value
+from wildchat_dag.core.utterances import counts_of
+from wildchat_dag.partitions import collection_days, partition_date
+from wildchat_dag.resources.enrichment import GeoIpDatabase
+from wildchat_dag.resources.warehouse import Warehouse
+
+
+@multi_asset(
+    outs={
+        "user_turn_locations": AssetOut(
+            description=(
+                'Country and state of each user turn, as WildChat names them ("United '
+                'States", "California"), from a GeoLite2/GeoIP2 City lookup of the turn\'s '
+                "client IP in the snapshot current on the turn's date. geo_status says why a "
+                "turn has no country (invalid, loopback, private, reserved, not_in_database, "
+                "no_country). The IP is read from linked_conversations and goes no further: "
+                "no address, network or coordinates are stored."
+            ),
+            metadata=STORAGE,
+            group_name="enrichment",
+        ),
+        "conversation_locations": AssetOut(
+            description=(
+                "Country and state of each conversation: the most frequent country over its "
+                "user turns, and the most frequent state within that country (ties to the "
+                "earliest turn; turns without a country do not count)."
+            ),
+            metadata=STORAGE,
+            group_name="enrichment",
+        ),
+    },
+    partitions_def=collection_days,
+    code_version="geo-v1",
+    check_specs=[
+        raw_ip_check_spec(
+            "user_turn_locations",
+            "Run when the day is located: this step reads raw IPs and must write none.",
+        )
+    ],
+)
+def locate_turns(
+    context: AssetExecutionContext,
+    geoip: GeoIpDatabase,
+    warehouse: Warehouse,
+    linked_conversations: pl.DataFrame,
+) -> Iterator[Output | AssetCheckResult]:
+    day = partition_date(context.partition_key)
+    snapshots = geoip.snapshots()
+    if snapshots.warning:
+        context.log.warning(snapshots.warning)
+    result = locate_day(day, linked_conversations, snapshots, geoip.subdivision)
+    stats = result.stats
+    by_status = stats.pop("by_status")
+    countries = stats.pop("countries")
+    by_snapshot = stats.pop("turns_by_snapshot")
+    if stats["ipv6_turns_in_ipv4_only_database"]:
+        context.log.warning(
+            f"{stats['ipv6_turns_in_ipv4_only_database']} IPv6 turn(s) could not be located: "
+            "the GeoIP database is IPv4-only."
+        )
+    common = {
+        **stats,
+        "geoip_source": snapshots.source,
+        "geoip_snapshots": MetadataValue.md(
+            "| build date | type | file |\n|---|---|---|\n"
+            + "\n".join(
+                f"| {s.build_date} | {s.database_type} | {s.path} |" for s in snapshots.snapshots
+            )
+        ),
+        "turns_by_snapshot": counts_table(by_snapshot, key="snapshot built", value="turns"),
+        "subdivision": geoip.subdivision,
+        "embedded_2018_database": snapshots.embedded,
+    }
+    yield Output(
+        result.utterances,
+        output_name="user_turn_locations",
+        metadata={
+            **common,
+            "by_status": counts_table(by_status, key="geo_status", value="turns"),
+            **{f"status/{name}": n for name, n in by_status.items()},
+            "countries": share_table(countries, key="country"),
+            "preview": preview(result.utterances.drop("partition_day")),
+        },
+    )
+    conversations = result.conversations
+    yield Output(
+        conversations,
+        output_name="conversation_locations",
+        metadata={
+            **common,
+            "countries": share_table(counts_of(conversations["country"]), key="country"),
+            "preview": preview(conversations.drop("partition_day")),
+        },
+    )
+    # Both tables are written by now, so the check sees what this step wrote.
+    yield raw_ip_check(warehouse, partition_day_value(day), "user_turn_locations")

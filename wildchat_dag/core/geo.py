@@ -1,0 +1,555 @@
+"""Where a user turn came from: GeoLite2 / GeoIP2 City lookups of its client IP, vectorised.
+
+Values are WildChat's: ``country`` is the English country name (``"United States"``) and
+``state`` the English name of a subdivision (``"California"``, ``"England"``). By default that is
+the top-level subdivision, the one WildChat's values hold: 81.2.69.142 is in England and, one
+level down, in Brent; WildChat says England.
+
+Addresses that no database should place are classified first, by the IANA special-purpose
+registries (``SPECIAL_NETWORKS``): loopback, private (RFC 1918, carrier-grade NAT, link-local,
+IPv6 unique-local) and reserved (documentation, benchmarking, multicast, the future-use block,
+IPv6 outside global unicast). They get a null country and state whatever a database holds for
+them, and are counted by reason. Everything else is looked up with ``maxminddb-polars``, once per
+distinct address and snapshot; only the misses are looked at one by one, to tell an address the
+database does not hold from one it holds without a country, and from a malformed one.
+
+A folder of dated snapshots is also accepted: each turn is located with the newest snapshot
+built no later than the turn's (UTC) date, as WildChat's later release did. A snapshot's date is
+its build date, read from the database's own metadata.
+
+This module reads raw client IPs, so it runs inside the privacy boundary; what it returns holds
+no address, network or coordinates.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import itertools
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import maxminddb
+import maxminddb_polars  # noqa: F401  (registers the ``.mmdb`` expression namespace)
+import polars as pl
+
+from wildchat_dag.core.schema import CONVERSATION_LOCATIONS_SCHEMA, USER_TURN_LOCATIONS_SCHEMA
+from wildchat_dag.core.utterances import (
+    EnrichedDay,
+    check_conserved,
+    conversation_table,
+    conversation_utterances,
+    counts_of,
+    day_table,
+    most_frequent,
+)
+
+
+class GeoStatus:
+    """Why a user turn has, or has not, a country (``geo_status``)."""
+
+    LOCATED = "located"
+    NO_COUNTRY = "no_country"  # the database holds the address, but no country for it
+    NOT_IN_DATABASE = "not_in_database"
+    INVALID = "invalid"  # no address, or not an IP address
+    LOOPBACK = "loopback"
+    PRIVATE = "private"
+    RESERVED = "reserved"
+
+    UNLOCATABLE = (INVALID, LOOPBACK, PRIVATE, RESERVED)
+
+
+# IANA's special-purpose address registries, by what they mean for locating a client. An IPv6
+# address outside global unicast (2000::/3) is reserved too; IPv4-mapped IPv6 addresses are
+# located as the IPv4 address they carry.
+SPECIAL_NETWORKS: tuple[tuple[str, str], ...] = (
+    ("127.0.0.0/8", GeoStatus.LOOPBACK),
+    ("::1/128", GeoStatus.LOOPBACK),
+    ("10.0.0.0/8", GeoStatus.PRIVATE),
+    ("172.16.0.0/12", GeoStatus.PRIVATE),
+    ("192.168.0.0/16", GeoStatus.PRIVATE),
+    ("100.64.0.0/10", GeoStatus.PRIVATE),  # carrier-grade NAT, RFC 6598
+    ("169.254.0.0/16", GeoStatus.PRIVATE),  # link-local
+    ("fc00::/7", GeoStatus.PRIVATE),  # unique local
+    ("fe80::/10", GeoStatus.PRIVATE),  # link-local
+    ("0.0.0.0/8", GeoStatus.RESERVED),
+    ("192.0.0.0/24", GeoStatus.RESERVED),
+    ("192.0.2.0/24", GeoStatus.RESERVED),  # documentation
+    ("192.88.99.0/24", GeoStatus.RESERVED),
+    ("198.18.0.0/15", GeoStatus.RESERVED),  # benchmarking
+    ("198.51.100.0/24", GeoStatus.RESERVED),  # documentation
+    ("203.0.113.0/24", GeoStatus.RESERVED),  # documentation
+    ("224.0.0.0/4", GeoStatus.RESERVED),  # multicast
+    ("240.0.0.0/4", GeoStatus.RESERVED),  # future use, and the broadcast address
+    ("2001::/23", GeoStatus.RESERVED),  # IETF protocol assignments (Teredo, ORCHID, ...)
+    ("2001:db8::/32", GeoStatus.RESERVED),  # documentation
+    ("ff00::/8", GeoStatus.RESERVED),  # multicast
+)
+GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+_GLOBAL_UNICAST_TOP32 = (
+    int(GLOBAL_UNICAST_V6.network_address) >> 96,
+    int(GLOBAL_UNICAST_V6.broadcast_address) >> 96,
+)
+
+Subdivision = Literal["top_level", "most_specific"]
+NAME_LANGUAGE = "en"
+
+
+class GeoDatabaseError(ValueError):
+    """A configured GeoIP database cannot be used; the message names the file."""
+
+
+# -- databases ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GeoSnapshot:
+    path: str
+    build_date: date
+    database_type: str
+    ip_version: int
+
+
+@dataclass(frozen=True)
+class GeoSnapshots:
+    """The databases to locate with, oldest first."""
+
+    snapshots: tuple[GeoSnapshot, ...]
+    embedded: bool = False
+    source: str = ""
+
+    def choose(self, days: pl.Series) -> pl.Series:
+        """For each day, the index of the newest snapshot built no later than that day; the
+        oldest for a day before every snapshot (counted as ``turns_before_first_snapshot``)."""
+        built = pl.Series([s.build_date for s in self.snapshots], dtype=pl.Date)
+        newest = built.search_sorted(days.cast(pl.Date), side="right").cast(pl.Int64) - 1
+        return newest.clip(lower_bound=0).alias("snapshot")
+
+    def first_date(self) -> date:
+        return self.snapshots[0].build_date
+
+    @property
+    def warning(self) -> str | None:
+        """Said whenever the embedded default database is used."""
+        if not self.embedded:
+            return None
+        return (
+            f"GeoIP: using the GeoLite2-City snapshot of {self.first_date()} shipped in "
+            "maxminddb-geolite2; addresses reassigned since then are placed where they were. "
+            "Set WILDCHAT_GEOIP_PATH (the geoip resource's path) to a current GeoLite2-City "
+            "database or a folder of dated snapshots."
+        )
+
+
+def embedded_database_path() -> Path:
+    try:
+        from _maxminddb_geolite2 import geolite2_database
+    except ImportError as exc:
+        raise GeoDatabaseError(
+            "No GeoIP database configured and maxminddb-geolite2 is not installed: set "
+            "WILDCHAT_GEOIP_PATH to a GeoLite2-City .mmdb file or a folder of them"
+        ) from exc
+    return Path(geolite2_database())
+
+
+def read_snapshot(path: Path) -> GeoSnapshot:
+    try:
+        reader = maxminddb.open_database(str(path))
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+        raise GeoDatabaseError(f"{path}: not a readable MaxMind database ({exc})") from exc
+    try:
+        meta = reader.metadata()
+    finally:
+        reader.close()
+    if "City" not in meta.database_type and "Enterprise" not in meta.database_type:
+        raise GeoDatabaseError(
+            f"{path}: a {meta.database_type} database; country and state need a GeoLite2-City "
+            "or GeoIP2-City database"
+        )
+    return GeoSnapshot(
+        path=str(path.resolve()),
+        build_date=datetime.fromtimestamp(meta.build_epoch, UTC).date(),
+        database_type=meta.database_type,
+        ip_version=meta.ip_version,
+    )
+
+
+@functools.cache
+def _cached_snapshots(path: str | None, stamp: tuple) -> GeoSnapshots:
+    if path is None:
+        embedded = embedded_database_path()
+        return GeoSnapshots((read_snapshot(embedded),), embedded=True, source=str(embedded))
+    root = Path(path)
+    if root.is_file():
+        return GeoSnapshots((read_snapshot(root),), source=str(root))
+    if not root.is_dir():
+        raise GeoDatabaseError(f"{root}: no such GeoIP database file or snapshot folder")
+    files = sorted(root.rglob("*.mmdb"))
+    if not files:
+        raise GeoDatabaseError(f"{root}: a snapshot folder with no .mmdb file in it")
+    snapshots = sorted((read_snapshot(f) for f in files), key=lambda s: s.build_date)
+    for older, newer in itertools.pairwise(snapshots):
+        if older.build_date == newer.build_date:
+            raise GeoDatabaseError(
+                f"{root}: {older.path} and {newer.path} were both built on "
+                f"{older.build_date}; keep one snapshot per date"
+            )
+    return GeoSnapshots(tuple(snapshots), source=str(root))
+
+
+def open_snapshots(path: str | None) -> GeoSnapshots:
+    """The embedded default (``path`` None), one database file, or a folder of snapshots
+    (every ``*.mmdb`` under it). Read again when a file changes."""
+    if path is None:
+        return _cached_snapshots(None, ())
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(root.rglob("*.mmdb")) if root.is_dir() else []
+    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    return _cached_snapshots(str(root), stamp)
+
+
+# -- special-purpose addresses, vectorised -----------------------------------------------------
+
+
+def _ranges(version: int, bits: int) -> list[tuple[int, int, str]]:
+    """(first, last, status) of the special networks of one IP version, on their top ``bits``."""
+    shift = (32 if version == 4 else 128) - bits
+    return [
+        (int(net.network_address) >> shift, int(net.broadcast_address) >> shift, status)
+        for net, status in ((ipaddress.ip_network(n), s) for n, s in SPECIAL_NETWORKS)
+        if net.version == version and net.prefixlen <= bits
+    ]
+
+
+def _in_ranges(value: pl.Expr, ranges: list[tuple[int, int, str]], otherwise: pl.Expr) -> pl.Expr:
+    """The status of the first range holding ``value``; the most specific range comes first."""
+    result = otherwise
+    for first, last, status in sorted(ranges, key=lambda r: r[1] - r[0], reverse=True):
+        result = pl.when(value.is_between(first, last)).then(pl.lit(status)).otherwise(result)
+    return result
+
+
+_V4 = r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$"
+# Only a dotted quad starting with one of these first octets can be special; the rest of IPv4
+# needs no arithmetic at all.
+_V4_SPECIAL_FIRST = sorted(
+    {
+        octet
+        for net in (ipaddress.ip_network(n) for n, _ in SPECIAL_NETWORKS)
+        if net.version == 4
+        for octet in range(int(net.network_address) >> 24, (int(net.broadcast_address) >> 24) + 1)
+    }
+)
+_V4_CANDIDATE = "^(?:" + "|".join(map(str, _V4_SPECIAL_FIRST)) + r")\."
+# An IPv6 address in hex notation, with at most one "::" (RFC 4291, 2.2, forms 1 and 2).
+_H = "[0-9a-f]{1,4}"
+_V6 = (
+    f"^(?:(?:{_H}:){{7}}{_H}|(?:{_H}:){{1,7}}:|(?:{_H}:){{1,6}}:{_H}"
+    + "".join(f"|(?:{_H}:){{1,{n}}}(?::{_H}){{1,{7 - n}}}" for n in range(5, 0, -1))
+    + f"|:(?:(?::{_H}){{1,7}}|:))$"
+)
+_MAPPED = "::ffff:"
+
+
+def ipv4_value(address: pl.Expr) -> pl.Expr:
+    """A dotted-quad IPv4 address as an integer; null for anything else."""
+    octets = address.str.extract_groups(_V4)
+    parts = [octets.struct.field(str(i)).cast(pl.Int64) for i in range(1, 5)]
+    value = parts[0] * (1 << 24) + parts[1] * (1 << 16) + parts[2] * (1 << 8) + parts[3]
+    return pl.when(pl.all_horizontal(p <= 255 for p in parts)).then(value)
+
+
+def unmapped(address: pl.Expr) -> pl.Expr:
+    """An IPv4-mapped IPv6 address (``::ffff:5102:458e``, ``::ffff:81.2.69.142``) as the IPv4
+    address it carries; other addresses unchanged."""
+    halves = address.str.extract_groups(f"^{_MAPPED}([0-9a-f]{{1,4}}):([0-9a-f]{{1,4}})$")
+    high = halves.struct.field("1").str.to_integer(base=16, strict=False)
+    low = halves.struct.field("2").str.to_integer(base=16, strict=False)
+    from_hex = pl.concat_str([high // 256, high % 256, low // 256, low % 256], separator=".")
+    dotted = address.str.extract(f"^{_MAPPED}" + r"(\d{1,3}(?:\.\d{1,3}){3})$")
+    return pl.coalesce(from_hex, dotted, address)
+
+
+def ipv4_status(frame: pl.DataFrame) -> pl.DataFrame:
+    """``special`` for dotted-quad ``address`` rows."""
+    value = pl.col("value")
+    return (
+        frame.with_columns(value=ipv4_value(pl.col("address")))
+        .with_columns(
+            special=pl.when(value.is_null())
+            .then(pl.lit(GeoStatus.INVALID))
+            .otherwise(_in_ranges(value, _ranges(4, 32), pl.lit(None, pl.String)))
+        )
+        .drop("value")
+    )
+
+
+def ipv6_status(frame: pl.DataFrame) -> pl.DataFrame:
+    """``special`` for IPv6 ``address`` rows."""
+    address, top32 = pl.col("address"), pl.col("top32")
+    # The first 32 bits of an address in compressed notation: an empty group only ever stands
+    # for zeros. Every special IPv6 network but ::1 is decided by them.
+    groups = address.str.extract_groups(r"^([0-9a-f]{0,4}):([0-9a-f]{0,4})")
+    high, low = (
+        groups.struct.field(str(i)).str.to_integer(base=16, strict=False).fill_null(0)
+        for i in (1, 2)
+    )
+    outside_global = (
+        pl.when(top32.is_between(*_GLOBAL_UNICAST_TOP32))
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.lit(GeoStatus.RESERVED))
+    )
+    return (
+        frame.with_columns(top32=high * 65536 + low)
+        .with_columns(
+            special=pl.when(~address.str.contains(_V6))
+            .then(pl.lit(GeoStatus.INVALID))
+            .when(address == "::1")
+            .then(pl.lit(GeoStatus.LOOPBACK))
+            .otherwise(_in_ranges(top32, _ranges(6, 32), outside_global))
+        )
+        .drop("top32")
+    )
+
+
+def classify(addresses: pl.DataFrame) -> pl.DataFrame:
+    """``addresses`` (canonical ``ip``, as ingest stores it) with ``address``, what to look up
+    (IPv4-mapped addresses unmapped), and ``special``: why it cannot be located, or null.
+
+    Only the rows that can be special pay for parsing: IPv6 ones, and IPv4 ones whose first
+    octet starts a special network. A malformed IPv4 string among the rest fails its lookup and
+    is named invalid there.
+    """
+    ip, address = pl.col("ip"), pl.col("address")
+    mapped = ip.str.starts_with(_MAPPED).fill_null(False)
+    frame = pl.concat(
+        [
+            addresses.filter(~mapped).with_columns(address=ip),
+            addresses.filter(mapped).with_columns(address=unmapped(ip)),
+        ]
+    ).with_columns(
+        kind=pl.when(address.is_null())
+        .then(pl.lit("none"))
+        .when(address.str.contains(":", literal=True))
+        .then(pl.lit("v6"))
+        .when(address.str.contains(_V4_CANDIDATE))
+        .then(pl.lit("v4"))
+        .otherwise(pl.lit("plain"))
+    )
+    statuses = {
+        "none": lambda part: part.with_columns(special=pl.lit(GeoStatus.INVALID)),
+        "v6": ipv6_status,
+        "v4": ipv4_status,
+        "plain": lambda part: part.with_columns(special=pl.lit(None, pl.String)),
+    }
+    parts = frame.partition_by("kind", as_dict=True, include_key=False)
+    return pl.concat(
+        [
+            frame.drop("kind").with_columns(special=pl.lit(None, pl.String)).clear(),
+            *(statuses[kind](part) for (kind,), part in parts.items()),
+        ]
+    )
+
+
+# -- locating -----------------------------------------------------------------------------------
+
+
+def _subdivision_path(subdivision: Subdivision) -> list[str | int]:
+    return ["subdivisions", 0 if subdivision == "top_level" else -1, "names", NAME_LANGUAGE]
+
+
+def _misses_status(misses: pl.DataFrame, snapshot: GeoSnapshot) -> pl.Series:
+    """For addresses the vectorised lookup gave no country: invalid, not in the database, or
+    held without a country. Misses are few, so this looks at them one by one."""
+    reader = maxminddb.open_database(snapshot.path)
+    try:
+        statuses = []
+        for address in misses["address"].to_list():
+            try:
+                # The reader's own parser takes inet_aton forms such as "1.2.3"; ingest doesn't.
+                record = reader.get(ipaddress.ip_address(address))
+            except ValueError:  # not an address at all
+                statuses.append(GeoStatus.INVALID)
+                continue
+            statuses.append(GeoStatus.NOT_IN_DATABASE if record is None else GeoStatus.NO_COUNTRY)
+    finally:
+        reader.close()
+    return pl.Series("geo_status", statuses, dtype=pl.String)
+
+
+def _lookup(addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subdivision):
+    """``country``, ``state`` and ``geo_status`` for addresses worth looking up."""
+    if snapshot.ip_version == 4:
+        # maxminddb refuses IPv6 lookups in an IPv4-only database, even non-strict.
+        ipv6 = pl.col("address").str.contains(":", literal=True)
+        outside = addresses.filter(ipv6).with_columns(
+            country=pl.lit(None, pl.String),
+            state=pl.lit(None, pl.String),
+            geo_status=pl.lit(GeoStatus.NOT_IN_DATABASE),
+        )
+        return pl.concat([_lookup_in(addresses.filter(~ipv6), snapshot, subdivision), outside])
+    return _lookup_in(addresses, snapshot, subdivision)
+
+
+def _lookup_in(addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subdivision):
+    def path(parts: list[str | int]) -> pl.Expr:
+        return pl.col("address").mmdb.lookup_path(
+            snapshot.path, parts, dtype=pl.String, strict=False
+        )
+
+    found = addresses.with_columns(
+        country=path(["country", "names", NAME_LANGUAGE]),
+        state=path(_subdivision_path(subdivision)),
+    )
+    located = found.filter(pl.col("country").is_not_null()).with_columns(
+        geo_status=pl.lit(GeoStatus.LOCATED)
+    )
+    misses = found.filter(pl.col("country").is_null())
+    return pl.concat([located, misses.with_columns(geo_status=_misses_status(misses, snapshot))])
+
+
+@dataclass
+class Located:
+    turns: pl.DataFrame  # the input turns with country, state, geo_status, geoip_snapshot
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _attach(keyed: pl.DataFrame, answers: pl.DataFrame) -> pl.DataFrame:
+    """Each turn's answer. The 64-bit key narrows the join; equality of the address decides it,
+    and a key shared by two addresses sends every turn through the exact join instead."""
+    joined = keyed.join(
+        answers.rename({"ip": "answered_ip"}).drop("snapshot"), on="key", how="left"
+    )
+    if joined.select(pl.col("ip").eq_missing(pl.col("answered_ip")).all()).item():
+        return joined.drop("key", "answered_ip", "snapshot")
+    return keyed.join(
+        answers.drop("key"), on=["ip", "snapshot"], how="left", nulls_equal=True
+    ).drop("key", "snapshot")
+
+
+def locate(
+    turns: pl.DataFrame, snapshots: GeoSnapshots, subdivision: Subdivision = "top_level"
+) -> Located:
+    """``turns`` with ``ip`` (canonical, as ingest stores it, or null) and ``timestamp``: each
+    gets ``country``, ``state``, ``geo_status`` and ``geoip_snapshot`` (the build date of the
+    database used). Row order and count are kept; each distinct address and snapshot is
+    looked up once."""
+    dates = turns["timestamp"].dt.date()
+    keyed = turns.with_columns(snapshots.choose(dates)).with_columns(
+        key=pl.struct("ip", "snapshot").hash()
+    )
+    distinct = classify(keyed.select("key", "ip", "snapshot").unique("key"))
+    parts = [
+        distinct.filter(pl.col("special").is_not_null()).with_columns(
+            country=pl.lit(None, pl.String),
+            state=pl.lit(None, pl.String),
+            geo_status=pl.col("special"),
+        )
+    ]
+    for index, snapshot in enumerate(snapshots.snapshots):
+        worth = distinct.filter(pl.col("special").is_null() & (pl.col("snapshot") == index))
+        parts.append(_lookup(worth, snapshot, subdivision))
+    built = pl.DataFrame(
+        {
+            "snapshot": range(len(snapshots.snapshots)),
+            "geoip_snapshot": [s.build_date for s in snapshots.snapshots],
+        },
+        schema={"snapshot": pl.Int64, "geoip_snapshot": pl.Date},
+    )
+    answers = (
+        pl.concat(parts)
+        .select("key", "ip", "snapshot", "country", "state", "geo_status")
+        .join(built, on="snapshot")
+    )
+    located = _attach(keyed, answers)
+    if located.height != turns.height:
+        raise RuntimeError(f"locating {turns.height} turns gave {located.height} rows")
+    ipv4_only = {i for i, s in enumerate(snapshots.snapshots) if s.ip_version == 4}
+    return Located(
+        located,
+        {
+            "distinct_addresses": distinct.height,
+            "turns_before_first_snapshot": int((dates < snapshots.first_date()).sum()),
+            "ipv6_turns_in_ipv4_only_database": int(
+                keyed.filter(
+                    pl.col("snapshot").is_in(list(ipv4_only))
+                    & pl.col("ip").str.contains(":", literal=True)
+                    & ~pl.col("ip").str.starts_with(_MAPPED)
+                ).height
+            )
+            if ipv4_only
+            else 0,
+        },
+    )
+
+
+def conversation_locations(turns: pl.DataFrame) -> pl.DataFrame:
+    """Per conversation: the most frequent country over its user turns, and the most frequent
+    state among the turns in that country (so the pair is consistent); nulls do not count, and
+    ties go to the earliest turn. ``turns``: conversation_id, utterance_index, country, state."""
+    country = most_frequent(turns, "country", "utterance_index")
+    in_country = turns.join(country, on=["conversation_id", "country"], how="semi")
+    state = most_frequent(in_country, "state", "utterance_index")
+    return country.join(state, on="conversation_id", how="left")
+
+
+def status_counts(statuses: pl.Series) -> dict[str, int]:
+    """Turns per ``geo_status``, every status named (zero when absent)."""
+    counts = counts_of(statuses)
+    every = (GeoStatus.LOCATED, GeoStatus.NO_COUNTRY, GeoStatus.NOT_IN_DATABASE)
+    return {name: counts.get(name, 0) for name in (*every, *GeoStatus.UNLOCATABLE)}
+
+
+def locate_day(
+    day: date,
+    linked: pl.DataFrame,
+    snapshots: GeoSnapshots,
+    subdivision: Subdivision = "top_level",
+) -> EnrichedDay:
+    """``user_turn_locations`` and ``conversation_locations`` rows for one partition of
+    ``linked_conversations``. The client IP is read here and goes no further."""
+    started = time.perf_counter()
+    user_turns = (
+        conversation_utterances(linked)
+        .filter(pl.col("role") == "user")
+        .select("conversation_id", "utterance_index", "turn_identifier", "timestamp", "ip")
+    )
+    located = locate(user_turns, snapshots, subdivision)
+    turns = day_table(
+        located.turns, day, USER_TURN_LOCATIONS_SCHEMA, "conversation_id", "utterance_index"
+    )
+    check_conserved(day, "user turns located", user_turns.height, turns.height)
+    counts = turns.group_by("conversation_id").agg(
+        user_turns=pl.len().cast(pl.Int64),
+        located_turns=(pl.col("geo_status") == GeoStatus.LOCATED).sum().cast(pl.Int64),
+    )
+    conversations = conversation_table(
+        linked,
+        day,
+        CONVERSATION_LOCATIONS_SCHEMA,
+        [conversation_locations(turns), counts],
+        ["user_turns", "located_turns"],
+    )
+    seconds = time.perf_counter() - started
+    located_turns = int((turns["geo_status"] == GeoStatus.LOCATED).sum())
+    return EnrichedDay(
+        turns,
+        conversations,
+        {
+            **located.stats,
+            "user_turns": turns.height,
+            "located_turns": located_turns,
+            "located_share": round(located_turns / turns.height, 4) if turns.height else 0.0,
+            "turns_with_state": int(turns["state"].is_not_null().sum()),
+            "conversations": conversations.height,
+            "conversations_with_country": int(conversations["country"].is_not_null().sum()),
+            "by_status": status_counts(turns["geo_status"]),
+            "countries": counts_of(turns["country"]),
+            "turns_by_snapshot": counts_of(turns["geoip_snapshot"].cast(pl.String)),
+            "seconds": round(seconds, 3),
+            "turns_per_second": round(turns.height / seconds) if seconds else 0,
+        },
+    )
