@@ -29,6 +29,7 @@ NETWORKS = {
     "114.114.0.0/16": city("China", "Jiangsu", iso="CN"),
     "77.88.0.0/16": city("Russia", iso="RU"),  # a country without a subdivision
     "1.0.0.0/24": city(None),  # held, but no country
+    "1.0.1.0/24": {"registered_country": {"iso_code": "AU", "names": {"en": "Australia"}}},
     "10.0.0.0/8": city("Trapland", "Trap"),  # a private network a database should not hold
     "2001:4860::/32": city("United States", "California", iso="US"),
     "2a02:1800::/24": city("Belgium", "Flanders", "Antwerp", iso="BE"),
@@ -41,6 +42,7 @@ CASES_V4 = [
     ("114.114.114.114", "China", "Jiangsu", GeoStatus.LOCATED),
     ("77.88.55.55", "Russia", None, GeoStatus.LOCATED),
     ("1.0.0.7", None, None, GeoStatus.NO_COUNTRY),
+    ("1.0.1.7", None, None, GeoStatus.NO_COUNTRY),  # not even a continent
     ("8.8.8.8", None, None, GeoStatus.NOT_IN_DATABASE),
     ("10.1.2.3", None, None, GeoStatus.PRIVATE),
     ("192.168.0.10", None, None, GeoStatus.PRIVATE),
@@ -68,6 +70,8 @@ CASES_V6 = [
     ("::1", None, None, GeoStatus.LOOPBACK),
     ("fd12:3456::1", None, None, GeoStatus.PRIVATE),
     ("fe80::1", None, None, GeoStatus.PRIVATE),
+    ("fe80::1%eth0", None, None, GeoStatus.PRIVATE),  # ingest keeps a zone id
+    ("2001:4860::1%2", "United States", "California", GeoStatus.LOCATED),
     ("2001:db8::5", None, None, GeoStatus.RESERVED),
     ("ff02::1", None, None, GeoStatus.RESERVED),
     ("::", None, None, GeoStatus.RESERVED),

@@ -10,7 +10,7 @@ registries (``SPECIAL_NETWORKS``): loopback, private (RFC 1918, carrier-grade NA
 IPv6 unique-local) and reserved (documentation, benchmarking, multicast, the future-use block,
 IPv6 outside global unicast). They get a null country and state whatever a database holds for
 them, and are counted by reason. Everything else is looked up with ``maxminddb-polars``, once per
-distinct address and snapshot; only the misses are looked at one by one, to tell an address the
+distinct address and snapshot; the misses get a second, projected lookup to tell an address the
 database does not hold from one it holds without a country, and from a malformed one.
 
 A folder of dated snapshots is also accepted: each turn is located with the newest snapshot
@@ -288,8 +288,9 @@ def ipv4_status(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def ipv6_status(frame: pl.DataFrame) -> pl.DataFrame:
-    """``special`` for IPv6 ``address`` rows."""
+    """``special`` for IPv6 ``address`` rows; a zone id (``fe80::1%eth0``) is dropped."""
     address, top32 = pl.col("address"), pl.col("top32")
+    frame = frame.with_columns(address.str.replace(r"%[^%]*$", ""))
     # The first 32 bits of an address in compressed notation: an empty group only ever stands
     # for zeros. Every special IPv6 network but ::1 is decided by them.
     groups = address.str.extract_groups(r"^([0-9a-f]{0,4}):([0-9a-f]{0,4})")
@@ -361,23 +362,23 @@ def _subdivision_path(subdivision: Subdivision) -> list[str | int]:
     return ["subdivisions", 0 if subdivision == "top_level" else -1, "names", NAME_LANGUAGE]
 
 
-def _misses_status(misses: pl.DataFrame, snapshot: GeoSnapshot) -> pl.Series:
-    """For addresses the vectorised lookup gave no country: invalid, not in the database, or
-    held without a country. Misses are few, so this looks at them one by one."""
-    reader = maxminddb.open_database(snapshot.path)
-    try:
-        statuses = []
-        for address in misses["address"].to_list():
-            try:
-                # The reader's own parser takes inet_aton forms such as "1.2.3"; ingest doesn't.
-                record = reader.get(ipaddress.ip_address(address))
-            except ValueError:  # not an address at all
-                statuses.append(GeoStatus.INVALID)
-                continue
-            statuses.append(GeoStatus.NOT_IN_DATABASE if record is None else GeoStatus.NO_COUNTRY)
-    finally:
-        reader.close()
-    return pl.Series("geo_status", statuses, dtype=pl.String)
+def _misses_status(snapshot: GeoSnapshot) -> pl.Expr:
+    """For an address the lookup gave no country: malformed, absent from the database, or held
+    there without a country. A projected whole-record lookup is null exactly for a miss."""
+    address = pl.col("address")
+    held = address.mmdb.lookup(
+        snapshot.path, dtype={"continent": {"code": pl.String}}, strict=False
+    ).is_not_null()
+    # IPv6 addresses were checked by ``classify``; IPv4 ones not starting a special network
+    # were not, and a malformed one fails its lookup.
+    malformed = ~address.str.contains(":", literal=True) & ipv4_value(address).is_null()
+    return (
+        pl.when(malformed)
+        .then(pl.lit(GeoStatus.INVALID))
+        .when(held)
+        .then(pl.lit(GeoStatus.NO_COUNTRY))
+        .otherwise(pl.lit(GeoStatus.NOT_IN_DATABASE))
+    )
 
 
 def _lookup(addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subdivision):
@@ -408,7 +409,7 @@ def _lookup_in(addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subd
         geo_status=pl.lit(GeoStatus.LOCATED)
     )
     misses = found.filter(pl.col("country").is_null())
-    return pl.concat([located, misses.with_columns(geo_status=_misses_status(misses, snapshot))])
+    return pl.concat([located, misses.with_columns(geo_status=_misses_status(snapshot))])
 
 
 @dataclass
