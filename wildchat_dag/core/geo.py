@@ -178,37 +178,40 @@ def read_snapshot(path: Path) -> GeoSnapshot:
 
 
 @functools.cache
-def _cached_snapshots(path: str | None, stamp: tuple) -> GeoSnapshots:
-    if path is None:
-        embedded = embedded_database_path()
-        return GeoSnapshots((read_snapshot(embedded),), embedded=True, source=str(embedded))
-    root = Path(path)
-    if root.is_file():
-        return GeoSnapshots((read_snapshot(root),), source=str(root))
-    if not root.is_dir():
-        raise GeoDatabaseError(f"{root}: no such GeoIP database file or snapshot folder")
-    files = sorted(root.rglob("*.mmdb"))
-    if not files:
-        raise GeoDatabaseError(f"{root}: a snapshot folder with no .mmdb file in it")
-    snapshots = sorted((read_snapshot(f) for f in files), key=lambda s: s.build_date)
+def _embedded_snapshots() -> GeoSnapshots:
+    embedded = embedded_database_path()
+    return GeoSnapshots((read_snapshot(embedded),), embedded=True, source=str(embedded))
+
+
+@functools.cache
+def _read_snapshots(source: str, files: tuple[tuple[str, int, int], ...]) -> GeoSnapshots:
+    """``files``: (path, mtime, size) of each database, so that a changed file is read again."""
+    snapshots = sorted((read_snapshot(Path(f)) for f, _, _ in files), key=lambda s: s.build_date)
     for older, newer in itertools.pairwise(snapshots):
         if older.build_date == newer.build_date:
             raise GeoDatabaseError(
-                f"{root}: {older.path} and {newer.path} were both built on "
+                f"{source}: {older.path} and {newer.path} were both built on "
                 f"{older.build_date}; keep one snapshot per date"
             )
-    return GeoSnapshots(tuple(snapshots), source=str(root))
+    return GeoSnapshots(tuple(snapshots), source=source)
 
 
 def open_snapshots(path: str | None) -> GeoSnapshots:
     """The embedded default (``path`` None), one database file, or a folder of snapshots
     (every ``*.mmdb`` under it). Read again when a file changes."""
     if path is None:
-        return _cached_snapshots(None, ())
+        return _embedded_snapshots()
     root = Path(path)
-    files = [root] if root.is_file() else sorted(root.rglob("*.mmdb")) if root.is_dir() else []
-    stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-    return _cached_snapshots(str(root), stamp)
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(root.rglob("*.mmdb"))
+        if not files:
+            raise GeoDatabaseError(f"{root}: a snapshot folder with no .mmdb file in it")
+    else:
+        raise GeoDatabaseError(f"{root}: no such GeoIP database file or snapshot folder")
+    stamps = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    return _read_snapshots(str(root), stamps)
 
 
 # -- special-purpose addresses, vectorised -----------------------------------------------------
@@ -468,21 +471,16 @@ def locate(
     located = _attach(keyed, answers)
     if located.height != turns.height:
         raise RuntimeError(f"locating {turns.height} turns gave {located.height} rows")
-    ipv4_only = {i for i, s in enumerate(snapshots.snapshots) if s.ip_version == 4}
+    ipv4_only = [i for i, s in enumerate(snapshots.snapshots) if s.ip_version == 4]
+    ipv6 = pl.col("ip").str.contains(":", literal=True) & ~pl.col("ip").str.starts_with(_MAPPED)
     return Located(
         located,
         {
             "distinct_addresses": distinct.height,
             "turns_before_first_snapshot": int((dates < snapshots.first_date()).sum()),
-            "ipv6_turns_in_ipv4_only_database": int(
-                keyed.filter(
-                    pl.col("snapshot").is_in(list(ipv4_only))
-                    & pl.col("ip").str.contains(":", literal=True)
-                    & ~pl.col("ip").str.starts_with(_MAPPED)
-                ).height
-            )
-            if ipv4_only
-            else 0,
+            "ipv6_turns_in_ipv4_only_database": keyed.filter(
+                pl.col("snapshot").is_in(ipv4_only) & ipv6
+            ).height,
         },
     )
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from wildchat_dag.core.geo import GeoSnapshots, open_snapshots
+from wildchat_dag.core.geo import GeoSnapshots, Subdivision, open_snapshots
 from wildchat_dag.core.language import CODE_FALLBACK_CONFIDENCE, LanguageIdentifier
 
 
@@ -24,7 +23,7 @@ class GeoIpDatabase(ConfigurableResource):
         "recursively; each snapshot's date is its build date). Default: the 2018 snapshot "
         "shipped in maxminddb-geolite2. Set by WILDCHAT_GEOIP_PATH.",
     )
-    subdivision: Literal["top_level", "most_specific"] = Field(
+    subdivision: Subdivision = Field(
         default="top_level",
         description="Which subdivision names `state`: the top-level one (WildChat's values: "
         "England, California) or the most specific (for 81.2.69.142, Brent).",
