@@ -4,8 +4,7 @@ Geo, on the GeoLite2-City database shipped in maxminddb-geolite2 (57 MB, real da
 - input: client addresses drawn as the log generator draws them (public IPv4, 15% IPv6, 10%
   documentation ranges, a few private ones), canonical as ingest stores them, in three shapes:
   every turn from its own address (the worst case for de-duplication), 2.5 turns per address
-  (one address per conversation, at WildChat's mean of 2.5 turns), and 5 (users coming back;
-  WildChat-1M has about 13 user turns per hashed IP);
+  (one address per conversation, at WildChat's mean of 2.5 turns), and 5 (users coming back);
 - vectorised: ``geo.locate``, what the user_turn_locations asset runs (classification, one
   ``maxminddb-polars`` lookup per distinct address, a projected one for the misses, the join
   back);
