@@ -9,6 +9,7 @@ import duckdb
 import polars as pl
 from dagster import AssetKey, DagsterInstance, Definitions
 
+from wildchat_dag.assets.checks import RAW_IP_CHECK
 from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
 from wildchat_dag.definitions import build_assets, build_resources, wildchat_daily_job
 
@@ -100,7 +101,8 @@ class Pipeline:
             self.run(LANGUAGE, p)
 
     def all_steps(self, *partitions: str) -> None:
-        """Each stage over every day before the next, as the demo runs them."""
+        """The spine and privacy stages, each over every day before the next, in the demo's
+        order (enrichment: ``locate`` and ``identify_languages``)."""
         self.ingest(*partitions)
         self.link(*partitions)
         self.detect(*partitions)
@@ -137,7 +139,7 @@ def materializations(p: Pipeline, key: str) -> list:
     ]
 
 
-def check_results(result, name: str = "no_raw_ip_addresses"):
+def check_results(result, name: str = RAW_IP_CHECK):
     return [
         e.event_specific_data
         for e in result.all_events

@@ -269,11 +269,6 @@ def _build_conversations(
         first_turn_timestamp="timestamp",
         inherited_turns=pl.col("round") - 1,
     )
-    # Conversation-level IP and headers: the most frequent over its user turns.
-    headers = functools.reduce(
-        lambda left, right: left.join(right, on="conversation_id", how="full", coalesce=True),
-        [most_frequent(user_turns, c, "round") for c in ("ip", "user_agent", "accept_language")],
-    )
     result = (
         final.select("conversation_id", "own_turn_ids", "model", "timestamp", turn=pl.col("round"))
         .join(roots, on="conversation_id")
@@ -283,7 +278,11 @@ def _build_conversations(
             ),
             on="conversation_id",
         )
-        .join(headers, on="conversation_id", how="left")
+        .join(most_frequent(user_turns, "ip", "round"), on="conversation_id", how="left")
+        .join(most_frequent(user_turns, "user_agent", "round"), on="conversation_id", how="left")
+        .join(
+            most_frequent(user_turns, "accept_language", "round"), on="conversation_id", how="left"
+        )
         .join(conversation_lists, on="conversation_id")
         .with_columns(pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN))
         .sort("first_turn_timestamp", "conversation_id")
