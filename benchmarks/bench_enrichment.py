@@ -42,22 +42,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 import polars as pl
+from report_tables import print_table
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "wildchat-sample" / "conversations.jsonl"
 DAY = date(2024, 1, 1)
-
-
-def row(cells: list[str], widths: list[int]) -> str:
-    return "| " + " | ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True)) + " |"
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    print(row(header, widths))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(row(r, widths))
 
 
 # -- geo -------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, load_assets_from_modules
 
 from wildchat_dag import settings
-from wildchat_dag.assets import geo, ingest, language, linking
+from wildchat_dag.assets import geo, ingest, language, linking, moderation
 from wildchat_dag.assets.anonymization import build_anonymization_assets
+from wildchat_dag.assets.moderation import build_toxicity_assets
 from wildchat_dag.assets.pii_detection import build_detection_assets
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.core.redaction_rules import load_rules
@@ -16,6 +17,12 @@ from wildchat_dag.partitions import collection_days
 from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
 from wildchat_dag.resources.enrichment import FastTextLanguageId, GeoIpDatabase
 from wildchat_dag.resources.log_store import RequestLogStore
+from wildchat_dag.resources.moderation import (
+    API_KEY_ENV_VAR,
+    DEFAULT_BASE_URL,
+    DetoxifyResource,
+    OpenAIModerationResource,
+)
 from wildchat_dag.resources.privacy import IpHasher, PresidioDetector
 from wildchat_dag.resources.warehouse import Warehouse
 
@@ -25,9 +32,10 @@ def build_assets(rules_path: Path | None = None) -> list:
     path = rules_path or settings.redaction_rules_path()
     rules = load_rules(path)
     return [
-        *load_assets_from_modules([ingest, linking, geo, language]),
+        *load_assets_from_modules([ingest, linking, geo, language, moderation]),
         *build_detection_assets(rules),
         *build_anonymization_assets(path, rules),
+        *build_toxicity_assets(settings.toxicity_threshold()),
     ]
 
 
@@ -44,7 +52,26 @@ def build_resources(
         "pii_detector": PresidioDetector(),
         # An unset variable stops a run that needs it before any step starts.
         "ip_hasher": IpHasher(salt=EnvVar(SALT_ENV_VAR), salt_source=settings.ip_salt_source()),
+        "openai": openai_moderation_resource(),
+        "detoxify": DetoxifyResource(
+            checkpoint=settings.env_or_none("WILDCHAT_DETOXIFY_CHECKPOINT"),
+            huggingface_config_path=settings.env_or_none("WILDCHAT_DETOXIFY_CONFIG_PATH"),
+        ),
     }
+
+
+def openai_moderation_resource() -> OpenAIModerationResource:
+    """The key and base URL come through EnvVar when set. Dagster refuses to start a run whose
+    EnvVar is unset, and without a key the moderation step should still run, saying it skipped
+    OpenAI: so an unset key is left out, and the step reports it."""
+    return OpenAIModerationResource(
+        api_key=EnvVar(API_KEY_ENV_VAR) if settings.env_or_none(API_KEY_ENV_VAR) else None,
+        base_url=(
+            EnvVar("OPENAI_BASE_URL")
+            if settings.env_or_none("OPENAI_BASE_URL")
+            else DEFAULT_BASE_URL
+        ),
+    )
 
 
 wildchat_daily_job = define_asset_job(

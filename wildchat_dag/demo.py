@@ -40,6 +40,16 @@ STAGES = (
     ("detection", ["pii_candidates", "pii_scanned_utterances"], True),
     ("frequency", ["redaction_rules", "pii_entity_frequency"], False),
     ("anonymization", ["anonymized_conversations"], True),
+    (
+        "moderation",
+        [
+            "openai_moderation",
+            "detoxify_moderation",
+            "utterance_toxicity",
+            "conversation_toxicity",
+        ],
+        True,
+    ),
 )
 
 
@@ -102,21 +112,34 @@ def _print_summary(database: str, partition_keys: list[str]) -> None:
           (SELECT printf('%.0f%%', 100 * avg((g.geo_status = 'located')::INT))
              FROM main.user_turn_locations g WHERE g.partition_day = d.partition_day),
           (SELECT count(DISTINCT u.language) FILTER (WHERE u.language <> 'Nolang')
-             FROM main.utterance_languages u WHERE u.partition_day = d.partition_day)
+             FROM main.utterance_languages u WHERE u.partition_day = d.partition_day),
+          (SELECT count(*) FILTER (WHERE t.toxic) FROM main.conversation_toxicity t
+             WHERE t.partition_day = d.partition_day),
+          (SELECT count(*) FILTER (WHERE t.toxic IS NULL) FROM main.conversation_toxicity t
+             WHERE t.partition_day = d.partition_day)
         FROM (SELECT DISTINCT partition_day FROM main.raw_requests) d ORDER BY 1
     """
-    widths = (12, 10, 13, 15, 9, 10, 9, 11)
+    widths = (12, 10, 13, 15, 9, 10, 9, 11, 7, 9)
 
     def line(values) -> str:
         first, *rest = zip(values, widths, strict=True)
         return f"{first[0]:<{first[1]}}" + "".join(f"{v:>{w}}" for v, w in rest)
 
     header = ("day", "requests", "quarantined", "conversations", "orphans", "redacted")
-    print("\n" + line((*header, "located", "languages")))
+    print("\n" + line((*header, "located", "languages", "toxic", "unknown")))
     for row in con.sql(query).fetchall():
         if row[0] in partition_keys:
             print(line(row))
+    scorers = con.sql(
+        "SELECT DISTINCT status, detail FROM main.openai_moderation "
+        "WHERE status = 'not_configured' UNION "
+        "SELECT DISTINCT status, detail FROM main.detoxify_moderation "
+        "WHERE status = 'not_configured'"
+    ).fetchall()
     con.close()
+    for _, detail in scorers:
+        # "unknown": conversations no scorer could clear; say what would enable scoring.
+        print(f"Moderation did not run: {detail}")
     print(
         f"\nDuckDB file: {database}\nOpen the UI with: scripts/ui.sh  (then http://127.0.0.1:3000)"
     )

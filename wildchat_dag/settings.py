@@ -33,6 +33,19 @@ def geoip_path() -> str | None:
     return os.environ.get("WILDCHAT_GEOIP_PATH") or None
 
 
+def toxicity_threshold() -> float:
+    """Detoxify toxicity above which an utterance is toxic (WildChat: 0.1); it versions the
+    toxic flags."""
+    value = float(os.environ.get("WILDCHAT_TOXICITY_THRESHOLD", "0.1"))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("WILDCHAT_TOXICITY_THRESHOLD must be between 0 and 1")
+    return value
+
+
+def env_or_none(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
 def partitions_start_date() -> date:
     return date.fromisoformat(os.environ.get("WILDCHAT_START_DATE", "2024-01-01"))
 

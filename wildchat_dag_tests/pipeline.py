@@ -20,6 +20,8 @@ FREQUENCY = [AssetKey("redaction_rules"), AssetKey("pii_entity_frequency")]
 ANONYMIZATION = [AssetKey("anonymized_conversations")]
 GEO = [AssetKey("user_turn_locations"), AssetKey("conversation_locations")]
 LANGUAGE = [AssetKey("utterance_languages"), AssetKey("conversation_languages")]
+MODERATION = [AssetKey("openai_moderation"), AssetKey("detoxify_moderation")]
+TOXICITY = [AssetKey("utterance_toxicity"), AssetKey("conversation_toxicity")]
 TABLES = ("raw_requests", "quarantined_log_lines", "linked_conversations", "orphaned_requests")
 
 SORT_KEYS = {
@@ -35,6 +37,10 @@ SORT_KEYS = {
     "conversation_locations": ["conversation_id"],
     "utterance_languages": ["conversation_id", "utterance_index"],
     "conversation_languages": ["conversation_id"],
+    "openai_moderation": ["conversation_id", "utterance_index"],
+    "detoxify_moderation": ["conversation_id", "utterance_index"],
+    "utterance_toxicity": ["conversation_id", "utterance_index"],
+    "conversation_toxicity": ["conversation_id"],
 }
 
 
@@ -46,6 +52,7 @@ class Pipeline:
         rules_path: Path | None = None,
         instance: DagsterInstance | None = None,
         geoip_path: Path | None = None,
+        resources: dict | None = None,
     ) -> None:
         self.log_root = log_root
         self.database = database
@@ -57,6 +64,8 @@ class Pipeline:
             duckdb_path=str(database),
             geoip_path=str(geoip_path) if geoip_path else None,
         )
+        # Replacements for the embedded defaults (the moderation APIs, mostly).
+        self.resources.update(resources or {})
         self.defs = Definitions(
             assets=build_assets(rules_path),
             jobs=[wildchat_daily_job],
@@ -99,6 +108,13 @@ class Pipeline:
     def identify_languages(self, *partitions: str) -> None:
         for p in partitions:
             self.run(LANGUAGE, p)
+
+    def moderate(self, *partitions: str, raise_on_error: bool = True):
+        """Both scorers, then the toxic flags; the last day's result."""
+        result = None
+        for p in partitions:
+            result = self.run(MODERATION + TOXICITY, p, raise_on_error=raise_on_error)
+        return result
 
     def all_steps(self, *partitions: str) -> None:
         """The spine and privacy stages, each over every day before the next, in the demo's

@@ -32,6 +32,10 @@ def test_definitions_load_with_descriptions_and_partitions():
         "conversation_locations",
         "utterance_languages",
         "conversation_languages",
+        "openai_moderation",
+        "detoxify_moderation",
+        "utterance_toxicity",
+        "conversation_toxicity",
     }
     # The rules file and the corpus frequencies span every day; all else is one day a partition.
     unpartitioned = {"redaction_rules", "pii_entity_frequency"}
@@ -64,7 +68,10 @@ def test_dagster_cli_lists_the_assets():
         "anonymized_conversations",
         "conversation_languages",
         "conversation_locations",
+        "conversation_toxicity",
+        "detoxify_moderation",
         "linked_conversations",
+        "openai_moderation",
         "orphaned_requests",
         "pii_candidates",
         "pii_entity_frequency",
@@ -73,12 +80,14 @@ def test_dagster_cli_lists_the_assets():
         "raw_requests",
         "user_turn_locations",
         "utterance_languages",
+        "utterance_toxicity",
     ]
 
 
 def test_readme_demo_command_runs_end_to_end(tmp_path):
-    env = {**os.environ, "WILDCHAT_HOME": str(tmp_path / "home")}
-    for name in ("DAGSTER_HOME", "WILDCHAT_IP_SALT", "WILDCHAT_MODE"):
+    # A machine with no moderation set up: no API key, nothing in torch's hub cache.
+    env = {**os.environ, "WILDCHAT_HOME": str(tmp_path / "home"), "TORCH_HOME": str(tmp_path)}
+    for name in ("DAGSTER_HOME", "WILDCHAT_IP_SALT", "WILDCHAT_MODE", "OPENAI_API_KEY"):
         env.pop(name, None)
     result = subprocess.run(
         ["bash", "scripts/demo.sh", "--days", "2", "--conversations-per-day", "40"],
@@ -95,9 +104,13 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
     anonymized = con.sql("SELECT count(*) FROM main.anonymized_conversations").fetchone()[0]
     located = con.sql("SELECT count(*) FROM main.conversation_locations").fetchone()[0]
     languages = con.sql("SELECT count(*) FROM main.conversation_languages").fetchone()[0]
+    flagged = con.sql("SELECT count(*) FROM main.conversation_toxicity").fetchone()[0]
     con.close()
     assert conversations >= 70
-    assert anonymized == located == languages == conversations
+    assert anonymized == located == languages == flagged == conversations
+    # Neither scorer can run on embedded defaults; the demo says so rather than call all clean.
+    assert "Moderation did not run: no API key: set OPENAI_API_KEY" in result.stdout
+    assert "Moderation did not run: no Detoxify weights on this machine" in result.stdout
     # The embedded 2018 GeoLite2 database was used, and the demo said so.
     assert "GeoLite2-City snapshot of 2018-07-03" in result.stdout + result.stderr
     assert "located" in result.stdout and "languages" in result.stdout

@@ -95,6 +95,10 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("conversation_locations",),
             ("utterance_languages",),
             ("conversation_languages",),
+            ("openai_moderation",),
+            ("detoxify_moderation",),
+            ("utterance_toxicity",),
+            ("conversation_toxicity",),
         }
         assert all(n["description"] for n in nodes.values())
         unpartitioned = {("redaction_rules",), ("pii_entity_frequency",)}
@@ -102,6 +106,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         assert nodes[("raw_requests",)]["groupName"] == "ingest"
         assert nodes[("anonymized_conversations",)]["groupName"] == "privacy"
         assert nodes[("user_turn_locations",)]["groupName"] == "enrichment"
+        assert nodes[("conversation_toxicity",)]["groupName"] == "moderation"
         assert "Daily" in nodes[("linked_conversations",)]["partitionDefinition"]["description"]
         errors = graphql(
             port,

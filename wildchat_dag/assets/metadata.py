@@ -26,7 +26,7 @@ def counts_table(
 def preview(frame: pl.DataFrame, rows: int = 10, max_chars: int = 80) -> MetadataValue:
     """A markdown preview with long strings cut, so a huge message cannot bloat the event log."""
     head = frame.head(rows).with_columns(
-        pl.col(c).cast(pl.String).str.slice(0, max_chars) for c in frame.columns
+        _as_text(c, frame.schema[c]).str.slice(0, max_chars) for c in frame.columns
     )
     if head.is_empty():
         return MetadataValue.md("_no rows_")
@@ -38,6 +38,14 @@ def preview(frame: pl.DataFrame, rows: int = 10, max_chars: int = 80) -> Metadat
         cells = ("" if v is None else str(v).replace("|", "\\|").replace("\n", " ") for v in row)
         lines.append("| " + " | ".join(cells) + " |")
     return MetadataValue.md("\n".join(lines))
+
+
+def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.List):
+        return pl.col(column).list.eval(pl.element().cast(pl.String)).list.join(", ")
+    if isinstance(dtype, pl.Struct):
+        return pl.col(column).struct.json_encode()
+    return pl.col(column).cast(pl.String)
 
 
 def share_table(counts: Mapping[str, int], key: str, top: int = 15) -> MetadataValue:

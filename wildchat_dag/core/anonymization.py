@@ -31,7 +31,6 @@ from wildchat_dag.core.pii_detection import (
     DetectionResult,
     ScanStatus,
     detection_version,
-    sha256_column,
 )
 from wildchat_dag.core.redaction import (
     CLIENT_IP_ENTITY,
@@ -48,17 +47,11 @@ from wildchat_dag.core.schema import (
     ANONYMIZED_UTTERANCE,
     PARTITION_COLUMN,
 )
-from wildchat_dag.core.utterances import conversation_utterances
+from wildchat_dag.core.utterances import linked_utterances
 
 
 class StaleDetection(RuntimeError):
     """The text to release is not the text detection scanned."""
-
-
-def linked_utterances(linked: pl.DataFrame) -> pl.DataFrame:
-    """One row per utterance of ``linked_conversations``, with its text's sha256."""
-    utterances = conversation_utterances(linked)
-    return utterances.with_columns(content_sha256=sha256_column(utterances["content"]))
 
 
 def check_detection_covers(

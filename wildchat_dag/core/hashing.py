@@ -40,6 +40,12 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def sha256_column(texts: pl.Series) -> pl.Series:
+    """sha256 of each text (UTF-8), hashed once per distinct text."""
+    digests = {t: sha256_hex(t) for t in texts.unique().to_list()}
+    return texts.replace_strict(digests, return_dtype=pl.String)
+
+
 def history_hashes(messages: list[Mapping[str, str]], response: str) -> tuple[str, str]:
     """``(prev, current)`` for one request, computed one request at a time."""
     prev = sha256_hex(canonical_messages_json(messages[:-1]))

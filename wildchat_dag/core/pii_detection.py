@@ -36,6 +36,7 @@ from typing import Any
 
 import polars as pl
 
+from wildchat_dag.core.hashing import sha256_column
 from wildchat_dag.core.language import LanguageIdentifier
 from wildchat_dag.core.redaction_rules import (
     MAX_CONTEXT_CHARS,
@@ -318,13 +319,6 @@ class DetectionResult:
     scans: pl.DataFrame  # SCAN_COLUMNS, one row per distinct content
     utterances: pl.DataFrame  # conversation_id, utterance_index, role, content_sha256
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def sha256_column(texts: pl.Series) -> pl.Series:
-    """sha256 of each text (UTF-8), hashed once per distinct text."""
-    distinct = texts.unique()
-    digests = {t: hashlib.sha256(t.encode("utf-8")).hexdigest() for t in distinct.to_list()}
-    return texts.replace_strict(digests, return_dtype=pl.String)
 
 
 def detector_input(utterances: pl.DataFrame) -> pl.DataFrame:

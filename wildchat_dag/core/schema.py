@@ -243,6 +243,117 @@ CONVERSATION_LANGUAGES_SCHEMA = pl.Schema(
     }
 )
 
+# -- moderation ---------------------------------------------------------------------------------
+
+# The OpenAI Moderation categories of WildChat's spec, as the API names them.
+OPENAI_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+# The spec's keys, in its order: every category under the API's name and an underscore one
+# (``self_harm_intent``), each mapped to the API's name.
+SPEC_CATEGORY_KEYS = dict(
+    sorted(
+        {
+            **{c: c for c in OPENAI_CATEGORIES},
+            **{c.replace("-", "_").replace("/", "_"): c for c in OPENAI_CATEGORIES},
+        }.items()
+    )
+)
+
+DETOXIFY_FIELDS = (
+    "identity_attack",
+    "insult",
+    "obscene",
+    "severe_toxicity",
+    "sexual_explicit",
+    "threat",
+    "toxicity",
+)
+
+_SCORED_UTTERANCE = {
+    PARTITION_COLUMN: pl.Datetime("us"),
+    "conversation_id": pl.Int64,
+    "utterance_index": pl.Int64,
+    "turn_identifier": pl.Int64,
+    "role": pl.String,
+    # sha256 of the scored text: the key of the results cache.
+    "content_sha256": pl.String,
+    # scored, empty (the spec's empty result), rejected (the API refused the text for good),
+    # not_configured (the scorer did not run; ``detail`` says how to enable it).
+    "status": pl.String,
+}
+
+OPENAI_MODERATION_SCHEMA = pl.Schema(
+    {
+        **_SCORED_UTTERANCE,
+        "flagged": pl.Boolean,
+        "categories": pl.Struct({k: pl.Boolean for k in SPEC_CATEGORY_KEYS}),
+        "category_scores": pl.Struct({k: pl.Float64 for k in SPEC_CATEGORY_KEYS}),
+        # Categories the API returned beyond the spec's list, as JSON objects.
+        "extra_categories": pl.String,
+        "extra_category_scores": pl.String,
+        # Refused whole, scored in parts, merged (flags OR-ed, highest scores).
+        "split": pl.Boolean,
+        "parts": pl.Int64,
+        "model": pl.String,
+        "model_version": pl.String,
+        "detail": pl.String,
+    }
+)
+
+DETOXIFY_MODERATION_SCHEMA = pl.Schema(
+    {
+        **_SCORED_UTTERANCE,
+        **{f: pl.Float64 for f in DETOXIFY_FIELDS},
+        # 512-token windows the text was scored in (the highest score of each field is kept).
+        "windows": pl.Int64,
+        "model": pl.String,
+        "detail": pl.String,
+    }
+)
+
+UTTERANCE_TOXICITY_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "utterance_index": pl.Int64,
+        "turn_identifier": pl.Int64,
+        "role": pl.String,
+        # Null when no scorer scored a non-empty text: unknown, never "clean".
+        "toxic": pl.Boolean,
+        "openai_flagged": pl.Boolean,
+        "detoxify_toxicity": pl.Float64,
+        "flagged_by": pl.List(pl.String),
+        "scored_by": pl.List(pl.String),
+        "toxicity_threshold": pl.Float64,
+    }
+)
+
+CONVERSATION_TOXICITY_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "toxic": pl.Boolean,
+        "toxic_utterances": pl.Int64,
+        "unscored_utterances": pl.Int64,
+        "flagged_by": pl.List(pl.String),
+        # The scorers that scored every non-empty utterance of the conversation.
+        "scored_by": pl.List(pl.String),
+        "toxicity_threshold": pl.Float64,
+    }
+)
+
 # Tables that hold raw client IPs or raw PII. Every other table in the warehouse is scanned for
 # raw IP addresses (wildchat_dag/core/checks.py), so a new table is checked unless listed here.
 RAW_LAYER_TABLES = frozenset(

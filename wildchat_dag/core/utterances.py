@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from wildchat_dag.core.hashing import sha256_column
 from wildchat_dag.core.schema import PARTITION_COLUMN, partition_day_value
 
 
@@ -28,6 +29,13 @@ def conversation_utterances(conversations: pl.DataFrame) -> pl.DataFrame:
             content=pl.col("content").fill_null(""),
         )
     )
+
+
+def linked_utterances(linked: pl.DataFrame) -> pl.DataFrame:
+    """``conversation_utterances``, with each text's ``content_sha256``: the key of the
+    per-text results (detection, moderation) and of their caches."""
+    utterances = conversation_utterances(linked)
+    return utterances.with_columns(content_sha256=sha256_column(utterances["content"]))
 
 
 def most_frequent(utterances: pl.DataFrame, column: str, order: str) -> pl.DataFrame:
