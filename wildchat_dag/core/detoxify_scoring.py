@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,13 +196,10 @@ class DetoxifyScorer:
                     scores[i][name] = float(value)
         return scores
 
-    def _chunks(self, texts: pl.DataFrame) -> Iterator[pl.DataFrame]:
-        yield from texts.iter_slices(CHUNK_TEXTS)
-
     def score(self, texts: pl.DataFrame, save: Callable[[list[ScoredText]], None]) -> ScoringReport:
         started = time.perf_counter()
         windows = 0
-        for chunk in self._chunks(texts):
+        for chunk in texts.iter_slices(CHUNK_TEXTS):
             pieces = [self.windows(t) for t in chunk["content"].to_list()]
             flat = [p for text_pieces in pieces for p in text_pieces]
             predicted = iter(self.predict(flat))

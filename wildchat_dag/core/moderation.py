@@ -344,16 +344,7 @@ def openai_moderation_table(scores: DayScores) -> EnrichedDay:
         [{"result": r, **_openai_columns(r)} for r in distinct["result"].to_list()],
         schema={
             "result": pl.String,
-            **{
-                c: OPENAI_MODERATION_SCHEMA[c]
-                for c in (
-                    "flagged",
-                    "categories",
-                    "category_scores",
-                    "extra_categories",
-                    "extra_category_scores",
-                )
-            },
+            **{c: OPENAI_MODERATION_SCHEMA[c] for c in _openai_columns(None)},
         },
     )
     utterances = scores.utterances.join(columns, on="result", how="left", nulls_equal=True)

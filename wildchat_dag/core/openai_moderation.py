@@ -78,6 +78,7 @@ class _Outcome:
     result: dict[str, Any] | None
     parts: int
     detail: str | None = None
+    model_version: str | None = None
 
 
 def retry_after_seconds(
@@ -207,13 +208,13 @@ class OpenAIModerationScorer:
             self._count("api_inputs", len(texts))
             try:
                 response = self.client.moderations.create(input=texts, model=self.model)
-                results = [
-                    r.model_dump(by_alias=True, exclude_unset=True) for r in response.results
-                ]
-                if len(results) != len(texts) or not all(
-                    isinstance(r.get("categories"), dict) and "flagged" in r for r in results
+                dumped = [r.model_dump(by_alias=True, exclude_unset=True) for r in response.results]
+                if len(dumped) != len(texts) or not all(
+                    isinstance(r.get("categories"), dict) and "flagged" in r for r in dumped
                 ):
-                    raise ValueError(f"{len(results)} results for {len(texts)} inputs")
+                    raise ValueError(f"{len(dumped)} results for {len(texts)} inputs")
+                # Only what the spec keeps: category_applied_input_types is always "text" here.
+                results = [{k: r[k] for k in _KEPT if k in r} for r in dumped]
                 self._count("api_inputs_scored", len(texts))
                 return results, response.model
             except Exception as exc:
@@ -237,9 +238,8 @@ class OpenAIModerationScorer:
     def _score_texts(self, texts: list[str]) -> list[_Outcome]:
         try:
             results, version = self._request(texts)
-            with self._lock:
-                self._counts["scored_requests"] += 1
-            return [_Outcome({**r, "model_version": version}, 1) for r in results]
+            self._count("scored_requests")
+            return [_Outcome(r, 1, model_version=version) for r in results]
         except _Refused as refused:
             self._count("refused_requests")
             if len(texts) > 1:
@@ -256,10 +256,8 @@ class OpenAIModerationScorer:
             if failed:
                 return [_Outcome(None, 0, failed[0])]
             merged = merge_openai_results(h.result for h in halves if h.result)
-            merged["model_version"] = (
-                halves[0].result.get("model_version") if halves[0].result else None
-            )
-            return [_Outcome(merged, sum(h.parts for h in halves))]
+            parts = sum(h.parts for h in halves)
+            return [_Outcome(merged, parts, model_version=halves[0].model_version)]
 
     def _give_up_if_everything_refused(self, message: str) -> None:
         with self._lock:
@@ -301,10 +299,7 @@ class OpenAIModerationScorer:
             if outcome.result is None:
                 rejected[sha] = outcome.detail or "refused by the API"
                 continue
-            # Only what the spec keeps: category_applied_input_types is always "text" here.
-            result = {k: outcome.result[k] for k in _KEPT if k in outcome.result}
-            version = outcome.result.get("model_version")
-            scored.append(ScoredText(sha, result, outcome.parts, version))
+            scored.append(ScoredText(sha, outcome.result, outcome.parts, outcome.model_version))
         return scored, rejected
 
     def score(self, texts: pl.DataFrame, save: Callable[[list[ScoredText]], None]) -> ScoringReport:
