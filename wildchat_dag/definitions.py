@@ -11,8 +11,10 @@ from wildchat_dag.assets import geo, ingest, language, linking, moderation
 from wildchat_dag.assets.anonymization import build_anonymization_assets
 from wildchat_dag.assets.moderation import build_toxicity_assets
 from wildchat_dag.assets.pii_detection import build_detection_assets
+from wildchat_dag.assets.release import build_release_assets
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.core.redaction_rules import load_rules
+from wildchat_dag.core.release import ReleasePolicy
 from wildchat_dag.partitions import collection_days
 from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
 from wildchat_dag.resources.enrichment import FastTextLanguageId, GeoIpDatabase
@@ -24,6 +26,7 @@ from wildchat_dag.resources.moderation import (
     OpenAIModerationResource,
 )
 from wildchat_dag.resources.privacy import IpHasher, PresidioDetector
+from wildchat_dag.resources.release import ReleaseFolder
 from wildchat_dag.resources.warehouse import Warehouse
 
 
@@ -36,7 +39,13 @@ def build_assets(rules_path: Path | None = None) -> list:
         *build_detection_assets(rules),
         *build_anonymization_assets(path, rules),
         *build_toxicity_assets(settings.toxicity_threshold()),
+        *build_release_assets(release_policy(), settings.toxicity_threshold()),
     ]
+
+
+def release_policy() -> ReleasePolicy:
+    unscored = settings.release_includes_unscored()
+    return ReleasePolicy(include_unscored=unscored, include_unscreened=unscored)
 
 
 def build_resources(
@@ -52,6 +61,7 @@ def build_resources(
         "pii_detector": PresidioDetector(),
         # An unset variable stops a run that needs it before any step starts.
         "ip_hasher": IpHasher(salt=EnvVar(SALT_ENV_VAR), salt_source=settings.ip_salt_source()),
+        "release_folder": ReleaseFolder(root=settings.release_root()),
         "openai": openai_moderation_resource(),
         "detoxify": DetoxifyResource(
             checkpoint=settings.env_or_none("WILDCHAT_DETOXIFY_CHECKPOINT"),

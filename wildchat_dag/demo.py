@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import yaml
 from dagster import AssetKey, DagsterInstance
 
 # Before the definitions load: demo mode makes up a per-install IP salt if none is set.
@@ -50,6 +51,8 @@ STAGES = (
         ],
         True,
     ),
+    ("release records", ["release_records"], True),
+    ("release", ["release_statistics", "public_release", "full_release"], False),
 )
 
 
@@ -79,7 +82,20 @@ def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
         if not run_stage(job, stage, [AssetKey(k) for k in keys], days, instance):
             return 1
     _print_summary(settings.default_duckdb_path(), partition_keys)
+    _print_releases(Path(settings.release_root()))
     return 0
+
+
+def _print_releases(root: Path) -> None:
+    for release in ("public", "full"):
+        card = root / release / "README.md"
+        header = yaml.safe_load(card.read_text(encoding="utf-8").split("---")[1])
+        [split] = header["dataset_info"]["splits"]
+        shards = len(list((root / release / "data").glob("*.parquet")))
+        print(
+            f"{release} release: {split['num_examples']:,} conversations in {shards} Parquet "
+            f"file(s), card {card}"
+        )
 
 
 def _add_malformed_lines(folder: Path) -> None:

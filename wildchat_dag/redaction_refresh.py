@@ -3,8 +3,9 @@
     python -m wildchat_dag.redaction_refresh      (or: bash scripts/redaction-refresh.sh)
 
 It observes the rules file, re-counts the PII frequencies from the stored candidates, then
-materializes anonymized_conversations and everything downstream of it for every day that has
-detections, in this process, recorded in the Dagster instance at $DAGSTER_HOME.
+materializes anonymized_conversations for every day that has detections, and again everything
+built from it before (the release records of those days, the statistics and the exports), in
+this process, recorded in the Dagster instance at $DAGSTER_HOME.
 
 Detection is re-run only for days whose detections were made under other gates: a change to a
 rule's languages, pattern or cues changes which texts are analyzed at all, and redacting with
@@ -26,6 +27,7 @@ from wildchat_dag.local_runs import run_stage
 
 DETECTION = [AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")]
 FREQUENCY = [AssetKey("redaction_rules"), AssetKey("pii_entity_frequency")]
+ANONYMIZED = AssetKey("anonymized_conversations")
 
 
 def redaction_and_downstream(definitions: Definitions) -> list[AssetKey]:
@@ -65,8 +67,24 @@ def refresh(
             return 1
     if not run_stage(job, "frequency", FREQUENCY, [None], instance):
         return 1
-    downstream = redaction_and_downstream(definitions)
-    return 0 if run_stage(job, "redaction", downstream, days, instance) else 1
+    if not run_stage(job, "redaction", [ANONYMIZED], days, instance):
+        return 1
+    # Then what was built from the redacted text before: the release records of those days,
+    # and the statistics and exports once. What was never built is not built now.
+    graph = definitions.resolve_asset_graph()
+    later = [k for k in redaction_and_downstream(definitions) if k != ANONYMIZED]
+    for key in (k for k in later if graph.get(k).partitions_def):
+        built = sorted(set(days) & instance.get_materialized_partitions(key))
+        if not run_stage(job, key.to_user_string(), [key], built, instance):
+            return 1
+    once = [k for k in later if not graph.get(k).partitions_def and _materialized(instance, k)]
+    if once and not run_stage(job, "release", once, [None], instance):
+        return 1
+    return 0
+
+
+def _materialized(instance: DagsterInstance, key: AssetKey) -> bool:
+    return instance.get_latest_materialization_event(key) is not None
 
 
 def main() -> int:

@@ -42,6 +42,18 @@ def toxicity_threshold() -> float:
     return value
 
 
+def release_root() -> str:
+    return os.environ.get("WILDCHAT_RELEASE_ROOT", str(home() / "releases"))
+
+
+def release_includes_unscored() -> bool:
+    """Whether the releases keep conversations a moderation scorer did not score (toxicity or
+    sexual/minors unknown). Off in production; on in demo mode, where no scorer can run, and
+    the card then says not to publish."""
+    default = "1" if demo_mode() else "0"
+    return os.environ.get("WILDCHAT_RELEASE_INCLUDE_UNSCORED", default) == "1"
+
+
 def env_or_none(name: str) -> str | None:
     return os.environ.get(name) or None
 

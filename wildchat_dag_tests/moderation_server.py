@@ -47,6 +47,7 @@ _TRIGGERS: dict[str, dict[str, float]] = {
     "hate you": {"harassment": 0.8},
     "suicide": {"self-harm": 0.85, "self-harm/intent": 0.7},
     "steal": {"illicit": 0.6},
+    "underage": {"sexual": 0.7, "sexual/minors": 0.9},
 }
 
 _FLAG_THRESHOLD = 0.5

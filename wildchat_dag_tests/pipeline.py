@@ -12,6 +12,7 @@ from dagster import AssetKey, DagsterInstance, Definitions
 from wildchat_dag.assets.checks import RAW_IP_CHECK
 from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
 from wildchat_dag.definitions import build_assets, build_resources, wildchat_daily_job
+from wildchat_dag.resources.release import ReleaseFolder
 
 INGEST = [AssetKey("raw_requests"), AssetKey("quarantined_log_lines")]
 LINKING = [AssetKey("linked_conversations"), AssetKey("orphaned_requests")]
@@ -22,6 +23,8 @@ GEO = [AssetKey("user_turn_locations"), AssetKey("conversation_locations")]
 LANGUAGE = [AssetKey("utterance_languages"), AssetKey("conversation_languages")]
 MODERATION = [AssetKey("openai_moderation"), AssetKey("detoxify_moderation")]
 TOXICITY = [AssetKey("utterance_toxicity"), AssetKey("conversation_toxicity")]
+RELEASE_RECORDS = [AssetKey("release_records")]
+EXPORTS = [AssetKey("release_statistics"), AssetKey("public_release"), AssetKey("full_release")]
 TABLES = ("raw_requests", "quarantined_log_lines", "linked_conversations", "orphaned_requests")
 
 SORT_KEYS = {
@@ -64,6 +67,8 @@ class Pipeline:
             duckdb_path=str(database),
             geoip_path=str(geoip_path) if geoip_path else None,
         )
+        self.releases = database.parent / "releases"
+        self.resources["release_folder"] = ReleaseFolder(root=str(self.releases))
         # Replacements for the embedded defaults (the moderation APIs, mostly).
         self.resources.update(resources or {})
         self.defs = Definitions(
@@ -115,6 +120,12 @@ class Pipeline:
         for p in partitions:
             result = self.run(MODERATION + TOXICITY, p, raise_on_error=raise_on_error)
         return result
+
+    def release(self, *partitions: str):
+        """The day's release records, then the statistics and both exports over every day."""
+        for p in partitions:
+            self.run(RELEASE_RECORDS, p)
+        return self.run(EXPORTS, None)
 
     def all_steps(self, *partitions: str) -> None:
         """The spine and privacy stages, each over every day before the next, in the demo's

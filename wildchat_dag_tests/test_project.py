@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
+import yaml
 from dagster import Definitions
 
 from wildchat_dag.definitions import defs
@@ -36,9 +38,20 @@ def test_definitions_load_with_descriptions_and_partitions():
         "detoxify_moderation",
         "utterance_toxicity",
         "conversation_toxicity",
+        "release_records",
+        "release_statistics",
+        "public_release",
+        "full_release",
     }
-    # The rules file and the corpus frequencies span every day; all else is one day a partition.
-    unpartitioned = {"redaction_rules", "pii_entity_frequency"}
+    # The rules file, the corpus frequencies and the releases span every day; all else is one
+    # day a partition.
+    unpartitioned = {
+        "redaction_rules",
+        "pii_entity_frequency",
+        "release_statistics",
+        "public_release",
+        "full_release",
+    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and len(node.description) > 60
@@ -70,14 +83,18 @@ def test_dagster_cli_lists_the_assets():
         "conversation_locations",
         "conversation_toxicity",
         "detoxify_moderation",
+        "full_release",
         "linked_conversations",
         "openai_moderation",
         "orphaned_requests",
         "pii_candidates",
         "pii_entity_frequency",
         "pii_scanned_utterances",
+        "public_release",
         "quarantined_log_lines",
         "raw_requests",
+        "release_records",
+        "release_statistics",
         "user_turn_locations",
         "utterance_languages",
         "utterance_toxicity",
@@ -111,6 +128,17 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
     # Neither scorer can run on embedded defaults; the demo says so rather than call all clean.
     assert "Moderation did not run: no API key: set OPENAI_API_KEY" in result.stdout
     assert "Moderation did not run: no Detoxify weights on this machine" in result.stdout
+    # The demo ends with both releases and cards whose numbers are the files'. With no scorer,
+    # the demo's policy keeps unscored conversations, and the card says not to publish.
+    for release in ("public", "full"):
+        folder = tmp_path / "home" / "releases" / release
+        card = (folder / "README.md").read_text()
+        header = yaml.safe_load(card.split("---")[1])
+        rows = pq.read_table(folder / "data").num_rows
+        assert header["dataset_info"]["splits"][0]["num_examples"] == rows == conversations
+        assert f"{rows:,} conversations between users and chatbots" in card
+        assert "Do not publish it." in card and "2018-07-03" in card
+        assert f"{release} release: {rows:,} conversations" in result.stdout
     # The embedded 2018 GeoLite2 database was used, and the demo said so.
     assert "GeoLite2-City snapshot of 2018-07-03" in result.stdout + result.stderr
     assert "located" in result.stdout and "languages" in result.stdout

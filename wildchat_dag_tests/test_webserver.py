@@ -99,9 +99,19 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("detoxify_moderation",),
             ("utterance_toxicity",),
             ("conversation_toxicity",),
+            ("release_records",),
+            ("release_statistics",),
+            ("public_release",),
+            ("full_release",),
         }
         assert all(n["description"] for n in nodes.values())
-        unpartitioned = {("redaction_rules",), ("pii_entity_frequency",)}
+        unpartitioned = {
+            ("redaction_rules",),
+            ("pii_entity_frequency",),
+            ("release_statistics",),
+            ("public_release",),
+            ("full_release",),
+        }
         assert all(n["isPartitioned"] == (k not in unpartitioned) for k, n in nodes.items())
         assert nodes[("raw_requests",)]["groupName"] == "ingest"
         assert nodes[("anonymized_conversations",)]["groupName"] == "privacy"

@@ -1,0 +1,230 @@
+"""The release: WildChat-1M records per day, the paper's statistics, and the two exports."""
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
+from wildchat_dag.core.release import ReleasePolicy, release_records
+from wildchat_dag.core.release_card import dataset_card, release_facts
+from wildchat_dag.core.release_export import staging_folder, swap_in, write_shards
+from wildchat_dag.core.release_schema import RELEASE_SCHEMA, RELEASES
+from wildchat_dag.core.release_statistics import release_statistics, section
+from wildchat_dag.partitions import collection_days, partition_date
+from wildchat_dag.resources.enrichment import FastTextLanguageId
+from wildchat_dag.resources.release import ReleaseFolder
+from wildchat_dag.resources.warehouse import Warehouse
+
+GROUP = "release"
+
+
+def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[AssetsDefinition]:
+    """The release assets under ``policy`` and the toxicity ``threshold`` (both read where the
+    code location loads, and part of the code versions)."""
+
+    @asset(
+        name="release_records",
+        partitions_def=collection_days,
+        metadata=STORAGE,
+        group_name=GROUP,
+        code_version=f"release-records-v1-{policy.version}",
+        description=(
+            "Every conversation of the day in WildChat-1M's released shape (conversation_hash, "
+            "the utterances with hashed_ip, header, country, state, language, toxic and "
+            "redacted; both moderation results per utterance; the conversation's fields), with "
+            "whether each release takes it: in_public / in_full, and public_exclusion / "
+            "full_exclusion saying why not (sexual_minors, not_screened, toxic, "
+            "toxicity_unknown)."
+        ),
+    )
+    def release_records_of_day(
+        context: AssetExecutionContext,
+        anonymized_conversations: pl.DataFrame,
+        user_turn_locations: pl.DataFrame,
+        conversation_locations: pl.DataFrame,
+        utterance_languages: pl.DataFrame,
+        conversation_languages: pl.DataFrame,
+        openai_moderation: pl.DataFrame,
+        detoxify_moderation: pl.DataFrame,
+        utterance_toxicity: pl.DataFrame,
+        conversation_toxicity: pl.DataFrame,
+    ) -> Output:
+        result = release_records(
+            partition_date(context.partition_key),
+            anonymized_conversations,
+            user_turn_locations,
+            conversation_locations,
+            utterance_languages,
+            conversation_languages,
+            openai_moderation,
+            detoxify_moderation,
+            utterance_toxicity,
+            conversation_toxicity,
+            policy,
+        )
+        stats = dict(result.stats)
+        return Output(
+            result.utterances,
+            metadata={
+                **{k: v for k, v in stats.items() if not isinstance(v, dict)},
+                "public_exclusions": counts_table(stats["public_exclusions"]),
+                "full_exclusions": counts_table(stats["full_exclusions"]),
+                "preview": preview(
+                    result.utterances.select(
+                        "conversation_id",
+                        "conversation_hash",
+                        "model",
+                        "turn",
+                        "language",
+                        "country",
+                        "toxic",
+                        "redacted",
+                        "public_exclusion",
+                        "full_exclusion",
+                    )
+                ),
+            },
+        )
+
+    @asset(
+        name="release_statistics",
+        deps=[AssetDep(release_records_of_day)],
+        group_name=GROUP,
+        code_version=f"release-statistics-v1-threshold-{threshold:g}",
+        description=(
+            "The WildChat paper's tables on each release (public, full): conversations, users "
+            "(distinct hashed_ip), mean turns, user and chatbot tokens (mean and standard "
+            "deviation; word-and-punctuation tokens), languages; the shares of languages (of "
+            "user turns), countries and models (of conversations); the share of user and "
+            "chatbot turns flagged by Detoxify, OpenAI, either and both; the top flagged "
+            "categories. The release cards quote them."
+        ),
+    )
+    def release_statistics_table(context: AssetExecutionContext, warehouse: Warehouse) -> Output:
+        frame = pl.concat(
+            [release_statistics(warehouse.query, release, threshold) for release in RELEASES]
+        )
+        metadata: dict = {}
+        for release in RELEASES:
+            summary = section(frame, release, "summary")
+            metadata[f"{release}/table_1"] = counts_table(
+                {k: f"{v:,.2f}" if v is not None else "n/a" for k, v in summary.items()},
+                key="statistic",
+                value="value",
+            )
+            for name, share_of in (("language", "user turns"), ("country", "conversations")):
+                metadata[f"{release}/{name}s"] = share_table(
+                    {k: int(v) for k, v in section(frame, release, name).items()},
+                    key=f"{name} (share of {share_of})",
+                )
+            metadata[f"{release}/models"] = share_table(
+                {k: int(v) for k, v in section(frame, release, "model").items()}, key="model"
+            )
+            metadata[f"{release}/toxicity"] = counts_table(
+                {k: f"{v:.2%}" for k, v in section(frame, release, "toxicity").items()
+                 if not k.endswith("/turns")},
+                key="turns/flagged by", value="share",
+            )  # fmt: skip
+            metadata[f"{release}/flagged_categories"] = share_table(
+                {k: int(v) for k, v in section(frame, release, "category").items()},
+                key="category",
+            )
+        return Output(frame, metadata=metadata)
+
+    return [
+        release_records_of_day,
+        release_statistics_table,
+        *(build_export(release, policy, threshold) for release in RELEASES),
+    ]
+
+
+def build_export(release: str, policy: ReleasePolicy, threshold: float) -> AssetsDefinition:
+    @asset(
+        name=f"{release}_release",
+        deps=["release_records", "release_statistics"],
+        group_name=GROUP,
+        code_version=f"export-v1-{policy.version}",
+        description=(
+            f"The {release} release as Hugging Face publishes datasets: "
+            "data/train-NNNNN-of-NNNNN.parquet in WildChat-1M's exact schema and a README.md "
+            "dataset card (features, counts, licence, statistics, the scorers that ran, the "
+            "redaction rules' hash, GeoLite2 snapshots, the language model, the days). Written "
+            "a day at a time, beside the previous release, and swapped in whole."
+        ),
+    )
+    def export(
+        context: AssetExecutionContext,
+        warehouse: Warehouse,
+        release_folder: ReleaseFolder,
+        language_id: FastTextLanguageId,
+    ) -> MaterializeResult:
+        started = time.perf_counter()
+        member = f"in_{release}"
+        days = warehouse.query(
+            f"SELECT partition_day, count(*) FILTER (WHERE {member}) AS n "
+            "FROM main.release_records GROUP BY 1 ORDER BY 1"
+        )
+        total = int(days["n"].sum() or 0)
+
+        def day_tables() -> Iterator[pa.Table]:
+            columns = ", ".join(f'"{c}"' for c in RELEASE_SCHEMA.names())
+            for day in days["partition_day"].to_list():
+                # Fetched under the lock, written after it: other steps go on meanwhile.
+                with warehouse.connect() as con:
+                    table = con.execute(
+                        f"SELECT {columns} FROM main.release_records WHERE partition_day = $day "
+                        f"AND {member} ORDER BY timestamp, conversation_id",
+                        {"day": day},
+                    ).fetch_arrow_table()
+                yield table
+
+        folder = release_folder.folder(release)
+        staging = staging_folder(folder)
+        written = write_shards(staging, day_tables(), total, release_folder.shard_rows)
+        statistics = warehouse.query(
+            "SELECT * FROM main.release_statistics WHERE release = $r", {"r": release}
+        )
+        facts = release_facts(warehouse.query, release)
+        card = dataset_card(
+            release,
+            written,
+            statistics,
+            facts,
+            policy,
+            threshold,
+            str(language_id.identifier().model_path),
+            datetime.now(UTC),
+        )
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        swap_in(staging, folder)
+        return MaterializeResult(
+            metadata={
+                "path": MetadataValue.path(str(folder)),
+                "conversations": written.rows,
+                "shards": len(written.shards),
+                "num_bytes": written.num_bytes,
+                "download_size": written.download_size,
+                "days": len(days),
+                "excluded": counts_table(facts.excluded),
+                "scored_by": counts_table(facts.scored_by, key="scorers"),
+                "redaction_rules_hashes": MetadataValue.json(facts.rules_hashes),
+                "geoip_snapshots": MetadataValue.json([str(d) for d in facts.geoip_snapshots]),
+                "policy": policy.version,
+                "seconds": round(time.perf_counter() - started, 3),
+                "card": MetadataValue.md(card.split("---", 2)[2][:20_000]),
+            }
+        )
+
+    return export
