@@ -18,11 +18,18 @@ class Warehouse(ConfigurableResource):
 
     database: str = Field(description="Path to the DuckDB file; the same as the IO manager's.")
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
+    memory_limit: str = Field(
+        default="2GB",
+        description="DuckDB's memory limit for these queries. DuckDB otherwise keeps up to 80% "
+        "of RAM of the file's blocks cached, and a statistics pass over a 1M-conversation "
+        "release then holds 10 GB; past the limit it evicts or spills to disk.",
+    )
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction under the file lock: committed on exit, rolled back on error."""
-        with locked_connection(self.database, timeout_s=self.lock_timeout_s) as con:
+        config = {"memory_limit": self.memory_limit}
+        with locked_connection(self.database, config, timeout_s=self.lock_timeout_s) as con:
             yield con
 
     def query(
