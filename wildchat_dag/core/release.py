@@ -25,7 +25,13 @@ from wildchat_dag.core.release_schema import (
     RELEASE_RECORDS_SCHEMA,
     RELEASE_UTTERANCE,
 )
-from wildchat_dag.core.utterances import EnrichedDay, check_conserved, counts_of, day_table
+from wildchat_dag.core.utterances import (
+    EnrichedDay,
+    check_conserved,
+    conversation_utterances,
+    counts_of,
+    day_table,
+)
 
 UTTERANCE_KEY = ["conversation_id", "utterance_index"]
 
@@ -65,14 +71,9 @@ def release_records(
     policy: ReleasePolicy,
 ) -> EnrichedDay:
     """Every conversation of the day in the released shape (``RELEASE_RECORDS_SCHEMA``)."""
-    utterances = (
-        anonymized.select("conversation_id", "conversation")
-        .explode("conversation")
-        .unnest("conversation")
-        .with_columns(utterance_index=pl.int_range(pl.len()).over("conversation_id").cast(pl.Int64))
-    )
     joined = (
-        utterances.join(
+        conversation_utterances(anonymized)
+        .join(
             turn_locations.select(*UTTERANCE_KEY, "country", "state"), on=UTTERANCE_KEY, how="left"
         )
         .join(
