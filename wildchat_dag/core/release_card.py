@@ -10,6 +10,7 @@ from datetime import date, datetime
 import polars as pl
 import yaml
 
+from wildchat_dag.core.markdown import markdown_table, share_markdown
 from wildchat_dag.core.release import ReleasePolicy
 from wildchat_dag.core.release_export import WrittenRelease
 from wildchat_dag.core.release_schema import card_features
@@ -98,18 +99,13 @@ def card_header(release: str, written: WrittenRelease) -> dict:
     }
 
 
+def _shares(statistics: pl.DataFrame, release: str, name: str, unit: str, top: int = 15) -> str:
+    counts = {k: int(v) for k, v in section(statistics, release, name).items()}
+    return share_markdown(counts, name, unit, top) + "\n"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return "_none_\n"
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _shares(values: dict[str, float], top: int = 15) -> list[list[str]]:
-    total = sum(values.values()) or 1
-    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return [[k, f"{int(v):,}", f"{v / total:.1%}"] for k, v in ranked]
+    return markdown_table(header, rows) + "\n"
 
 
 def _number(value: float | None, digits: int = 1) -> str:
@@ -192,15 +188,13 @@ def dataset_card(
         "",
         "### Languages (share of user turns)",
         "",
-        _table(["language", "turns", "share"], _shares(section(statistics, release, "language"))),
+        _shares(statistics, release, "language", "user turns"),
         "### Countries (share of conversations)",
         "",
-        _table(
-            ["country", "conversations", "share"], _shares(section(statistics, release, "country"))
-        ),
+        _shares(statistics, release, "country", "conversations"),
         "### Models (share of conversations)",
         "",
-        _table(["model", "conversations", "share"], _shares(section(statistics, release, "model"))),
+        _shares(statistics, release, "model", "conversations"),
         "### Toxicity (share of non-empty turns flagged)",
         "",
         _table(
@@ -218,10 +212,7 @@ def dataset_card(
         "",
         "### Top flagged OpenAI categories (utterances)",
         "",
-        _table(
-            ["category", "utterances", "share"],
-            _shares(section(statistics, release, "category"), top=10),
-        ),
+        _shares(statistics, release, "category", "utterances", top=10),
         "## Moderation",
         "",
         "Conversations by the scorers that scored every non-empty utterance of them:",

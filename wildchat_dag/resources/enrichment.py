@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from wildchat_dag.core.geo import GeoSnapshots, Subdivision, open_snapshots
-from wildchat_dag.core.language import CODE_FALLBACK_CONFIDENCE, LanguageIdentifier
+from wildchat_dag.core.language import (
+    CODE_FALLBACK_CONFIDENCE,
+    LanguageIdentifier,
+    model_file,
+)
 
 
 class GeoIpDatabase(ConfigurableResource):
@@ -58,3 +63,7 @@ class FastTextLanguageId(ConfigurableResource):
 
     def identifier(self) -> LanguageIdentifier:
         return _language_identifier(self.model_path)
+
+    def resolved_model_path(self) -> Path:
+        """The model file, without loading it."""
+        return model_file(self.model_path)
