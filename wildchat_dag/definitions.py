@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, load_assets_from_modules
+from dagster import Definitions, EnvVar, load_assets_from_modules
 
 from wildchat_dag import settings
 from wildchat_dag.assets import geo, ingest, language, linking, moderation
@@ -12,10 +12,22 @@ from wildchat_dag.assets.anonymization import build_anonymization_assets
 from wildchat_dag.assets.moderation import build_toxicity_assets
 from wildchat_dag.assets.pii_detection import build_detection_assets
 from wildchat_dag.assets.release import build_release_assets
+from wildchat_dag.assets.table_checks import build_table_checks
+from wildchat_dag.automation import (
+    follow_upstream_sensor,
+    new_log_days_sensor,
+    nightly_schedule,
+    with_automation,
+)
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.core.redaction_rules import load_rules
 from wildchat_dag.core.release import ReleasePolicy
-from wildchat_dag.partitions import collection_days
+from wildchat_dag.jobs import (
+    redaction_refresh_job,
+    wildchat_daily_job,
+    wildchat_nightly_job,
+    wildchat_release_job,
+)
 from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
 from wildchat_dag.resources.enrichment import FastTextLanguageId, GeoIpDatabase
 from wildchat_dag.resources.log_store import RequestLogStore
@@ -28,6 +40,7 @@ from wildchat_dag.resources.moderation import (
 from wildchat_dag.resources.privacy import IpHasher, PresidioDetector
 from wildchat_dag.resources.release import ReleaseFolder
 from wildchat_dag.resources.warehouse import Warehouse
+from wildchat_dag.scale_out import celery_daily_job
 
 
 def build_assets(rules_path: Path | None = None) -> list:
@@ -53,7 +66,10 @@ def build_resources(
 ) -> dict:
     database = duckdb_path or settings.default_duckdb_path()
     return {
-        "log_store": RequestLogStore(root=log_root or settings.default_log_root()),
+        "log_store": RequestLogStore(
+            root=log_root or settings.default_log_root(),
+            settle_seconds=settings.log_settle_seconds(),
+        ),
         "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
         "warehouse": Warehouse(database=database),
         "language_id": FastTextLanguageId(),
@@ -84,26 +100,18 @@ def openai_moderation_resource() -> OpenAIModerationResource:
     )
 
 
-wildchat_daily_job = define_asset_job(
-    "wildchat_daily",
-    selection=AssetSelection.all(),
-    partitions_def=collection_days,
-    description="Every step of the pipeline for one collection day.",
-)
-
-redaction_refresh_job = define_asset_job(
-    "redaction_refresh",
-    selection=AssetSelection.assets("redaction_rules").downstream(),
-    partitions_def=collection_days,
-    description=(
-        "After a redaction rule changed: re-count the PII frequencies and re-apply the rules to "
-        "a day, with everything downstream, re-using the stored detections."
-    ),
-)
-
-all_assets = build_assets()
+all_assets = with_automation(build_assets())
 defs = Definitions(
     assets=all_assets,
-    jobs=[wildchat_daily_job, redaction_refresh_job],
+    asset_checks=build_table_checks(all_assets),
+    jobs=[
+        wildchat_daily_job,
+        wildchat_nightly_job,
+        wildchat_release_job,
+        redaction_refresh_job,
+        celery_daily_job,
+    ],
+    schedules=[nightly_schedule],
+    sensors=[new_log_days_sensor, follow_upstream_sensor],
     resources=build_resources(),
 )

@@ -103,3 +103,39 @@ def ip_salt_source() -> str:
             f"are only comparable between runs that use it; set {SALT_ENV_VAR} for real data."
         )
     return note
+
+
+def automation_on_by_default() -> bool:
+    """Whether the nightly schedule and the new-logs sensor start running as soon as a daemon
+    loads the code. On in production; off in demo mode, whose sample days are long past
+    (a toggle in the UI, or ``dagster schedule start``, turns them on). ``WILDCHAT_AUTOMATION``
+    (``on``/``off``) decides either way."""
+    default = "off" if demo_mode() else "on"
+    value = os.environ.get("WILDCHAT_AUTOMATION", default)
+    if value not in ("on", "off"):
+        raise ValueError("WILDCHAT_AUTOMATION must be 'on' or 'off'")
+    return value == "on"
+
+
+def nightly_cron() -> str:
+    """When the nightly run starts (UTC): 02:00 by default, once late log lines have landed."""
+    return os.environ.get("WILDCHAT_NIGHTLY_CRON", "0 2 * * *")
+
+
+def log_scan_interval_seconds() -> int:
+    return int(os.environ.get("WILDCHAT_LOG_SCAN_INTERVAL_SECONDS", "60"))
+
+
+def log_settle_seconds() -> float:
+    """How long a day folder's files must have been left unchanged before the sensor launches
+    the day: the service may still be writing to them."""
+    return float(os.environ.get("WILDCHAT_LOG_SETTLE_SECONDS", "120"))
+
+
+def quarantine_warn_rate() -> float:
+    """Share of a day's log lines quarantined above which the quarantine_rate_below_threshold
+    check warns (1% by default). Read when the check runs, so a change needs no reload."""
+    value = float(os.environ.get("WILDCHAT_QUARANTINE_WARN_RATE", "0.01"))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("WILDCHAT_QUARANTINE_WARN_RATE must be between 0 and 1")
+    return value

@@ -10,6 +10,7 @@ import polars as pl
 from dagster import AssetKey, DagsterInstance, Definitions
 
 from wildchat_dag.assets.checks import RAW_IP_CHECK
+from wildchat_dag.assets.table_checks import build_table_checks
 from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
 from wildchat_dag.definitions import build_assets, build_resources, wildchat_daily_job
 from wildchat_dag.resources.release import ReleaseFolder
@@ -56,6 +57,7 @@ class Pipeline:
         instance: DagsterInstance | None = None,
         geoip_path: Path | None = None,
         resources: dict | None = None,
+        table_checks: bool = False,
     ) -> None:
         self.log_root = log_root
         self.database = database
@@ -71,8 +73,11 @@ class Pipeline:
         self.resources["release_folder"] = ReleaseFolder(root=str(self.releases))
         # Replacements for the embedded defaults (the moderation APIs, mostly).
         self.resources.update(resources or {})
+        assets = build_assets(rules_path)
         self.defs = Definitions(
-            assets=build_assets(rules_path),
+            assets=assets,
+            # The checks on every table (schema, conservation, PII, quarantine), when asked for.
+            asset_checks=build_table_checks(assets, self.rules) if table_checks else None,
             jobs=[wildchat_daily_job],
             resources=self.resources,
         )
@@ -135,6 +140,14 @@ class Pipeline:
         self.detect(*partitions)
         self.count_frequencies()
         self.anonymize(*partitions)
+
+    def through_release(self, *partitions: str) -> None:
+        """Every stage, in the demo's order, through the statistics and both exports."""
+        self.all_steps(*partitions)
+        self.locate(*partitions)
+        self.identify_languages(*partitions)
+        self.moderate(*partitions)
+        self.release(*partitions)
 
     def table(self, name: str) -> pl.DataFrame:
         con = duckdb.connect(str(self.database), read_only=True)

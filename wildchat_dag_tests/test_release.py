@@ -71,11 +71,7 @@ def released(tmp_path_factory) -> Iterator[Pipeline]:
             },
         )
         days = partitions_of(log_root)
-        p.all_steps(*days)
-        p.locate(*days)
-        p.identify_languages(*days)
-        p.moderate(*days)
-        p.release(*days)
+        p.through_release(*days)
         yield p
 
 

@@ -1,9 +1,7 @@
 """The code location loads in a real Dagster webserver, and the UI's GraphQL API sees it."""
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,30 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH
+from wildchat_dag_tests.deployment import free_port, graphql
 
 REPO = Path(__file__).resolve().parents[1]
 WEBSERVER = str(Path(sys.executable).with_name("dagster-webserver"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise AssertionError(f"GraphQL {error.code}: {error.read()[:2000]!r}") from error
-    assert "errors" not in body, body["errors"]
-    return body["data"]
 
 
 def dagster_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ from dagster import (
 
 from wildchat_dag.assets.checks import raw_ip_check, raw_ip_check_spec
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
+from wildchat_dag.assets.pools import WAREHOUSE_TABLES_POOL
 from wildchat_dag.core.anonymization import anonymize_day
 from wildchat_dag.core.checks import client_ips_among
 from wildchat_dag.core.pii_frequency import (
@@ -90,6 +91,7 @@ def build_anonymization_assets(
         deps=[redaction_rules, AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")],
         group_name="privacy",
         code_version=f"pii-frequency-v1-{rules_version}",
+        pool=WAREHOUSE_TABLES_POOL,
         description=(
             "For each PII value (normalized: phone and card numbers to digits, others to lower "
             "case), the number of distinct conversations in which it qualifies for redaction, "

@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, mult
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.core.ingest import ingest_day
 from wildchat_dag.core.log_contract import SCHEMA_VERSION
+from wildchat_dag.core.log_folders import LOG_FINGERPRINT, folder_fingerprint
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.log_store import RequestLogStore
 
@@ -40,6 +41,8 @@ from wildchat_dag.resources.log_store import RequestLogStore
 )
 def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> Iterator[Output]:
     day = partition_date(context.partition_key)
+    # Taken before reading: a file that changes meanwhile makes the sensor launch the day again.
+    fingerprint = folder_fingerprint(log_store.folder(day))
     started = time.perf_counter()
     result = ingest_day(log_store.folder(day), day, max_line_bytes=log_store.max_line_bytes)
     seconds = time.perf_counter() - started
@@ -63,6 +66,7 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
             "files": MetadataValue.json(result.files),
             "invalid_client_ips": result.invalid_ips,
             "log_folder": MetadataValue.path(str(log_store.folder(day))),
+            LOG_FINGERPRINT: fingerprint,
             "lines_per_second": round(result.lines_read / seconds) if seconds else 0,
         },
     )

@@ -24,6 +24,7 @@ from dagster import (
 )
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
+from wildchat_dag.assets.pools import DETOXIFY_POOL, OPENAI_POOL
 from wildchat_dag.core.moderation import (
     DayScores,
     ResultCache,
@@ -79,6 +80,7 @@ def score_partition(
     metadata=STORAGE,
     group_name=GROUP,
     code_version="openai-moderation-v1",
+    pool=OPENAI_POOL,
     description=(
         "OpenAI Moderation of every utterance, user and assistant, in WildChat's shape: "
         "flagged, categories and category_scores (each category under the API's name, "
@@ -118,6 +120,7 @@ def openai_moderation(
     metadata=STORAGE,
     group_name=GROUP,
     code_version="detoxify-moderation-v1",
+    pool=DETOXIFY_POOL,
     description=(
         "Detoxify scores of every utterance, user and assistant: WildChat's seven fields "
         "(toxicity, severe_toxicity, obscene, threat, insult, identity_attack, "

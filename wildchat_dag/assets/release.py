@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
+from wildchat_dag.assets.pools import WAREHOUSE_TABLES_POOL
 from wildchat_dag.core.markdown import share_markdown
 from wildchat_dag.core.release import ReleasePolicy, release_records
 from wildchat_dag.core.release_card import dataset_card, release_facts
@@ -104,6 +105,7 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
         deps=[AssetDep(release_records_of_day)],
         group_name=GROUP,
         code_version=f"release-statistics-v1-threshold-{threshold:g}",
+        pool=WAREHOUSE_TABLES_POOL,
         description=(
             "The WildChat paper's tables on each release (public, full): conversations, users "
             "(distinct hashed_ip), mean turns, user and chatbot tokens (mean and standard "
@@ -155,6 +157,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
         deps=["release_records", "release_statistics"],
         group_name=GROUP,
         code_version=f"export-v1-{policy.version}",
+        pool=WAREHOUSE_TABLES_POOL,
         description=(
             f"The {release} release as Hugging Face publishes datasets: "
             "data/train-NNNNN-of-NNNNN.parquet in WildChat-1M's exact schema and a README.md "

@@ -25,12 +25,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 import polars as pl
 
 from wildchat_dag.core.moderation import ScoredText, ScoringReport, merge_openai_results
+
+if TYPE_CHECKING:
+    import openai
 
 DEFAULT_MODEL = "omni-moderation-latest"
 _KEPT = ("flagged", "categories", "category_scores")
@@ -121,6 +123,9 @@ def split_in_half(text: str) -> tuple[str, str]:
 
 def _classify(exc: Exception) -> Exception:
     """The client's error as: refused input, retryable fault, or a failure to stop on."""
+    # Imported here: the client's types take a second to import, in every step process.
+    import openai
+
     if isinstance(exc, openai.BadRequestError):
         return _Refused(_api_message(exc))
     if isinstance(exc, openai.RateLimitError):

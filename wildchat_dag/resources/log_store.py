@@ -7,6 +7,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES, day_folder
+from wildchat_dag.core.log_folders import day_fingerprints
 
 
 class RequestLogStore(ConfigurableResource):
@@ -17,6 +18,15 @@ class RequestLogStore(ConfigurableResource):
         default=DEFAULT_MAX_LINE_BYTES,
         description="Lines larger than this are quarantined as line_too_large, unparsed.",
     )
+    settle_seconds: float = Field(
+        default=120.0,
+        description="The new-logs sensor launches a day only once its files have been left "
+        "unchanged this long: the service may still be writing to them.",
+    )
 
     def folder(self, day: date) -> Path:
         return day_folder(self.root, day)
+
+    def day_fingerprints(self) -> dict[str, str]:
+        """``{day: fingerprint}`` of the settled day folders (see core/log_folders.py)."""
+        return day_fingerprints(self.root, self.settle_seconds)
