@@ -39,12 +39,7 @@ from dagster import (
 )
 
 from wildchat_dag import settings
-from wildchat_dag.core.log_folders import (
-    LOG_FINGERPRINT,
-    NO_LOGS,
-    changed_days,
-    day_fingerprints,
-)
+from wildchat_dag.core.log_folders import LOG_FINGERPRINT, changed_days, folder_fingerprint
 from wildchat_dag.jobs import wildchat_nightly_job
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.log_store import RequestLogStore
@@ -200,7 +195,7 @@ def nightly_schedule(
     if not collection_days.has_partition_key(day):
         return SkipReason(f"{day} is before the first collection day, {collection_days.start}")
     # Yesterday's files count however recently they changed: this is the run that reads them.
-    fingerprint = day_fingerprints(log_store.root).get(day, NO_LOGS)
+    fingerprint = folder_fingerprint(log_store.folder(partition_date(day)))
     if already_launched(context.instance, day, fingerprint):
         return SkipReason(f"{day} was already launched from the same log files")
     return RunRequest(
@@ -229,7 +224,7 @@ def new_log_days_sensor(context: SensorEvaluationContext, log_store: RequestLogS
     for day in changed_days(seen, now):
         fingerprint = now[day]
         if not collection_days.has_partition_key(day):
-            if partition_date(day) < partition_date(collection_days.start.strftime("%Y-%m-%d")):
+            if partition_date(day) < settings.partitions_start_date():
                 handled[day] = fingerprint
                 context.log.warning(f"{day} is before the first collection day: not launched")
             else:

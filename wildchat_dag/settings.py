@@ -106,9 +106,10 @@ def ip_salt_source() -> str:
 
 
 def automation_on_by_default() -> bool:
-    """Whether the nightly schedule and the new-logs sensor start running as soon as a daemon
-    loads the code. On in production; off in demo mode, whose sample days are long past
-    (a toggle in the UI, or ``dagster schedule start``, turns them on). ``WILDCHAT_AUTOMATION``
+    """Whether the nightly schedule, the new-logs sensor and the automation-condition sensor
+    start running as soon as a daemon loads the code. On in production; off in demo mode,
+    whose sample days are long past (a toggle in the UI, or ``dagster schedule start``, turns
+    them on). ``WILDCHAT_AUTOMATION``
     (``on``/``off``) decides either way."""
     default = "off" if demo_mode() else "on"
     value = os.environ.get("WILDCHAT_AUTOMATION", default)

@@ -46,12 +46,12 @@ def day_fingerprints(
     return found
 
 
+NO_LOGS = "no-logs"
+
+
 def folder_fingerprint(folder: Path) -> str:
     """The fingerprint of one day folder as it is now ("no-logs" when there is none)."""
     return _fingerprint(_file_stats(folder)) if folder.is_dir() else NO_LOGS
-
-
-NO_LOGS = "no-logs"
 
 
 def _file_stats(folder: Path) -> list[tuple[str, os.stat_result]]:
