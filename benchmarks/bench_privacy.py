@@ -142,7 +142,7 @@ def run_phase(work: Path, phase: str, workers: int) -> dict:
     rules = load_rules()
     started = time.perf_counter()
     if phase == "baseline":
-        engine, languages = build_full_engine(), LanguageIdentifier()
+        engine, languages = build_full_engine(rules=rules), LanguageIdentifier()
     else:
         detector = PiiDetector(rules, DetectorSettings(workers=workers))
         _ = detector.pattern_engine, detector.ner_engine("en"), detector.languages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -163,6 +164,28 @@ class Pipeline:
 
 def partitions_of(log_root: Path) -> list[str]:
     return sorted(p.name for p in log_root.iterdir() if p.is_dir())
+
+
+def write_day_with_an_email(log_root: Path, day: date, email: str) -> None:
+    """One generated day with PII (20 conversations), plus a hand-made conversation giving
+    ``email`` with a cue, which the rules redact."""
+    from wildchat_dag.loggen.generator import FeatureRates, generate_logs
+    from wildchat_dag_tests.conftest import RequestFactory
+
+    generate_logs(
+        log_root,
+        start_date=day,
+        days=1,
+        conversations_per_day=20,
+        seed=5,
+        rates=FeatureRates(pii=0.3),
+    )
+    factory = RequestFactory()
+    factory.next_id = 10_000_000
+    mail = factory.first(
+        f"Please send the invoice. You can reach me at {email} anytime.", "Sure.", f"{day}T08:00"
+    )
+    write_json_lines(log_root / day.isoformat(), [mail])
 
 
 def write_json_lines(folder: Path, requests: list[dict]) -> None:

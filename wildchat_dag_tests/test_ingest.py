@@ -94,6 +94,11 @@ MALFORMED = [
     (good(24, timestamp="2024-03-02T00:00:00Z"), "timestamp_outside_day", None),
     (good(100), "duplicate_turn_id", None),
     (good(25, ip=12), "invalid_field", "ip"),
+    # Headers of the wrong JSON type, one carrying an IP: quarantined, not a failed day.
+    (good(26, headers="203.0.113.9 Mozilla/5.0"), "invalid_field", "headers"),
+    (good(27, headers=["203.0.113.9"]), "invalid_field", "headers"),
+    (good(28, headers=7), "invalid_field", "headers"),
+    (good(29, headers=True), "invalid_field", "headers"),
 ]
 
 
@@ -129,7 +134,10 @@ def test_every_malformed_kind_is_quarantined_with_its_reason(tmp_path):
         if detail is not None and reason not in ("timestamp_outside_day",):
             assert got[line_number][1] == detail, (line_number, got[line_number])
     assert len(got) == len(expected)
-    assert "first seen at 2024-03-01/requests-00.jsonl:1" in got[len(MALFORMED) + 1][1]
+    duplicate = next(
+        i for i, (_, reason, _) in enumerate(MALFORMED) if reason == "duplicate_turn_id"
+    )
+    assert "first seen at 2024-03-01/requests-00.jsonl:1" in got[duplicate + 3][1]
     excerpts = result.quarantine["raw_excerpt"].str.len_chars()
     assert excerpts.max() <= 300
     assert set(result.quarantine["source_file"]) == {"2024-03-01/requests-00.jsonl"}

@@ -41,7 +41,6 @@ from wildchat_dag.core.table_checks import (
     values_left,
 )
 from wildchat_dag.definitions import build_assets
-from wildchat_dag.loggen.generator import FeatureRates, generate_logs
 from wildchat_dag.resources.warehouse import Warehouse
 from wildchat_dag_tests.conftest import TEST_SALT, RequestFactory
 from wildchat_dag_tests.pipeline import (
@@ -50,13 +49,21 @@ from wildchat_dag_tests.pipeline import (
     Pipeline,
     check_results,
     partitions_of,
+    write_day_with_an_email,
     write_json_lines,
 )
 
 DAY = date(2024, 6, 3)
 EMAIL = "maria.lopez77@gmail.com"
 EMAIL_PLACEHOLDER = "<PRESIDIO_ANONYMIZED_EMAIL_ADDRESS>"
-MY_CHECKS = {SCHEMA_CHECK, CONSERVATION_CHECK, PII_CHECK, QUARANTINE_CHECK, "no_raw_ip_addresses"}
+MY_CHECKS = {
+    SCHEMA_CHECK,
+    CONSERVATION_CHECK,
+    PII_CHECK,
+    QUARANTINE_CHECK,
+    "no_raw_ip_addresses",
+    "no_raw_values_in_instance",
+}
 
 
 # -- a real run over generated logs ----------------------------------------------------------------
@@ -68,20 +75,7 @@ def checked(tmp_path_factory) -> Iterator[Pipeline]:
     a cue, through every step with the table checks on."""
     tmp = tmp_path_factory.mktemp("table_checks")
     log_root = tmp / "logs"
-    generate_logs(
-        log_root,
-        start_date=DAY,
-        days=1,
-        conversations_per_day=20,
-        seed=5,
-        rates=FeatureRates(pii=0.3),
-    )
-    factory = RequestFactory()
-    factory.next_id = 10_000_000
-    mail = factory.first(
-        f"Please send the invoice. You can reach me at {EMAIL} anytime.", "Sure.", f"{DAY}T08:00"
-    )
-    write_json_lines(log_root / DAY.isoformat(), [mail])
+    write_day_with_an_email(log_root, DAY, EMAIL)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WILDCHAT_IP_SALT", TEST_SALT)
         env.delenv("WILDCHAT_MODE", raising=False)
@@ -147,6 +141,7 @@ def test_every_check_runs_and_passes_on_a_clean_run(checked):
         ("release_records", CONSERVATION_CHECK),
         ("release_records", PII_CHECK),
         ("release_records", "no_raw_ip_addresses"),
+        ("release_records", "no_raw_values_in_instance"),
     }
     ran = [e for e in evaluations(checked) if AssetCheckKey(e.asset_key, e.check_name) in mine]
     assert {AssetCheckKey(e.asset_key, e.check_name) for e in ran} == mine

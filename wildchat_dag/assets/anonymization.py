@@ -31,6 +31,7 @@ from dagster import (
 from wildchat_dag.assets.checks import raw_ip_check, raw_ip_check_spec
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.assets.pools import WAREHOUSE_TABLES_POOL
+from wildchat_dag.assets.text_exit import text_exit
 from wildchat_dag.core.anonymization import anonymize_day
 from wildchat_dag.core.checks import client_ips_among
 from wildchat_dag.core.pii_frequency import (
@@ -80,6 +81,7 @@ def build_anonymization_assets(
                 "an edit (and an observation) everything that applies it shows as stale."
             ),
         )
+        @text_exit
         def redaction_rules() -> ObserveResult:
             current = load_rules(rules_path)
             return ObserveResult(
@@ -100,6 +102,7 @@ def build_anonymization_assets(
             "Holds raw PII values."
         ),
     )
+    @text_exit
     def pii_entity_frequency(warehouse: Warehouse) -> MaterializeResult:
         started = time.perf_counter()
         store = FrequencyStore(warehouse.connect)
@@ -152,6 +155,7 @@ def build_anonymization_assets(
             "finish is withheld. First table outside the raw layer."
         ),
     )
+    @text_exit
     def anonymized_conversations(
         context: AssetExecutionContext,
         ip_hasher: IpHasher,

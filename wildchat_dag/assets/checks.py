@@ -6,7 +6,8 @@ from datetime import datetime
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
-from wildchat_dag.core.checks import raw_ips_outside_raw_layer
+from wildchat_dag.core.checks import scan_raw_ips
+from wildchat_dag.partitions import LOOKAHEAD_DAYS
 from wildchat_dag.resources.warehouse import Warehouse
 
 RAW_IP_CHECK = "no_raw_ip_addresses"
@@ -20,14 +21,17 @@ def raw_ip_check_spec(asset: str, why: str) -> AssetCheckSpec:
         blocking=True,
         description=(
             "No table outside the raw layer (for this day, and unpartitioned ones whole) "
-            f"writes out a client IP address of the raw logs, in any column or notation. {why} "
+            "writes out a client IP address of the raw logs, in any text column (nested ones "
+            "too) or notation: the day's clients in every notation, integers included; any "
+            f"other day's client wherever something IP-shaped is written. {why} "
             "Blocking: a failure stops everything downstream of this run."
         ),
     )
 
 
 def raw_ip_check(warehouse: Warehouse, day: datetime, asset: str) -> AssetCheckResult:
-    findings = raw_ips_outside_raw_layer(warehouse.query, day)
+    scan = scan_raw_ips(warehouse.query, day, lookahead_days=LOOKAHEAD_DAYS)
+    findings, stats = scan.findings, scan.stats
     return AssetCheckResult(
         check_name=RAW_IP_CHECK,
         asset_key=asset,
@@ -43,5 +47,7 @@ def raw_ip_check(warehouse: Warehouse, day: datetime, asset: str) -> AssetCheckR
                     for t, f in findings.items()
                 }
             ),
+            "tables_searched": MetadataValue.json(stats["tables_searched"]),
+            **{k: v for k, v in stats.items() if k != "tables_searched"},
         },
     )

@@ -14,6 +14,7 @@ from dagster import (
 
 from wildchat_dag.assets.checks import raw_ip_check, raw_ip_check_spec
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
+from wildchat_dag.assets.text_exit import log_warning, text_exit
 from wildchat_dag.core.geo import locate_day
 from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.core.utterances import counts_of
@@ -55,6 +56,7 @@ from wildchat_dag.resources.warehouse import Warehouse
         )
     ],
 )
+@text_exit
 def locate_turns(
     context: AssetExecutionContext,
     geoip: GeoIpDatabase,
@@ -64,16 +66,17 @@ def locate_turns(
     day = partition_date(context.partition_key)
     snapshots = geoip.snapshots()
     if snapshots.warning:
-        context.log.warning(snapshots.warning)
+        log_warning(context, snapshots.warning)
     result = locate_day(day, linked_conversations, snapshots, geoip.subdivision)
     stats = result.stats
     by_status = stats.pop("by_status")
     countries = stats.pop("countries")
     by_snapshot = stats.pop("turns_by_snapshot")
     if stats["ipv6_turns_in_ipv4_only_database"]:
-        context.log.warning(
+        log_warning(
+            context,
             f"{stats['ipv6_turns_in_ipv4_only_database']} IPv6 turn(s) could not be located: "
-            "the GeoIP database is IPv4-only."
+            "the GeoIP database is IPv4-only.",
         )
     common = {
         **stats,
@@ -96,7 +99,18 @@ def locate_turns(
             "by_status": counts_table(by_status, key="geo_status", value="turns"),
             **{f"status/{name}": n for name, n in by_status.items()},
             "countries": share_table(countries, key="country"),
-            "preview": preview(result.utterances.drop("partition_day")),
+            # This step reads raw IPs: its preview names the columns it shows (no address).
+            "preview": preview(
+                result.utterances.select(
+                    "conversation_id",
+                    "utterance_index",
+                    "turn_identifier",
+                    "country",
+                    "state",
+                    "geo_status",
+                    "geoip_snapshot",
+                )
+            ),
         },
     )
     conversations = result.conversations
@@ -106,7 +120,11 @@ def locate_turns(
         metadata={
             **common,
             "countries": share_table(counts_of(conversations["country"]), key="country"),
-            "preview": preview(conversations.drop("partition_day")),
+            "preview": preview(
+                conversations.select(
+                    "conversation_id", "country", "state", "user_turns", "located_turns"
+                )
+            ),
         },
     )
     # Both tables are written by now, so the check sees what this step wrote.

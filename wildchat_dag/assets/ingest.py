@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, multi_asset
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
+from wildchat_dag.assets.text_exit import text_exit
 from wildchat_dag.core.ingest import ingest_day
 from wildchat_dag.core.log_contract import SCHEMA_VERSION
 from wildchat_dag.core.log_folders import LOG_FINGERPRINT, folder_fingerprint
@@ -39,6 +40,7 @@ from wildchat_dag.resources.log_store import RequestLogStore
     partitions_def=collection_days,
     code_version=f"ingest-v1-contract-v{SCHEMA_VERSION}",
 )
+@text_exit
 def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> Iterator[Output]:
     day = partition_date(context.partition_key)
     # Taken before reading: a file that changes meanwhile makes the sensor launch the day again.
@@ -49,8 +51,8 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
     quarantined = result.quarantine.height
     if result.lines_read != result.requests.height + quarantined:
         raise RuntimeError(
-            f"{day}: {result.lines_read} lines read but {result.requests.height} kept and "
-            f"{quarantined} quarantined"
+            f"{day}: {result.lines_read:,} lines read but {result.requests.height:,} kept and "
+            f"{quarantined:,} quarantined"
         )
     common = {
         "lines_read": result.lines_read,
@@ -80,10 +82,10 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
             else 0.0,
             "by_reason": counts_table(result.quarantined_by_reason),
             **{f"reason/{k}": v for k, v in result.quarantined_by_reason.items()},
+            # Where each line is and why: its excerpt stays in the table (raw layer).
             "preview": preview(
-                result.quarantine.select(
-                    "source_file", "line_number", "reason", "detail", "raw_excerpt"
-                )
+                result.quarantine.select("source_file", "line_number", "reason", "detail"),
+                raw_layer=True,
             ),
         },
     )

@@ -6,6 +6,7 @@ import polars as pl
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, multi_asset
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
+from wildchat_dag.assets.text_exit import text_exit
 from wildchat_dag.core.language import identify_day
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.enrichment import FastTextLanguageId
@@ -36,6 +37,7 @@ from wildchat_dag.resources.enrichment import FastTextLanguageId
     partitions_def=collection_days,
     code_version="language-v1",
 )
+@text_exit
 def identify_languages(
     context: AssetExecutionContext,
     language_id: FastTextLanguageId,

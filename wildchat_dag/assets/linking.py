@@ -19,6 +19,7 @@ from dagster import (
 )
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
+from wildchat_dag.assets.text_exit import log_warning, text_exit
 from wildchat_dag.core.checks import PLACEMENT_SQL
 from wildchat_dag.core.linking import link_window, window_days
 from wildchat_dag.core.schema import partition_day_value
@@ -88,6 +89,7 @@ def _window_status(context: AssetExecutionContext, day: date) -> tuple[list[str]
     partitions_def=collection_days,
     code_version=f"linking-v1-lookahead-{LOOKAHEAD_DAYS}",
 )
+@text_exit
 def link_turns(
     context: AssetExecutionContext,
     log_store: RequestLogStore,
@@ -105,10 +107,11 @@ def link_turns(
             "be taken for orphans. Materialize those partitions first."
         )
     if missing_lookahead:
-        context.log.warning(
+        log_warning(
+            context,
             f"raw_requests not yet materialized for {', '.join(missing_lookahead)}: "
             f"conversations of {day} that continue then are cut short until this partition "
-            "is re-materialized."
+            "is re-materialized.",
         )
     started = time.perf_counter()
     result = link_window(raw_requests, day, lookahead_days=LOOKAHEAD_DAYS)
@@ -135,14 +138,18 @@ def link_turns(
                 },
                 key="turns",
             ),
+            # Raw layer: ids, counts and times only. Content is previewed once redacted
+            # (anonymized_conversations).
             "preview": preview(
                 conversations.select(
                     "conversation_id",
-                    "model",
                     "turn",
+                    "inherited_turns",
+                    "branch_of_turn_id",
+                    "own_turn_ids",
                     "first_turn_timestamp",
-                    first_message=pl.col("conversation").list.first().struct.field("content"),
-                )
+                ),
+                raw_layer=True,
             ),
         },
     )
@@ -155,7 +162,10 @@ def link_turns(
             "by_reason": counts_table(
                 dict(orphans.group_by("reason").len().iter_rows()) if orphans.height else {}
             ),
-            "preview": preview(orphans.select("turn_id", "reason", "timestamp", "model")),
+            "preview": preview(
+                orphans.select("turn_id", "reason", "chain_root_turn_id", "timestamp"),
+                raw_layer=True,
+            ),
         },
     )
     # Both tables are written by now, so placement can be counted across all partitions.

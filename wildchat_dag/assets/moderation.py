@@ -25,6 +25,7 @@ from dagster import (
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
 from wildchat_dag.assets.pools import DETOXIFY_POOL, OPENAI_POOL
+from wildchat_dag.assets.text_exit import log_warning, text_exit
 from wildchat_dag.core.moderation import (
     DayScores,
     ResultCache,
@@ -66,9 +67,10 @@ def score_partition(
     linked_conversations: pl.DataFrame,
 ) -> tuple[DayScores, ResultCache]:
     if isinstance(scorer, Unconfigured):
-        context.log.warning(
+        log_warning(
+            context,
             f"{scorer.name} moderation did not run for {context.partition_key}: {scorer.reason}. "
-            "Its scores are null, and the toxic flags record that it did not contribute."
+            "Its scores are null, and the toxic flags record that it did not contribute.",
         )
     cache = ResultCache(warehouse.connect)
     day = partition_date(context.partition_key)
@@ -91,6 +93,7 @@ def score_partition(
         "are cached by sha256 of the text and model: re-runs are not billed twice."
     ),
 )
+@text_exit
 def openai_moderation(
     context: AssetExecutionContext,
     openai: OpenAIModerationResource,
@@ -130,6 +133,7 @@ def openai_moderation(
         "Cached by sha256 of the text and the model."
     ),
 )
+@text_exit
 def detoxify_moderation(
     context: AssetExecutionContext,
     detoxify: DetoxifyResource,
@@ -197,6 +201,7 @@ def build_toxicity_assets(threshold: float) -> list:
             )
         ],
     )
+    @text_exit
     def flag_toxic(
         context: AssetExecutionContext,
         linked_conversations: pl.DataFrame,

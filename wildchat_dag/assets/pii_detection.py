@@ -13,6 +13,7 @@ from dagster import (
 )
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
+from wildchat_dag.assets.text_exit import log_warning, text_exit
 from wildchat_dag.core.pii_detection import (
     detection_tables,
     detection_version,
@@ -55,6 +56,7 @@ def build_detection_assets(rules: RedactionRules) -> list[AssetsDefinition]:
         partitions_def=collection_days,
         code_version=f"pii-detection-{version[:16]}",
     )
+    @text_exit
     def detect_pii(
         context: AssetExecutionContext,
         pii_detector: PresidioDetector,
@@ -67,10 +69,11 @@ def build_detection_assets(rules: RedactionRules) -> list[AssetsDefinition]:
         candidates, scanned = detection_tables(result, day, version)
         stats = result.stats
         if stats["languages_without_ner_model"]:
-            context.log.warning(
+            log_warning(
+                context,
                 "No spaCy model installed for language(s) "
                 f"{', '.join(stats['languages_without_ner_model'])} (configured: "
-                f"{dict(pii_detector.spacy_models)}): their texts got pattern recognizers only."
+                f"{dict(pii_detector.spacy_models)}): their texts got pattern recognizers only.",
             )
         incomplete = scanned.filter(pl.col("scan_status").is_in(["time_limit", "regex_timeout"]))
         common = {
@@ -118,7 +121,8 @@ def build_detection_assets(rules: RedactionRules) -> list[AssetsDefinition]:
                         "characters",
                         "scan_status",
                         "scan_detail",
-                    )
+                    ),
+                    raw_layer=True,
                 ),
             },
         )

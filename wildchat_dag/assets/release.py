@@ -18,6 +18,13 @@ from dagster import (
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.assets.pools import WAREHOUSE_TABLES_POOL
+from wildchat_dag.assets.release_gate import (
+    GATE_DESCRIPTION,
+    enforce_release_gate,
+    gate_metadata,
+    partition_key_of,
+)
+from wildchat_dag.assets.text_exit import text_exit
 from wildchat_dag.core.markdown import share_markdown
 from wildchat_dag.core.release import ReleasePolicy, release_records
 from wildchat_dag.core.release_card import dataset_card, release_facts
@@ -51,6 +58,7 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
             "toxicity_unknown)."
         ),
     )
+    @text_exit
     def release_records_of_day(
         context: AssetExecutionContext,
         anonymized_conversations: pl.DataFrame,
@@ -112,14 +120,21 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
             "deviation; word-and-punctuation tokens), languages; the shares of languages (of "
             "user turns), countries and models (of conversations); the share of user and "
             "chatbot turns flagged by Detoxify, OpenAI, either and both; the top flagged "
-            "categories. The release cards quote them."
+            "categories. The release cards quote them." + GATE_DESCRIPTION
         ),
     )
+    @text_exit
     def release_statistics_table(context: AssetExecutionContext, warehouse: Warehouse) -> Output:
+        days = warehouse.query("SELECT DISTINCT partition_day FROM main.release_records")
+        decision = enforce_release_gate(
+            context,
+            [partition_key_of(d) for d in days["partition_day"].to_list()],
+            "the release statistics",
+        )
         frame = pl.concat(
             [release_statistics(warehouse.query, release, threshold) for release in RELEASES]
         )
-        metadata: dict = {}
+        metadata: dict = gate_metadata(decision)
         for release in RELEASES:
             summary = section(frame, release, "summary")
             metadata[f"{release}/table_1"] = counts_table(
@@ -163,9 +178,10 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             "data/train-NNNNN-of-NNNNN.parquet in WildChat-1M's exact schema and a README.md "
             "dataset card (features, counts, licence, statistics, the scorers that ran, the "
             "redaction rules' hash, GeoLite2 snapshots, the language model, the days). Written "
-            "a day at a time, beside the previous release, and swapped in whole."
+            "a day at a time, beside the previous release, and swapped in whole." + GATE_DESCRIPTION
         ),
     )
+    @text_exit
     def export(
         context: AssetExecutionContext,
         warehouse: Warehouse,
@@ -179,6 +195,12 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             "FROM main.release_records GROUP BY 1 ORDER BY 1"
         )
         total = int(days["n"].sum() or 0)
+        # Before anything is written: every day read below passed its blocking checks.
+        decision = enforce_release_gate(
+            context,
+            [partition_key_of(d) for d in days["partition_day"].to_list()],
+            f"the {release} release",
+        )
 
         def day_tables() -> Iterator[pa.Table]:
             columns = ", ".join(f'"{c}"' for c in RELEASE_SCHEMA.names())
@@ -219,6 +241,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
                 "num_bytes": written.num_bytes,
                 "download_size": written.download_size,
                 "days": len(days),
+                **gate_metadata(decision),
                 "excluded": counts_table(facts.excluded),
                 "scored_by": counts_table(facts.scored_by, key="scorers"),
                 "redaction_rules_hashes": MetadataValue.json(facts.rules_hashes),

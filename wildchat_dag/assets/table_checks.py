@@ -36,7 +36,13 @@ from dagster import (
 
 from wildchat_dag import settings
 from wildchat_dag.assets.checks import RAW_IP_CHECK, raw_ip_check, raw_ip_check_spec
+from wildchat_dag.assets.instance_check import (
+    INSTANCE_CHECK,
+    INSTANCE_CHECK_DESCRIPTION,
+    instance_result,
+)
 from wildchat_dag.assets.metadata import counts_table
+from wildchat_dag.assets.text_exit import text_exit
 from wildchat_dag.core.checks import PLACEMENT_SQL
 from wildchat_dag.core.markdown import markdown_table
 from wildchat_dag.core.pii_frequency import FrequencyStore
@@ -117,7 +123,7 @@ def _partitioned(days: PartitionsDefinition | None, **kwargs):
     def decorate(fn) -> AssetChecksDefinition:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PreviewWarning)
-            return asset_check(partitions_def=days, **kwargs)(fn)
+            return asset_check(partitions_def=days, **kwargs)(text_exit(fn))
 
     return decorate
 
@@ -182,6 +188,7 @@ def _schema_checks(tables: list[str]) -> AssetChecksDefinition:
         ],
         can_subset=True,
     )
+    @text_exit
     def stored_table_schemas(
         context: AssetCheckExecutionContext, warehouse: Warehouse
     ) -> Iterator[AssetCheckResult]:
@@ -198,6 +205,7 @@ def _schema_check(table: str) -> AssetChecksDefinition:
         blocking=True,
         description=_schema_description(table, True),
     )
+    @text_exit
     def schema_matches(warehouse: Warehouse) -> AssetCheckResult:
         return _schema_result(warehouse, table)
 
@@ -331,6 +339,8 @@ def _release_checks(
         # The existing raw-IP rule (assets/checks.py), once more: its other runs come before
         # this table exists for the day.
         RAW_IP_CHECK: raw_ip_check_spec("release_records", why).description,
+        # Here, not a step of its own: each step is a process that loads the code location.
+        INSTANCE_CHECK: INSTANCE_CHECK_DESCRIPTION + _BLOCKING,
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)
@@ -346,6 +356,7 @@ def _release_checks(
         ]
 
     @multi_asset_check(name="release_records_checks", specs=specs, can_subset=True)
+    @text_exit
     def release_records_checks(
         context: AssetCheckExecutionContext, warehouse: Warehouse
     ) -> Iterator[AssetCheckResult]:
@@ -356,6 +367,9 @@ def _release_checks(
             yield _pii_result(context, warehouse, rules)
         if RAW_IP_CHECK in selected:
             yield raw_ip_check(warehouse, _day(context), "release_records")
+        # Last: it reads back what this run has recorded so far, the results above included.
+        if INSTANCE_CHECK in selected:
+            yield instance_result(context, warehouse, rules)
 
     return release_records_checks
 

@@ -38,6 +38,7 @@ from wildchat_dag.core.redaction import (
     Decision,
     apply_frequencies,
     conversation_counts,
+    placeholder_entity,
     qualify_candidates,
     redact_contents,
 )
@@ -88,7 +89,7 @@ def client_ip_spans(contents: pl.DataFrame, client_ips: set[str]) -> pl.DataFram
     if client_ips:
         hinted = contents.filter(pl.col("content").str.contains(IP_LITERAL_HINT))
         for sha, content in hinted.select("content_sha256", "content").iter_rows():
-            for start, end, address in find_ip_literals(content):
+            for start, end, address in find_ip_literals(content, client_ips):
                 if address in client_ips:
                     rows.append((sha, start, end, CLIENT_IP_ENTITY, 1.0))
     return pl.DataFrame(rows, schema=SPAN_SCHEMA, orient="row")
@@ -120,7 +121,11 @@ def redact(
     client_ips: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> RedactionResult:
     """``contents``: content_sha256, content and scan_status, one row per distinct text."""
-    spans = decided.filter(pl.col("decision") == Decision.REDACT).select(SPAN_SCHEMA.names())
+    spans = (
+        decided.filter(pl.col("decision") == Decision.REDACT)
+        .with_columns(entity_type=placeholder_entity(pl.col("entity_type"), pl.col("recognizer")))
+        .select(SPAN_SCHEMA.names())
+    )
     ip_spans = client_ip_spans(contents, client_ips if rules.redact_client_ips else set())
     redacted = redact_contents(
         contents.with_columns(withhold=pl.col("scan_status").is_in(ScanStatus.INCOMPLETE)),
@@ -243,8 +248,11 @@ def anonymize_day(
             how="left",
         )
     )
+    # An address written as a bare integer is only read as one when it is the integer of a
+    # client of these conversations: most 10-digit numbers are not addresses.
+    own_clients = set(utterances["ip"].drop_nulls().to_list())
     client_ips = (
-        client_ips_among(ip_literals_in(contents["content"])["ip"])
+        client_ips_among(ip_literals_in(contents["content"], own_clients)["ip"])
         if rules.redact_client_ips
         else set()
     )

@@ -180,9 +180,11 @@ _FIELDS_AS_JSON = (
 
 
 def _header(name: str) -> str:
-    # Header names are case-insensitive in HTTP; take the first match.
+    # Header names are case-insensitive in HTTP; take the first match. TRY_CAST: DuckDB may
+    # evaluate the cast for rows whose headers are not an object (the CASE around it does not
+    # stop it), and those rows are quarantined as invalid_field:headers instead.
     return (
-        "list_filter(map_entries(CAST(f.headers AS MAP(VARCHAR, JSON))), "
+        "list_filter(map_entries(TRY_CAST(f.headers AS MAP(VARCHAR, JSON))), "
         f"lambda e: lower(e.key) = '{name}')[1].value"
     )
 

@@ -31,13 +31,21 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from wildchat_dag.core.credentials import (
+    SECRET_ENTITY,
+    SECRET_GATE,
+    SECRETS_VERSION,
+    build_secret_recognizer,
+)
 from wildchat_dag.core.hashing import sha256_column
 from wildchat_dag.core.language import LanguageIdentifier
+from wildchat_dag.core.person_names import PERSON_NAMES_VERSION, build_cued_name_recognizer
 from wildchat_dag.core.redaction_rules import (
     MAX_CONTEXT_CHARS,
     NER_ENTITIES,
@@ -51,9 +59,15 @@ from wildchat_dag.core.schema import (
     PII_SCANNED_UTTERANCES_SCHEMA,
     partition_day_value,
 )
+from wildchat_dag.core.text_normalization import (
+    NORMALIZATION_VERSION,
+    NormalizedText,
+    needs_normalization,
+    normalize_for_detection,
+)
 
 # Bumped when this module changes what is found where; part of pii_candidates' code version.
-DETECTION_ALGORITHM = "gated-presidio-v2"
+DETECTION_ALGORITHM = "gated-presidio-v3-normalized"
 
 # Necessary conditions of Presidio's own recognizers, read off their patterns (Rust regex syntax;
 # ``\d`` is Unicode in both engines). An entity type missing here runs on every text.
@@ -66,6 +80,7 @@ RECOGNIZER_GATES: dict[str, str] = {
     "IBAN_CODE": r"[A-Za-z]{2}[0-9]{2}",
     "US_SSN": r"[0-9]{3}",
     "CRYPTO": r"[a-zA-Z0-9]{26}",
+    SECRET_ENTITY: SECRET_GATE,
 }
 
 # Presidio's own NER settings (presidio_analyzer/conf/default.yaml); without labels_to_ignore,
@@ -120,6 +135,10 @@ def detection_version(rules: RedactionRules) -> str:
             "algorithm": DETECTION_ALGORITHM,
             "recognizer_gates": RECOGNIZER_GATES,
             "phone_regions": PHONE_REGIONS,
+            "normalization": NORMALIZATION_VERSION,
+            "secrets": SECRETS_VERSION,
+            # The name lists decide detections too.
+            "person_names": [PERSON_NAMES_VERSION, _version("faker"), _version("wordfreq")],
             "rules": rules.detection_view(),
         }
     )
@@ -204,6 +223,7 @@ def build_pattern_engine():
     registry.load_predefined_recognizers(languages=["en"])
     registry.recognizers = [r for r in registry.recognizers if r.name != "SpacyRecognizer"]
     _use_phone_regions(registry)
+    registry.add_recognizer(build_secret_recognizer())
     engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
@@ -237,14 +257,19 @@ def build_ner_engine(language: str, model: str):
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
 
 
-def build_full_engine(model: str = DEFAULT_SPACY_MODELS["en"]):
+def build_full_engine(model: str = DEFAULT_SPACY_MODELS["en"], rules: RedactionRules | None = None):
     """Presidio as a user would first run it: every recognizer, spaCy's whole pipeline on every
-    text (the baseline). Same recognizers and phone regions as the pipeline's engines."""
+    text (the baseline). Same recognizers and phone regions as the pipeline's engines, and the
+    same recognizers of our own: secrets, and names after the PERSON rule's cues."""
     from presidio_analyzer import AnalyzerEngine
 
     configure_offline()
     engine = AnalyzerEngine(nlp_engine=_spacy_nlp_engine("en", model), supported_languages=["en"])
     _use_phone_regions(engine.registry)
+    engine.registry.add_recognizer(build_secret_recognizer())
+    person = rules.rule("PERSON") if rules is not None else None
+    if person is not None and person.cues_before:
+        engine.registry.add_recognizer(build_cued_name_recognizer(person))
     return engine
 
 
@@ -340,6 +365,7 @@ class PiiDetector:
         self._languages = languages
         self._pattern_engine = None
         self._ner_engines: dict[str, Any] = {}
+        self._cued_names: Any = None
         self.models_missing = sorted(
             lang
             for lang, model in self.settings.spacy_models.items()
@@ -377,6 +403,28 @@ class PiiDetector:
                     f"entity types: {sorted(known | NER_ENTITIES)}"
                 )
         return self._pattern_engine
+
+    @property
+    def cued_names(self):
+        """Names where the PERSON rule's own conditions hold, whether or not spaCy sees them."""
+        person = self.rules.rule("PERSON")
+        if self._cued_names is None and person is not None and person.cues_before:
+            self._cued_names = build_cued_name_recognizer(person)
+        return self._cued_names
+
+    def _ner_results(self, engine, content: str, language: str, ners: list[str], artifacts=None):
+        results = (
+            engine.analyze(content, language=language, entities=ners, nlp_artifacts=artifacts)
+            if engine is not None
+            else []
+        )
+        if "PERSON" in ners and self.cued_names is not None:
+            from presidio_analyzer import EntityRecognizer
+
+            # As one AnalyzerEngine with both recognizers would (the reference detector).
+            cued = self.cued_names.analyze(content, ["PERSON"], None)
+            results = EntityRecognizer.remove_duplicates([*results, *cued])
+        return results
 
     def ner_engine(self, language: str):
         if language not in self._ner_engines:
@@ -446,7 +494,8 @@ class PiiDetector:
         # Fails now, naming the rules file, if a rule names an entity Presidio cannot find.
         _ = self.pattern_engine
         utterances = detector_input(utterances)
-        contents = utterances.select("content_sha256", "content").unique("content_sha256")
+        originals = utterances.select("content_sha256", "content").unique("content_sha256")
+        contents, views = detection_views(originals)
         planned = self.plan(contents)
         planned_s = time.perf_counter() - started
         work = planned.filter(
@@ -463,7 +512,9 @@ class PiiDetector:
             found_rows, scan_rows = _scan_in_pool(self.rules, self.settings, items, workers)
         else:
             found_rows, scan_rows = self.scan(items)
-        candidates = pl.DataFrame(found_rows, schema=CANDIDATE_COLUMNS, orient="row")
+        candidates = to_original_offsets(
+            pl.DataFrame(found_rows, schema=CANDIDATE_COLUMNS, orient="row"), views
+        )
         scanned = pl.DataFrame(
             scan_rows,
             schema={
@@ -476,9 +527,12 @@ class PiiDetector:
             orient="row",
         )
         scans = (
-            planned.select(
+            planned.join(
+                originals.select("content_sha256", original="content"), on="content_sha256"
+            )
+            .select(
                 "content_sha256",
-                characters=pl.col("content").str.len_chars().cast(pl.Int64),
+                characters=pl.col("original").str.len_chars().cast(pl.Int64),
                 language_code="language_code",
                 language_confidence="language_confidence",
                 entities_scanned=pl.concat_list("pattern_entities", "ner_entities"),
@@ -507,6 +561,7 @@ class PiiDetector:
             "utterances": utterances.height,
             "distinct_texts": contents.height,
             "characters": int(utterances["content"].str.len_chars().sum() or 0),
+            "texts_normalized": len(views),
             "texts_analyzed": work.height,
             "characters_analyzed": int(work["content"].str.len_chars().sum() or 0),
             "texts_with_ner": int((work["ner_entities"].list.len() > 0).sum()),
@@ -574,9 +629,7 @@ class PiiDetector:
         )
         rows: list[tuple] = []
         for (sha, content, ners), (_, nlp_artifacts) in zip(batch, artifacts, strict=True):
-            results = engine.analyze(
-                content, language=language, entities=ners, nlp_artifacts=nlp_artifacts
-            )
+            results = self._ner_results(engine, content, language, ners, nlp_artifacts)
             rows.extend(candidate_rows(sha, content, 0, results))
         return rows
 
@@ -603,8 +656,8 @@ class PiiDetector:
             results = []
             if patterns:
                 results += self.pattern_engine.analyze(chunk, language="en", entities=patterns)
-            if ner is not None:
-                results += ner.analyze(chunk, language=language, entities=ners)
+            if ners:
+                results += self._ner_results(ner, chunk, language, ners)
             found.extend(
                 candidate_rows(sha, content, window, results, begin - window, begin + size - window)
             )
@@ -615,6 +668,50 @@ class PiiDetector:
         elif status == ScanStatus.COMPLETE:
             detail = f"analyzed in {chunks} chunks of up to {size} characters"
         return found, (sha, status, detail, chunks, scanned)
+
+
+def detection_views(
+    contents: pl.DataFrame,
+) -> tuple[pl.DataFrame, dict[str, NormalizedText]]:
+    """``contents`` (content_sha256, content) with each content replaced by the view detection
+    analyzes (``text_normalization``), and the views that differ from their text, by sha."""
+    needing = contents.filter(needs_normalization(pl.col("content")))
+    views = {sha: normalize_for_detection(text) for sha, text in needing.iter_rows()}
+    views = {sha: view for sha, view in views.items() if view.changed}
+    if not views:
+        return contents, views
+    replaced = pl.DataFrame(
+        {"content_sha256": list(views), "view": [v.text for v in views.values()]},
+        schema={"content_sha256": pl.String, "view": pl.String},
+    )
+    return (
+        contents.join(replaced, on="content_sha256", how="left")
+        .with_columns(content=pl.coalesce("view", "content"))
+        .drop("view"),
+        views,
+    )
+
+
+def to_original_offsets(
+    candidates: pl.DataFrame, views: Mapping[str, NormalizedText]
+) -> pl.DataFrame:
+    """Candidates found in views, with ``start``/``end`` moved to the original text's offsets.
+
+    ``text`` and the contexts stay those of the view: the rules judge the normalized value (a
+    full-width phone number is the same number), and redaction replaces the original span.
+    """
+    if not views or candidates.is_empty():
+        return candidates
+    starts, ends = [], []
+    for sha, start, end in candidates.select("content_sha256", "start", "end").iter_rows():
+        view = views.get(sha)
+        if view is not None:
+            start, end = view.to_original(start, end)
+        starts.append(start)
+        ends.append(end)
+    return candidates.with_columns(
+        start=pl.Series(starts, dtype=pl.Int64), end=pl.Series(ends, dtype=pl.Int64)
+    )
 
 
 def candidate_rows(

@@ -2,7 +2,9 @@
 
 Presidio's full ``AnalyzerEngine`` (every recognizer, spaCy's whole pipeline) analyzes every
 utterance once, for every entity type the rules redact, and fastText identifies every utterance's
-language. No gate, no de-duplication, no chunking. The same rules then decide
+language. No gate, no de-duplication, no chunking. It reads the same normalized view of each
+text (``text_normalization``) and has the same recognizers of our own (secrets, cued names):
+those decide what can be found, not where to look. The same rules then decide
 (``anonymization.redact_batch``), so comparing the two compares detection strategies only; the
 benchmark (``benchmarks/bench_privacy.py``) and the tests hold the pipeline to it.
 """
@@ -21,7 +23,9 @@ from wildchat_dag.core.pii_detection import (
     ScanStatus,
     build_full_engine,
     candidate_rows,
+    detection_views,
     detector_input,
+    to_original_offsets,
 )
 from wildchat_dag.core.redaction_rules import RedactionRules
 
@@ -33,12 +37,13 @@ def detect_everywhere(
     languages: LanguageIdentifier | None = None,
 ) -> DetectionResult:
     started = time.perf_counter()
-    engine = engine or build_full_engine()
+    engine = engine or build_full_engine(rules=rules)
     languages = languages or LanguageIdentifier()
     utterances = detector_input(utterances)
     entities = rules.redacted_entities
     candidates: dict[str, list[tuple]] = {}
-    for sha, content in utterances.select("content_sha256", "content").iter_rows():
+    viewed, views = detection_views(utterances.select("content_sha256", "content"))
+    for sha, content in viewed.iter_rows():
         if content:
             results = engine.analyze(content, language="en", entities=entities)
             candidates[sha] = candidate_rows(sha, content, 0, results)
@@ -64,7 +69,7 @@ def detect_everywhere(
     )
     rows = [row for found in candidates.values() for row in found]
     return DetectionResult(
-        pl.DataFrame(rows, schema=CANDIDATE_COLUMNS, orient="row"),
+        to_original_offsets(pl.DataFrame(rows, schema=CANDIDATE_COLUMNS, orient="row"), views),
         scans,
         utterances.select("conversation_id", "utterance_index", "role", "content_sha256"),
         {"seconds": round(time.perf_counter() - started, 3)},

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from wildchat_dag.core.credentials import RECOGNIZER_PREFIX as SECRET_RECOGNIZER_PREFIX
+from wildchat_dag.core.credentials import SECRET_ENTITY
 from wildchat_dag.core.redaction_rules import (
     UNSCANNED_ENTITY,
     EntityRule,
@@ -213,6 +215,17 @@ class Span:
     end: int
     entity: str
     score: float
+
+
+def placeholder_entity(entity_type: pl.Expr, recognizer: pl.Expr) -> pl.Expr:
+    """The entity a span's placeholder names: a secret is named by its kind
+    (``SECRET_OPENAI_API_KEY``, from the recognizer ``secret:openai_api_key``), as
+    WildChat-4.8M names TruffleHog's detectors, so a reader knows what was there."""
+    kind = recognizer.str.strip_prefix(SECRET_RECOGNIZER_PREFIX).str.to_uppercase()
+    is_secret = (entity_type == SECRET_ENTITY) & recognizer.str.starts_with(
+        SECRET_RECOGNIZER_PREFIX
+    ).fill_null(False)
+    return pl.when(is_secret).then(pl.lit(f"{SECRET_ENTITY}_") + kind).otherwise(entity_type)
 
 
 def merge_spans(spans: list[Span]) -> list[Span]:

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-from dagster import OutputContext
+from dagster import InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 from pydantic import Field
+
+from wildchat_dag.assets.text_exit import text_exit_scope
 
 DEFAULT_LOCK_TIMEOUT_S = 900.0
 
@@ -163,13 +165,19 @@ class _SchemaEvolvingDbIOManager(DbIOManager):
         self._lock_timeout_s = lock_timeout_s
 
     def handle_output(self, context: OutputContext, obj) -> None:
-        if isinstance(obj, pl.DataFrame):
-            table = f"{self._schema}.{context.asset_key.path[-1]}"
-            with locked_connection(self._path, timeout_s=self._lock_timeout_s) as con:
-                added = add_new_columns(con, table, obj)
-            if added:
-                context.add_output_metadata({"columns_added": ", ".join(added)})
-        super().handle_output(context, obj)
+        # A DuckDB error quotes the value it could not write: it leaves sanitized.
+        with text_exit_scope():
+            if isinstance(obj, pl.DataFrame):
+                table = f"{self._schema}.{context.asset_key.path[-1]}"
+                with locked_connection(self._path, timeout_s=self._lock_timeout_s) as con:
+                    added = add_new_columns(con, table, obj)
+                if added:
+                    context.add_output_metadata({"columns_added": ", ".join(added)})
+            super().handle_output(context, obj)
+
+    def load_input(self, context: InputContext) -> object:
+        with text_exit_scope():
+            return super().load_input(context)
 
 
 class WildchatDuckDBIOManager(DuckDBIOManager):

@@ -1,0 +1,253 @@
+"""The text detection reads: one normalized view of a message, with a way back to the original.
+
+PII is not always written the way recognizers expect. A user may type a phone number in
+full-width digits (``１５０８８６８１３０５``), put a zero-width space inside an e-mail address, let
+a line break split a number, or write an address against Chinese text with no space in between
+(``请发到x@y.photography谢谢``), where ``\\b`` finds no word boundary. Detection therefore runs on
+a normalized view of each text:
+
+- NFKC, which folds full-width digits, letters and punctuation to ASCII and NBSP to a space;
+- zero-width, bidi-control and other invisible format characters removed;
+- a line break (with the blanks around it) removed where it splits a number, an e-mail
+  address, a URL or a long token such as a key, and made a space where it splits a name;
+- a space put between a character of a script written without spaces (Han, kana, Hangul,
+  Thai, ...) and a Latin letter or digit, so that word boundaries exist where a reader sees them.
+
+Every character of the view knows the stretch of the original it came from, so a span found in
+the view maps back to original offsets, and redaction replaces the original characters,
+invisible ones inside the span included. Most texts need none of this (``needs_normalization``
+says which, vectorised), and for them the view is the text itself.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import polars as pl
+
+# Bumped when the view changes: it is part of detection's version.
+NORMALIZATION_VERSION = "nfkc-invisible-linebreak-cjkspace-v1"
+
+# Invisible characters that can hide inside a value: soft hyphen, Mongolian vowel separator,
+# zero-width space/non-joiner/joiner, LRM/RLM, bidi embeddings and overrides, word joiner and
+# invisible operators, bidi isolates, BOM.
+INVISIBLE = "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+# Scripts written without spaces between words (so ``\b`` never separates them from Latin).
+UNSPACED_SCRIPTS = (
+    "\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff"  # Thai, Lao, Myanmar, Khmer
+    "\u3000-\u303f\u3040-\u309f\u30a0-\u30ff\u3100-\u312f"  # CJK punctuation, kana, bopomofo
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # Han
+    "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f"  # Hangul
+    "\uff61-\uff9f"  # half-width kana
+)
+_LINE_BREAK = "(?:\\r\\n|[\\r\\n\\u2028\\u2029])"
+_INVISIBLE_RE = re.compile(f"[{INVISIBLE}]")
+_UNSPACED_RE = re.compile(f"[{UNSPACED_SCRIPTS}]")
+_LATIN_OR_DIGIT_RE = re.compile(r"[A-Za-z0-9\u00c0-\u024f]")
+_BREAK_RE = re.compile(f"[ \\t]*{_LINE_BREAK}[ \\t]*")
+_NUMBER_BEFORE = set("0123456789+-()")
+_NUMBER_AFTER = set("0123456789-()")
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-.+/=]{8,}")
+_URL_SEPARATORS = set(".-_/:")
+
+# The same conditions in Rust regex syntax (polars): a text matching none of them is its own
+# normalized view, apart from NFKC, which is compared directly.
+_BREAK_RUST = r"[ \t]*(?:\r\n|[\r\n\x{2028}\x{2029}])[ \t]*"
+_SPLIT_BREAK_RUST = "|".join(
+    [
+        rf"[0-9+\-()]{_BREAK_RUST}[0-9\-()]",
+        rf"@\S*{_BREAK_RUST}[\w.\-]",
+        rf"{_BREAK_RUST}@",
+        rf"(?:/|www\.)(?:\S*[.\-_/:])?{_BREAK_RUST}[\w./\-]",
+        rf"[0-9][A-Za-z0-9_\-.+/=]*{_BREAK_RUST}[A-Za-z0-9_\-]",
+        rf"[A-Za-z0-9][\-_]{_BREAK_RUST}[A-Za-z0-9_\-]",
+        rf"\p{{Lu}}\p{{Ll}}+{_BREAK_RUST}\p{{Lu}}",
+    ]
+)
+_UNSPACED_RUST = (
+    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}\p{Lao}\p{Myanmar}\p{Khmer}"
+    r"\p{Bopomofo}\x{3000}-\x{303f}]"
+)
+_LATIN_OR_DIGIT_RUST = r"[A-Za-z0-9\x{c0}-\x{24f}]"
+_INVISIBLE_RUST = (
+    r"[\x{ad}\x{180e}\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}\x{2066}-\x{2069}"
+    r"\x{feff}]"
+)
+_NEEDS_VIEW_RUST = "|".join(
+    [
+        _INVISIBLE_RUST,
+        _SPLIT_BREAK_RUST,
+        f"{_UNSPACED_RUST}{_LATIN_OR_DIGIT_RUST}",
+        f"{_LATIN_OR_DIGIT_RUST}{_UNSPACED_RUST}",
+    ]
+)
+
+
+def needs_normalization(text: pl.Expr) -> pl.Expr:
+    """True where ``normalize_for_detection`` would change the text (null: False)."""
+    changed = (text.str.normalize("NFKC") != text) | text.str.contains(_NEEDS_VIEW_RUST)
+    return changed.fill_null(False)
+
+
+@dataclass(frozen=True)
+class NormalizedText:
+    """A normalized view of ``original``; ``starts``/``ends`` are None when it is the original.
+
+    Character ``i`` of ``text`` came from ``original[starts[i]:ends[i]]`` (an empty stretch
+    for an inserted space).
+    """
+
+    original: str
+    text: str
+    starts: tuple[int, ...] | None = None
+    ends: tuple[int, ...] | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.starts is not None
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """The original offsets of the view's ``text[start:end]``.
+
+        The result covers every original character that any character of the span came from,
+        and nothing outside the first and last of them.
+        """
+        if self.starts is None or self.ends is None:
+            return start, end
+        if end <= start:
+            at = self.starts[start] if start < len(self.starts) else len(self.original)
+            return at, at
+        return self.starts[start], max(self.ends[start:end])
+
+
+def _clusters(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each base character with the combining marks that follow it."""
+    bounds: list[tuple[int, int]] = []
+    for i, char in enumerate(text):
+        if bounds and unicodedata.combining(char):
+            bounds[-1] = (bounds[-1][0], i + 1)
+        else:
+            bounds.append((i, i + 1))
+    return bounds
+
+
+def normalize_for_detection(text: str) -> NormalizedText:
+    """The view detection analyzes (see the module's docstring), with its offset map."""
+    if not text:
+        return NormalizedText(text, text)
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in _clusters(text):
+        piece = text[start:end]
+        if _INVISIBLE_RE.fullmatch(piece[0]):
+            continue
+        folded = unicodedata.normalize("NFKC", piece)
+        folded = _INVISIBLE_RE.sub("", folded)
+        for char in folded:
+            if chars and _needs_space(chars[-1], char):
+                chars.append(" ")
+                starts.append(start)
+                ends.append(start)
+            chars.append(char)
+            starts.append(start)
+            ends.append(end)
+    view = "".join(chars)
+    breaks = _splitting_breaks(view)
+    if breaks:
+        joined: list[str] = []
+        joined_starts: list[int] = []
+        joined_ends: list[int] = []
+        position = 0
+        for begin, finish, replacement in breaks:
+            joined += chars[position:begin]
+            joined_starts += starts[position:begin]
+            joined_ends += ends[position:begin]
+            if replacement:
+                joined.append(replacement)
+                joined_starts.append(starts[begin])
+                joined_ends.append(ends[finish - 1])
+            position = finish
+        chars = joined + chars[position:]
+        starts = joined_starts + starts[position:]
+        ends = joined_ends + ends[position:]
+        view = "".join(chars)
+    if view == text and all(s == i for i, s in enumerate(starts)):
+        return NormalizedText(text, text)
+    return NormalizedText(text, view, tuple(starts), tuple(ends))
+
+
+def _splitting_breaks(view: str) -> list[tuple[int, int, str]]:
+    """Line breaks (with the blanks around them) inside a value, and what replaces each.
+
+    Removed: a break inside an e-mail address, a URL or a long token (a key). A space: a
+    break inside a number, or between the two words of a name (``Kwame\\nVolkov``): a
+    capitalized word ending a short line, and one starting the next that is not followed by
+    another (``Mateo Mbeki\\nSenior Engineer`` is a signature, and stays two lines).
+    """
+    found = []
+    for match in _BREAK_RE.finditer(view):
+        begin, finish = match.span()
+        if begin == 0 or finish == len(view):
+            continue
+        before, after = view[begin - 1], view[finish]
+        # The text around the break (bounded: a text may hold many breaks).
+        line_before = re.split(r"[\r\n\u2028\u2029]", view[max(0, begin - 256) : begin])[-1]
+        words_before = line_before.split()
+        token = words_before[-1] if words_before else ""
+        words_after = view[finish : finish + 256].split(None, 2)
+        number = before in _NUMBER_BEFORE and after in _NUMBER_AFTER
+        address = after == "@" or ("@" in token and (after.isalnum() or after in "._-"))
+        url = (
+            before in _URL_SEPARATORS
+            and ("/" in token or token.lower().startswith("www."))
+            and (after.isalnum() or after in "./-_")
+        )
+        long_token = (after.isalnum() or after in "-_") and (
+            # A key cut anywhere: letters and digits mixed, or cut right after its prefix.
+            (
+                bool(_TOKEN_CHARS.fullmatch(token))
+                and any(c.isdigit() for c in token)
+                and any(c.isalpha() for c in token)
+            )
+            or (len(token) >= 3 and before in "-_" and token[0].isalnum())
+        )
+        if address or url or long_token or (number and "-" in (before, after)):
+            found.append((begin, finish, ""))
+        elif number:
+            # Number recognizers take spaced groups; a space also keeps two numbers apart.
+            found.append((begin, finish, " "))
+        elif (
+            _capitalized(token)
+            and len(words_before) <= 4
+            and words_after
+            and _capitalized(words_after[0].rstrip(",.;:!?"))
+            and not (len(words_after) > 1 and _capitalized(words_after[1].rstrip(",.;:!?")))
+        ):
+            found.append((begin, finish, " "))
+    return found
+
+
+def _capitalized(word: str) -> bool:
+    return len(word) > 1 and word[0].isupper() and word[1:].isalpha() and word[1:].islower()
+
+
+def _needs_space(before: str, after: str) -> bool:
+    return bool(
+        (_UNSPACED_RE.match(before) and _LATIN_OR_DIGIT_RE.match(after))
+        or (_LATIN_OR_DIGIT_RE.match(before) and _UNSPACED_RE.match(after))
+    )
+
+
+def normalized_view(texts: pl.Series) -> pl.Series:
+    """``normalize_for_detection(t).text`` for each text, computed only where it differs."""
+    texts = texts.cast(pl.String)
+    needing = texts.to_frame("t").select(needs_normalization(pl.col("t")))["t"]
+    if not needing.any():
+        return texts
+    values = texts.to_list()
+    for i in needing.arg_true().to_list():
+        values[i] = normalize_for_detection(values[i]).text
+    return pl.Series(texts.name, values, dtype=pl.String)

@@ -1,0 +1,149 @@
+"""The normalized view detection reads, and the way back to the original's offsets.
+
+The vectorised ``needs_normalization`` decides which texts get a view at all, so it must never
+say False for a text whose view differs: that is checked as a property over an alphabet made of
+every kind of character the view treats specially.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wildchat_dag.core.text_normalization import (
+    needs_normalization,
+    normalize_for_detection,
+    normalized_view,
+)
+
+CASES = [
+    # (original, view, a value in the view, the original characters it must map back to)
+    (
+        "call １５０８８６８１３０５ now",
+        "call 15088681305 now",
+        "15088681305",
+        "１５０８８６８１３０５",
+    ),
+    ("mail a\u200bb@x.com", "mail ab@x.com", "ab@x.com", "a\u200bb@x.com"),
+    (
+        "mail ａｌｉｃｅ＠ｅｘａｍｐｌｅ．ｏｒｇ",
+        "mail alice@example.org",
+        "alice@example.org",
+        None,
+    ),
+    ("请发到x@y.photography谢谢", "请发到 x@y.photography 谢谢", "x@y.photography", None),
+    ("加我wechat 15088681305吧", "加我 wechat 15088681305 吧", "15088681305", None),
+    ("tel +1 415 555-\n0132 ok", "tel +1 415 555-0132 ok", "+1 415 555-0132", None),
+    ("bob.smith@\nexample.com", "bob.smith@example.com", "bob.smith@example.com", None),
+    ("bob.smith@exam\r\nple.com", "bob.smith@example.com", "bob.smith@example.com", None),
+    ("tel\u00a0555\u00a01234", "tel 555 1234", "555 1234", "555\u00a01234"),
+    ("soft\u00adhyphen 12\u00ad34", "softhyphen 1234", "1234", "12\u00ad34"),
+    ("\u202eRTL override 4111\u202c", "RTL override 4111", "4111", "4111"),
+    ("السلام عليكم 0555123456 شكرا", "السلام عليكم 0555123456 شكرا", "0555123456", "0555123456"),
+]
+
+
+@pytest.mark.parametrize(("original", "view", "value", "written"), CASES)
+def test_view_folds_hidden_notations_and_maps_values_back(
+    original: str, view: str, value: str, written: str | None
+) -> None:
+    normalized = normalize_for_detection(original)
+    assert normalized.text == view
+    start = view.index(value)
+    begin, end = normalized.to_original(start, start + len(value))
+    if written is not None:
+        assert original[begin:end] == written
+    # Whatever the notation, the original stretch normalizes back to the value.
+    assert normalize_for_detection(original[begin:end]).text.replace(" ", "") == value.replace(
+        " ", ""
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain English text", "line one.\nLine two", "a\nb", "2 + 2 = 4", "中文文本没有拉丁字母", ""],
+)
+def test_text_that_needs_no_view_is_its_own_view(text: str) -> None:
+    normalized = normalize_for_detection(text)
+    assert normalized.text == text
+    assert not normalized.changed
+    assert normalized.to_original(0, len(text)) == (0, len(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "linkedin.com/\nin/x",
+        "www.linkedin.\ncom/in/x",
+        "sk_live_\nAbc123",
+        "AKIA1234\nABCD",
+        "Hi Kwame\nVolkov,",
+        "+1 (415)\n555",
+        "x@\ny.com",
+        "x\n@y.com",
+        "a.b@c\n.com",
+    ],
+)
+def test_every_kind_of_split_value_is_flagged_for_a_view(text: str) -> None:
+    flagged = pl.select(needs_normalization(pl.lit(text, pl.String))).item()
+    assert flagged
+    assert normalize_for_detection(text).changed
+
+
+def test_line_breaks_between_words_stay() -> None:
+    """Only a break that splits a number or an address is removed: prose keeps its lines."""
+    assert normalize_for_detection("Thanks,\nMateo Mbeki").text == "Thanks,\nMateo Mbeki"
+    assert normalize_for_detection("item 3.\nNext").text == "item 3.\nNext"
+
+
+def test_combining_marks_fold_with_their_base() -> None:
+    original = "Jose\u0301 Garci\u0301a"
+    normalized = normalize_for_detection(original)
+    assert normalized.text == "José García"
+    start = normalized.text.index("García")
+    begin, end = normalized.to_original(start, start + len("García"))
+    assert original[begin:end] == "Garci\u0301a"
+
+
+def test_normalized_view_only_touches_texts_that_need_it() -> None:
+    texts = pl.Series("content", ["plain", "１２", None, "a\u200bb"])
+    assert normalized_view(texts).to_list() == ["plain", "12", None, "ab"]
+
+
+ALPHABET = st.sampled_from(
+    [
+        *"abw AZ09@.-+()_/\t\n\r,:",
+        *["\u200b", "\u200d", "\u00ad", "\u202e", "\ufeff", "\u00a0", "\u2028"],
+        *["１", "Ａ", "＠", "．", "ﬁ", "\u0301", "é", "中", "あ", "한", "ไ", "ا", "Ж", "。"],
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(ALPHABET, max_size=24).map("".join))
+def test_needs_normalization_never_misses_a_text_whose_view_differs(text: str) -> None:
+    flagged = pl.select(needs_normalization(pl.lit(text, pl.String))).item()
+    if not flagged:
+        assert normalize_for_detection(text).text == text
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ALPHABET, max_size=24).map("".join))
+def test_every_view_character_comes_from_its_original_stretch(text: str) -> None:
+    normalized = normalize_for_detection(text)
+    if not normalized.changed:
+        return
+    assert normalized.starts is not None and normalized.ends is not None
+    assert len(normalized.starts) == len(normalized.text) == len(normalized.ends)
+    for char, start, end in zip(normalized.text, normalized.starts, normalized.ends, strict=True):
+        assert 0 <= start <= end <= len(text)
+        stretch = text[start:end]
+        if char not in unicodedata.normalize("NFKC", stretch):
+            # A space put between scripts (from nothing), or for a line break.
+            assert char == " " and not stretch.strip()
+    # Offsets never go backwards, so a span maps to one stretch of the original.
+    assert list(normalized.starts) == sorted(normalized.starts)
