@@ -10,13 +10,13 @@ process. Nothing in the pipeline calls it.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from datetime import datetime
 
 import polars as pl
 
 from wildchat_dag.core.checks import CLIENT_IPS_AMONG_SQL, Query
+from wildchat_dag.core.ip_addresses import canonical_ip, notations
 from wildchat_dag.core.schema import RAW_LAYER_TABLES
 
 _IPV4 = r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])"
@@ -33,26 +33,10 @@ GROUP BY table_name ORDER BY table_name
 """
 
 
-def _canonical_ip(literal: str) -> str | None:
-    try:
-        return ipaddress.ip_address(literal).compressed
-    except ValueError:
-        return None
-
-
-def _notations(address: str) -> list[str]:
-    parsed = ipaddress.ip_address(address)
-    if isinstance(parsed, ipaddress.IPv4Address):
-        return [address, ipaddress.ip_address(f"::ffff:{address}").compressed]
-    if parsed.ipv4_mapped is not None:
-        return [address, str(parsed.ipv4_mapped)]
-    return [address]
-
-
 def _longest_address(run: str, first: int) -> tuple[int, int, str] | None:
     ends = [len(run)] + [i for i in range(len(run) - 1, first, -1) if run[i] == ":"]
     for end in ends:
-        address = _canonical_ip(run[first:end])
+        address = canonical_ip(run[first:end])
         if address is not None:
             return first, end, address
     return None
@@ -72,13 +56,13 @@ def find_ip_literals(text: str) -> list[tuple[int, int, str]]:
     for match in IP_LITERAL.finditer(text):
         literal = match.group()
         if "." in literal and ":" not in literal:
-            address = _canonical_ip(literal)
+            address = canonical_ip(literal)
             spans = [(0, len(literal), address)] if address else []
         else:
             spans = _addresses_in_run(literal.rstrip("."))
         for start, end, address in spans:
             found.extend(
-                (match.start() + start, match.start() + end, a) for a in _notations(address)
+                (match.start() + start, match.start() + end, a) for a in notations(address)
             )
     return found
 
