@@ -50,7 +50,7 @@ TEXT, IP, DIGITS = "text", "ip", "digits"
 NEEDLE_SCHEMA = pl.Schema({"pattern": pl.String, "kind": pl.String, "view": pl.String})
 FOUND_SCHEMA = pl.Schema({"entry_id": pl.Int64, "kind": pl.String})
 
-_HIDDEN_CLASS = f"[{HIDDEN_CHARACTERS}]"  # Python's re and Rust's regex read it alike
+_HIDDEN_CLASS = HIDDEN_CHARACTERS  # Python's re and Rust's regex read it alike
 _ISO_RUST = r"\d{4}-\d{2}-\d{2}(?:[t ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
 _DIGIT_SEPARATORS_RUST = r"[\s\-().+/]"
 

@@ -31,6 +31,13 @@ from pathlib import Path
 
 import polars as pl
 
+from wildchat_dag.core.text_normalization import (
+    INVISIBLE_CLASS,
+    INVISIBLE_RANGES,
+    char_class,
+    codepoints,
+)
+
 MIN_SALT_CHARS = 16
 SALT_ENV_VAR = "WILDCHAT_IP_SALT"
 
@@ -103,23 +110,6 @@ def ensure_demo_salt(path: Path) -> tuple[str, bool]:
 
 # -- how text is read --------------------------------------------------------------------------
 
-# Invisible characters (soft hyphen, zero-width space and joiners, bidi controls, variation
-# selectors, tags): pasted or typed into an address, they hide it from a plain search.
-INVISIBLE_RANGES: tuple[tuple[int, int], ...] = (
-    (0x00AD, 0x00AD),
-    (0x034F, 0x034F),
-    (0x061C, 0x061C),
-    (0x180B, 0x180F),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x2064),
-    (0x2066, 0x206F),
-    (0xFE00, 0xFE0F),
-    (0xFEFF, 0xFEFF),
-    (0xE0001, 0xE0001),
-    (0xE0020, 0xE007F),
-    (0xE0100, 0xE01EF),
-)
 # The blocks that hold every character whose NFKC form is one character an address is written
 # with (full-width and mathematical digits, super- and subscripts, full-width colon and stop...).
 # Scanned at import so that nothing is listed by hand; a test checks no other block has one.
@@ -140,14 +130,10 @@ ADDRESS_CHARACTERS = frozenset("0123456789abcdefABCDEFxX.:% ")
 _IDEOGRAPHIC_STOP = "\u3002"
 
 
-def _in_ranges(ranges: Iterable[tuple[int, int]]) -> list[int]:
-    return [cp for first, last in ranges for cp in range(first, last + 1)]
-
-
 def _compatibility_map() -> dict[int, str]:
     """Each character that NFKC turns into one address character, and that character."""
     found = {}
-    for cp in _in_ranges(COMPATIBILITY_BLOCKS):
+    for cp in codepoints(COMPATIBILITY_BLOCKS):
         folded = unicodedata.normalize("NFKC", chr(cp))
         if folded == _IDEOGRAPHIC_STOP:
             found[cp] = "."
@@ -158,25 +144,7 @@ def _compatibility_map() -> dict[int, str]:
 
 
 _TO_ASCII = _compatibility_map()
-_INVISIBLE = frozenset(chr(cp) for cp in _in_ranges(INVISIBLE_RANGES))
-
-
-def _char_class(codepoints: Iterable[int]) -> str:
-    """A character class that Python's ``re`` and Rust's ``regex`` (polars) read alike."""
-    points = sorted(set(codepoints))
-    ranges: list[list[int]] = []
-    for cp in points:
-        if ranges and cp == ranges[-1][1] + 1:
-            ranges[-1][1] = cp
-        else:
-            ranges.append([cp, cp])
-
-    def char(cp: int) -> str:
-        c = chr(cp)
-        return "\\" + c if c in "\\[]^-&~" else c
-
-    body = "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
-    return f"[{body}]"
+_INVISIBLE = frozenset(chr(cp) for cp in codepoints(INVISIBLE_RANGES))
 
 
 def _like(ascii_chars: str) -> list[int]:
@@ -184,16 +152,15 @@ def _like(ascii_chars: str) -> list[int]:
     return [ord(c) for c in ascii_chars] + [cp for cp, c in _TO_ASCII.items() if c in ascii_chars]
 
 
-INVISIBLE_CLASS = _char_class(_in_ranges(INVISIBLE_RANGES))
 _HEX_DIGITS = "0123456789abcdefABCDEF"
-_HEX_LIKE = _char_class(_like(_HEX_DIGITS))
-_DIGIT_LIKE = _char_class(_like("0123456789"))
-_DOT_LIKE = _char_class(_like("."))
-_COLON_LIKE = _char_class(_like(":"))
-_X_LIKE = _char_class(_like("xX"))
-_GAP = _char_class([*_in_ranges(INVISIBLE_RANGES), ord("\t"), *_like(" ")])
-_INSIDE_RUN = _char_class(
-    [*_in_ranges(INVISIBLE_RANGES), ord("\t"), *_like(" "), *_like(_HEX_DIGITS + ".")]
+_HEX_LIKE = char_class(_like(_HEX_DIGITS))
+_DIGIT_LIKE = char_class(_like("0123456789"))
+_DOT_LIKE = char_class(_like("."))
+_COLON_LIKE = char_class(_like(":"))
+_X_LIKE = char_class(_like("xX"))
+_GAP = char_class([*codepoints(INVISIBLE_RANGES), ord("\t"), *_like(" ")])
+_INSIDE_RUN = char_class(
+    [*codepoints(INVISIBLE_RANGES), ord("\t"), *_like(" "), *_like(_HEX_DIGITS + ".")]
 )
 # A cheap test, vectorised (polars' Rust regex; Python's ``re`` reads it alike) on text as
 # written: a text without it holds nothing ``find_ip_literals`` finds, whatever ``known`` is. A

@@ -675,7 +675,8 @@ def detection_views(
 ) -> tuple[pl.DataFrame, dict[str, NormalizedText]]:
     """``contents`` (content_sha256, content) with each content replaced by the view detection
     analyzes (``text_normalization``), and the views that differ from their text, by sha."""
-    needing = contents.filter(needs_normalization(pl.col("content")))
+    # Each distinct text once (the reference detector passes every utterance).
+    needing = contents.filter(needs_normalization(pl.col("content"))).unique("content_sha256")
     views = {sha: normalize_for_detection(text) for sha, text in needing.iter_rows()}
     views = {sha: view for sha, view in views.items() if view.changed}
     if not views:

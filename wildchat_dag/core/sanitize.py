@@ -37,6 +37,8 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+from wildchat_dag.core.text_normalization import INVISIBLE_RANGES, char_class, codepoints
+
 MASK_IP = "<ip>"
 MASK_EMAIL = "<email>"
 MASK_NUMBER = "<number>"
@@ -46,17 +48,13 @@ MASK_SECRET = "<secret>"
 # cut is never shown anyway (the output is at most ``max_chars``).
 MAX_INPUT_CHARS = 100_000
 
-# Invisible characters a value can hide behind: every format character (Unicode category Cf:
-# zero-width space/joiners, bidi embeddings, overrides and isolates, word joiner, BOM, soft
-# hyphen, ...), variation selectors, the combining grapheme joiner and the Hangul fillers.
-# test_sanitize holds this list to unicodedata's Cf set.
-HIDDEN_CHARACTERS = (
-    "\u00ad\u034f\u061c\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5"
-    "\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
-    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
-    "\U0001d173-\U0001d17a\U000e0001-\U000e007f\U000e0100-\U000e01ef"
-)
-_HIDDEN = re.compile(f"[{HIDDEN_CHARACTERS}]")
+# Invisible characters a value can hide behind: detection's list (every format character,
+# variation selectors, the combining grapheme joiner: text_normalization.INVISIBLE_RANGES), and
+# the Hangul fillers, which render as nothing though they are letters. test_sanitize holds this
+# list to unicodedata's Cf set.
+HANGUL_FILLERS = (0x115F, 0x1160, 0x3164, 0xFFA0)
+HIDDEN_CHARACTERS = char_class([*codepoints(INVISIBLE_RANGES), *HANGUL_FILLERS])
+_HIDDEN = re.compile(HIDDEN_CHARACTERS)
 # Control characters other than tab and line breaks.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import polars as pl
@@ -30,10 +31,60 @@ import polars as pl
 # Bumped when the view changes: it is part of detection's version.
 NORMALIZATION_VERSION = "nfkc-invisible-linebreak-cjkspace-v1"
 
-# Invisible characters that can hide inside a value: soft hyphen, Mongolian vowel separator,
-# zero-width space/non-joiner/joiner, LRM/RLM, bidi embeddings and overrides, word joiner and
-# invisible operators, bidi isolates, BOM.
-INVISIBLE = "\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+# Invisible characters that can hide inside a value: every format character (Unicode category
+# Cf: soft hyphen, zero-width space and joiners, LRM/RLM, bidi embeddings, overrides and isolates,
+# word joiner, invisible operators, BOM, tags, ...), the combining grapheme joiner, the Khmer
+# inherent vowels and the variation selectors. The one list: detection's view, the IP finder
+# and the sanitizer of the text exit all drop these.
+INVISIBLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE007F),
+    (0xE0100, 0xE01EF),
+)
+
+
+def codepoints(ranges: Iterable[tuple[int, int]]) -> list[int]:
+    return [cp for first, last in ranges for cp in range(first, last + 1)]
+
+
+def char_class(points: Iterable[int]) -> str:
+    """A character class that Python's ``re`` and Rust's ``regex`` (polars) read alike."""
+    ranges: list[list[int]] = []
+    for cp in sorted(set(points)):
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+
+    def char(cp: int) -> str:
+        c = chr(cp)
+        return "\\" + c if c in "\\[]^-&~" else c
+
+    body = "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
+    return f"[{body}]"
+
+
+INVISIBLE_CLASS = char_class(codepoints(INVISIBLE_RANGES))
 # Scripts written without spaces between words (so ``\b`` never separates them from Latin).
 UNSPACED_SCRIPTS = (
     "\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff"  # Thai, Lao, Myanmar, Khmer
@@ -43,7 +94,7 @@ UNSPACED_SCRIPTS = (
     "\uff61-\uff9f"  # half-width kana
 )
 _LINE_BREAK = "(?:\\r\\n|[\\r\\n\\u2028\\u2029])"
-_INVISIBLE_RE = re.compile(f"[{INVISIBLE}]")
+_INVISIBLE_RE = re.compile(INVISIBLE_CLASS)
 _UNSPACED_RE = re.compile(f"[{UNSPACED_SCRIPTS}]")
 _LATIN_OR_DIGIT_RE = re.compile(r"[A-Za-z0-9\u00c0-\u024f]")
 _BREAK_RE = re.compile(f"[ \\t]*{_LINE_BREAK}[ \\t]*")
@@ -71,13 +122,9 @@ _UNSPACED_RUST = (
     r"\p{Bopomofo}\x{3000}-\x{303f}]"
 )
 _LATIN_OR_DIGIT_RUST = r"[A-Za-z0-9\x{c0}-\x{24f}]"
-_INVISIBLE_RUST = (
-    r"[\x{ad}\x{180e}\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}\x{2066}-\x{2069}"
-    r"\x{feff}]"
-)
 _NEEDS_VIEW_RUST = "|".join(
     [
-        _INVISIBLE_RUST,
+        INVISIBLE_CLASS,
         _SPLIT_BREAK_RUST,
         f"{_UNSPACED_RUST}{_LATIN_OR_DIGIT_RUST}",
         f"{_LATIN_OR_DIGIT_RUST}{_UNSPACED_RUST}",
