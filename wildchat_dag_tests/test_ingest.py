@@ -232,10 +232,11 @@ def test_fast_and_strict_paths_agree(tmp_path):
     reasons = dict(fast.quarantine.select("line_number", "detail").iter_rows())
     assert reasons == {3: "messages", 4: "response", 8: "model"}
     # The premise: polars decoded the first file in bulk and deferred only the odd rows: values
-    # that may have been coerced to text, and headers that are missing or oddly spelled.
+    # that are not strings in the raw text, and headers that are missing or oddly spelled. A
+    # string that looks like a number ("7", "true") is a string in the raw text: kept fast.
     accepted, deferred = _fast_path(pl.DataFrame({"k": range(len(lines)), "line": lines}))
-    assert sorted(accepted["k"]) == [0, 8, 9, 10]
-    assert sorted(deferred["k"]) == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(accepted["k"]) == [0, 1, 4, 8, 9, 10]
+    assert sorted(deferred["k"]) == [2, 3, 5, 6, 7]
     by_id = {r["turn_id"]: r for r in fast.requests.iter_rows(named=True)}
     assert by_id[6]["user_agent"] == "UA" and by_id[6]["accept_language"] is None
     assert by_id[7]["ip"] is None and by_id[9]["ip"] == "198.51.100.1"
@@ -247,3 +248,35 @@ def test_fast_and_strict_paths_agree(tmp_path):
 def test_vectorised_ipv4_shortcut_agrees_with_ipaddress(text):
     if re.match(_CANONICAL_IPV4, text):
         assert normalize_ip(text) == text
+
+
+def test_ingest_metadata_lists_every_folder_entry_and_warns_on_skips(tmp_path):
+    from wildchat_dag_tests.pipeline import Pipeline, materializations
+
+    (tmp_path / "logs").mkdir()
+    folder = write_day(tmp_path / "logs", [good(1).encode(), good(2).encode()])
+    (folder / "late.jsonl.tmp").write_bytes(good(3).encode())
+    (folder / "extra").mkdir()
+    pipeline = Pipeline(tmp_path / "logs", tmp_path / "warehouse.duckdb")
+    pipeline.ingest(DAY.isoformat())
+
+    [raw] = materializations(pipeline, "raw_requests")
+    meta = {k: v.value for k, v in raw.metadata.items()}
+    assert meta["folder_entries"] == [
+        {"name": "extra", "outcome": "skipped", "reason": "subfolder"},
+        {"name": "late.jsonl.tmp", "outcome": "skipped", "reason": "temporary_file"},
+        {"name": "requests-00.jsonl", "outcome": "read", "reason": None},
+    ]
+    assert meta["entries_skipped"] == 2
+    assert meta["file_counts"] == [
+        {
+            "file": "2024-03-01/requests-00.jsonl",
+            "lines_read": 2,
+            "kept": 2,
+            "quarantined": 0,
+            "line_endings": "lf",
+        }
+    ]
+    run_id = pipeline.instance.get_runs()[0].run_id
+    warnings = [r.user_message for r in pipeline.instance.all_logs(run_id) if r.level >= 30]
+    assert any("late.jsonl.tmp" in w and "temporary_file" in w for w in warnings), warnings

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, multi_asset
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
-from wildchat_dag.assets.text_exit import text_exit
+from wildchat_dag.assets.text_exit import log_warning, text_exit
 from wildchat_dag.core.ingest import ingest_day
 from wildchat_dag.core.log_contract import SCHEMA_VERSION
 from wildchat_dag.core.log_folders import LOG_FINGERPRINT, folder_fingerprint
@@ -30,15 +30,16 @@ from wildchat_dag.resources.log_store import RequestLogStore
             description=(
                 "Log lines of this day that could not be ingested: file, line number, reason "
                 "(invalid_json, missing_field, roles_not_alternating, invalid_utf8, "
-                "line_too_large, ...), detail and a truncated excerpt. Nothing is dropped "
-                "silently: read = kept + quarantined."
+                "line_too_large, nesting_too_deep, duplicate_key, ...), detail (never a raw "
+                "value) and a truncated excerpt. Nothing is dropped silently: read = kept + "
+                "quarantined, per file."
             ),
             metadata=STORAGE,
             group_name="ingest",
         ),
     },
     partitions_def=collection_days,
-    code_version=f"ingest-v1-contract-v{SCHEMA_VERSION}",
+    code_version=f"ingest-v2-contract-v{SCHEMA_VERSION}",
 )
 @text_exit
 def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> Iterator[Output]:
@@ -46,14 +47,23 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
     # Taken before reading: a file that changes meanwhile makes the sensor launch the day again.
     fingerprint = folder_fingerprint(log_store.folder(day))
     started = time.perf_counter()
-    result = ingest_day(log_store.folder(day), day, max_line_bytes=log_store.max_line_bytes)
+    result = ingest_day(
+        log_store.folder(day),
+        day,
+        max_line_bytes=log_store.max_line_bytes,
+        max_depth=log_store.max_json_depth,
+    )
     seconds = time.perf_counter() - started
     quarantined = result.quarantine.height
+    # ingest_day checks this per file and raises; kept here as the step's own last word.
     if result.lines_read != result.requests.height + quarantined:
         raise RuntimeError(
             f"{day}: {result.lines_read:,} lines read but {result.requests.height:,} kept and "
             f"{quarantined:,} quarantined"
         )
+    for entry in result.skipped_entries:
+        # Entry names are file names, not request content.
+        log_warning(context, f"{day}: skipped {entry.name} in the log folder ({entry.reason})")
     common = {
         "lines_read": result.lines_read,
         "requests_kept": result.requests.height,
@@ -66,6 +76,12 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
         metadata={
             **common,
             "files": MetadataValue.json(result.files),
+            # Every entry of the day folder, read or skipped and why: nothing is passed over
+            # without a word.
+            "folder_entries": MetadataValue.json([e.describe() for e in result.entries]),
+            "entries_skipped": len(result.skipped_entries),
+            # Per file: lines read = kept + quarantined, and its line endings (lf, crlf, cr).
+            "file_counts": MetadataValue.json([c.describe() for c in result.file_counts]),
             "invalid_client_ips": result.invalid_ips,
             "log_folder": MetadataValue.path(str(log_store.folder(day))),
             LOG_FINGERPRINT: fingerprint,

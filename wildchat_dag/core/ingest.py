@@ -3,24 +3,37 @@
 Every line read ends up in exactly one of two frames: ``requests`` (valid, typed, hashed) or
 ``quarantine`` (with the file, line number, a reason, and a truncated excerpt).
 
-Two paths, one verdict. The fast path decodes well-formed lines in bulk with polars. Any chunk
-polars cannot decode, and any row with a missing, null or possibly coerced value, goes to the
-strict path: DuckDB SQL that inspects JSON types and names the exact problem. A test holds the two
-paths to the same answers. Hashes are built with polars and computed with hashlib.
+Before any decoder sees a line, lines that are blank, too large or nested too deep (a cheap
+bracket count, then an exact scan of the few lines with many brackets) are quarantined: a native
+JSON decoder recurses, and a deep enough line crashes the process instead of raising.
+
+Two paths, one verdict. The fast path decodes well-formed lines in bulk with polars and keeps
+only rows whose every value is certainly what the strict path would read: polars coerces (1.5 to
+1, a number to its text), takes the first of two duplicate keys and turns a lone surrogate into
+NUL, so raw-text checks defer any row where that could have happened. Everything else, and a
+chunk polars cannot decode (split in halves until the bad lines are isolated), goes to the strict
+path: Python's ``json`` with exact JSON types, which is the contract's reference. The verdict on a
+line therefore never depends on its neighbours; ``test_faults_ingest`` holds both paths to it.
+Hashes are built with polars and computed with hashlib.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
 import ipaddress
+import json
+import lzma
 import os
+import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -28,12 +41,16 @@ import polars as pl
 from wildchat_dag.core.hashing import json_array_body
 from wildchat_dag.core.log_contract import (
     EXCERPT_CHARS,
+    MAX_JSON_DEPTH,
     OPTIONAL_FIELDS,
     REQUIRED_FIELDS,
     RFC3339_PATTERN,
+    RFC3339_RE,
     SCHEMA_VERSION,
+    EntryOutcome,
+    FolderEntry,
     QuarantineReason,
-    list_log_files,
+    scan_day_folder,
 )
 from wildchat_dag.core.schema import (
     MESSAGE,
@@ -44,7 +61,29 @@ from wildchat_dag.core.schema import (
 
 
 class LogFileError(Exception):
-    """A whole file cannot be read: the message names the file."""
+    """A whole file cannot be read: the message names the file, never its content."""
+
+
+class ConservationError(RuntimeError):
+    """Lines read and lines accounted for differ: a bug, named by file, never swallowed."""
+
+
+@dataclass
+class FileCounts:
+    source_file: str
+    lines_read: int = 0
+    kept: int = 0
+    quarantined: int = 0
+    line_endings: str = "lf"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "file": self.source_file,
+            "lines_read": self.lines_read,
+            "kept": self.kept,
+            "quarantined": self.quarantined,
+            "line_endings": self.line_endings,
+        }
 
 
 @dataclass
@@ -54,6 +93,8 @@ class IngestResult:
     files: list[str] = field(default_factory=list)
     lines_read: int = 0
     invalid_ips: int = 0
+    entries: list[FolderEntry] = field(default_factory=list)
+    file_counts: list[FileCounts] = field(default_factory=list)
 
     @property
     def quarantined_by_reason(self) -> dict[str, int]:
@@ -62,15 +103,59 @@ class IngestResult:
         counts = self.quarantine.group_by("reason").len().sort("reason")
         return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
 
+    @property
+    def skipped_entries(self) -> list[FolderEntry]:
+        return [e for e in self.entries if e.outcome == EntryOutcome.SKIPPED]
 
-def _read_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if path.name.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise LogFileError(f"{path}: not a readable gzip file ({exc})") from exc
+
+_DECOMPRESSORS = {
+    ".gz": (gzip.decompress, (OSError, EOFError, zlib.error), "gzip"),
+    ".bz2": (bz2.decompress, (OSError, EOFError, ValueError), "bzip2"),
+    ".xz": (lzma.decompress, (lzma.LZMAError, EOFError), "xz"),
+}
+
+
+def _read_bytes(path: Path, source: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        # strerror only: the OSError's own text repeats the full path, which is fine, but a
+        # uniform message is easier to search for.
+        raise LogFileError(
+            f"{source}: cannot be read ({exc.strerror or type(exc).__name__})"
+        ) from None
+    for suffix, (decompress, errors, label) in _DECOMPRESSORS.items():
+        if path.name.lower().endswith(suffix):
+            try:
+                return decompress(data)
+            except errors as exc:
+                # The exception's type only: gzip's own message quotes the file's first bytes.
+                raise LogFileError(
+                    f"{source}: not a readable {label} file ({type(exc).__name__})"
+                ) from None
     return data
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _normalize_line_endings(data: bytes) -> tuple[bytes, str]:
+    """The data to split on LF, and the file's line endings, for the metadata.
+
+    LF and CRLF split on LF (the CR is stripped per line later). A file with CRs and no LF at all
+    (classic Mac) splits on CR: read as one line it would merge every request into one
+    ``invalid_json`` row. In a file with LFs, a lone CR stays in its line, where JSON allows it
+    as whitespace; a line that holds two requests so joined is ``invalid_json``, and its detail
+    says it holds a carriage return.
+    """
+    if b"\r" not in data:
+        return data, "lf"
+    if b"\n" not in data:
+        return data.replace(b"\r", b"\n"), "cr"
+    crlf = data.count(b"\r\n")
+    if crlf == data.count(b"\n") and crlf == data.count(b"\r"):
+        return data, "crlf"
+    return data, "mixed"
 
 
 def _split_lines_python(data: bytes) -> tuple[list[str | None], list[bytes] | None]:
@@ -115,9 +200,14 @@ def _split_lines_fast(data: bytes) -> pl.Series | None:
     return lines.fill_null("") if lines.len() == expected else None
 
 
-def _file_lines(path: Path, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A file's lines, and the quarantine rows for lines that are not UTF-8."""
-    data = _read_bytes(path)
+def _file_lines(path: Path, source: str) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    """A file's lines, the quarantine rows for lines that are not UTF-8, and its line endings."""
+    data = _read_bytes(path, source)
+    # A UTF-8 byte-order mark opens files saved by some Windows tools; it is not part of the
+    # first request. Anywhere else it is content, and a line starting with one is invalid JSON.
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    data, endings = _normalize_line_endings(data)
     bad_utf8 = pl.DataFrame(
         schema={
             "source_file": pl.String,
@@ -151,7 +241,7 @@ def _file_lines(path: Path, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
             },
             schema=bad_utf8.schema,
         )
-    return frame, bad_utf8
+    return frame, bad_utf8, endings
 
 
 def normalize_ip(text: str | None) -> str | None:
@@ -173,105 +263,6 @@ def normalize_ip(text: str | None) -> str | None:
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _CANONICAL_IPV4 = rf"^{_OCTET}(?:\.{_OCTET}){{3}}$"
 
-# Every top-level field as raw JSON, so the strict path can name wrong types.
-_FIELDS_AS_JSON = (
-    "{" + ",".join(f'"{name}":"JSON"' for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)) + "}"
-)
-
-
-def _header(name: str) -> str:
-    # Header names are case-insensitive in HTTP; take the first match. TRY_CAST: DuckDB may
-    # evaluate the cast for rows whose headers are not an object (the CASE around it does not
-    # stop it), and those rows are quarantined as invalid_field:headers instead.
-    return (
-        "list_filter(map_entries(TRY_CAST(f.headers AS MAP(VARCHAR, JSON))), "
-        f"lambda e: lower(e.key) = '{name}')[1].value"
-    )
-
-
-_R = QuarantineReason
-
-# Reasons come from QuarantineReason, so the strict path and the table agree on their names.
-_VALIDATE_SQL = f"""
-WITH parsed AS (
-    SELECT k, from_json(line, '{_FIELDS_AS_JSON}') AS f
-    FROM objects
-),
-typed AS (
-    SELECT
-        k, f,
-        CASE WHEN json_type(f.messages) = 'ARRAY'
-             THEN from_json(f.messages, '[{{"role":"JSON","content":"JSON"}}]') END AS m,
-        CASE WHEN json_type(f.headers) = 'OBJECT' THEN {_header("user-agent")} END AS ua,
-        CASE WHEN json_type(f.headers) = 'OBJECT' THEN {_header("accept-language")} END AS lang,
-        CASE WHEN json_type(f.headers) = 'OBJECT' THEN {_header("x-forwarded-for")} END AS xff
-    FROM parsed
-),
-checked AS (
-    SELECT *,
-        CASE
-            WHEN f.schema_version IS NOT NULL AND NOT coalesce(
-                json_type(f.schema_version) IN ('UBIGINT', 'BIGINT')
-                AND f.schema_version::VARCHAR = '{SCHEMA_VERSION}', false)
-                THEN '{_R.UNSUPPORTED_SCHEMA_VERSION}:' || f.schema_version::VARCHAR
-            WHEN f.turn_id IS NULL THEN '{_R.MISSING_FIELD}:turn_id'
-            WHEN json_type(f.turn_id) NOT IN ('UBIGINT', 'BIGINT')
-                 OR TRY_CAST(f.turn_id::VARCHAR AS BIGINT) IS NULL
-                 OR TRY_CAST(f.turn_id::VARCHAR AS BIGINT) <= 0
-                THEN '{_R.INVALID_FIELD}:turn_id'
-            WHEN f.timestamp IS NULL THEN '{_R.MISSING_FIELD}:timestamp'
-            WHEN json_type(f.timestamp) <> 'VARCHAR'
-                 OR NOT regexp_matches((f.timestamp->>'$'), '{RFC3339_PATTERN}')
-                 OR TRY_CAST((f.timestamp->>'$') AS TIMESTAMPTZ) IS NULL
-                THEN '{_R.INVALID_FIELD}:timestamp'
-            WHEN f.response_timestamp IS NULL THEN '{_R.MISSING_FIELD}:response_timestamp'
-            WHEN json_type(f.response_timestamp) <> 'VARCHAR'
-                 OR NOT regexp_matches((f.response_timestamp->>'$'), '{RFC3339_PATTERN}')
-                 OR TRY_CAST((f.response_timestamp->>'$') AS TIMESTAMPTZ) IS NULL
-                THEN '{_R.INVALID_FIELD}:response_timestamp'
-            WHEN f.model IS NULL THEN '{_R.MISSING_FIELD}:model'
-            WHEN json_type(f.model) <> 'VARCHAR' OR (f.model->>'$') = ''
-                THEN '{_R.INVALID_FIELD}:model'
-            WHEN f.headers IS NULL THEN '{_R.MISSING_FIELD}:headers'
-            WHEN json_type(f.headers) <> 'OBJECT' THEN '{_R.INVALID_FIELD}:headers'
-            WHEN ua IS NOT NULL AND json_type(ua) <> 'VARCHAR'
-                THEN '{_R.INVALID_FIELD}:headers.user-agent'
-            WHEN lang IS NOT NULL AND json_type(lang) <> 'VARCHAR'
-                THEN '{_R.INVALID_FIELD}:headers.accept-language'
-            WHEN f.ip IS NOT NULL AND json_type(f.ip) <> 'VARCHAR' THEN '{_R.INVALID_FIELD}:ip'
-            WHEN f.ip IS NULL AND xff IS NULL THEN '{_R.MISSING_FIELD}:headers.x-forwarded-for'
-            WHEN f.ip IS NULL AND json_type(xff) <> 'VARCHAR'
-                THEN '{_R.INVALID_FIELD}:headers.x-forwarded-for'
-            WHEN f.messages IS NULL THEN '{_R.MISSING_FIELD}:messages'
-            WHEN m IS NULL THEN '{_R.INVALID_FIELD}:messages'
-            WHEN len(m) = 0 THEN '{_R.EMPTY_MESSAGES}'
-            WHEN NOT list_bool_and(list_transform(m, lambda x: coalesce(
-                    json_type(x.role) = 'VARCHAR' AND json_type(x.content) = 'VARCHAR', false)))
-                THEN '{_R.INVALID_FIELD}:messages'
-            WHEN len(m) % 2 = 0 OR NOT list_bool_and(list_transform(m, lambda x, i:
-                    (x.role->>'$') = CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END))
-                THEN '{_R.ROLES_NOT_ALTERNATING}'
-            WHEN f.response IS NULL THEN '{_R.MISSING_FIELD}:response'
-            WHEN json_type(f.response) <> 'VARCHAR' THEN '{_R.INVALID_FIELD}:response'
-        END AS problem
-    FROM typed
-)
-SELECT
-    k,
-    problem,
-    TRY_CAST(f.turn_id::VARCHAR AS BIGINT) AS turn_id,
-    (f.timestamp->>'$') AS timestamp_text,
-    (f.response_timestamp->>'$') AS response_timestamp_text,
-    (f.model->>'$') AS model,
-    coalesce((f.ip->>'$'), trim(split_part((xff->>'$'), ',', 1))) AS ip_text,
-    (ua->>'$') AS user_agent,
-    (lang->>'$') AS accept_language,
-    list_transform(m, lambda x: {{'role': (x.role->>'$'), 'content': (x.content->>'$')}})
-        AS messages,
-    (f.response->>'$') AS response
-FROM checked
-"""
-
 
 def _connect() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
@@ -279,7 +270,249 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+_R = QuarantineReason
+
+# --- Nesting guard --------------------------------------------------------------------------
+# A JSON string, closed or not (an unclosed one runs to the end of the line): brackets inside it
+# are text, not nesting.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(line: str, limit: int) -> int:
+    """The deepest nesting of brackets outside strings, counted up to ``limit + 1``.
+
+    Pure Python on purpose: it must not recurse and must not hand the line to a native decoder.
+    Unbalanced closers are ignored (the line is invalid JSON; the decoder will say so).
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", line))
+    depth = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+def _too_deep(lines: pl.DataFrame, max_depth: int) -> pl.DataFrame:
+    """``k, problem`` for lines nested deeper than ``max_depth``.
+
+    A line with at most ``max_depth`` opening brackets cannot nest deeper, whatever is in its
+    strings, so only lines with more (code in a message, say) get the exact scan.
+    """
+    opening = pl.col("line").str.count_matches("[", literal=True) + pl.col(
+        "line"
+    ).str.count_matches("{", literal=True)
+    suspects = lines.filter(opening > max_depth)
+    deep = [
+        k
+        for k, line in zip(suspects["k"], suspects["line"], strict=True)
+        if json_depth(line, max_depth) > max_depth
+    ]
+    return pl.DataFrame(
+        {"k": deep, "problem": [f"{_R.NESTING_TOO_DEEP}:over {max_depth} levels"] * len(deep)},
+        schema={"k": pl.Int64, "problem": pl.String},
+    )
+
+
+# --- Strict path: the contract, one JSON type at a time ----------------------------------------
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _HEADERS = ("user-agent", "accept-language", "x-forwarded-for")
+_INT64_MAX = 2**63 - 1
+
+
+class _Object(dict[str, Any]):
+    """A decoded JSON object that remembers which of its names occurred more than once."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.duplicates = frozenset(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number with a fraction or exponent"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+class _Problem(Exception):
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason}:{detail}")
+
+
+def _text(obj: dict[str, Any], name: str, label: str, *, required: bool) -> str | None:
+    """A string field: None when absent or null (an error when required), never another type,
+    never a lone surrogate (which UTF-8, and so the table, cannot hold)."""
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise _Problem(_R.MISSING_FIELD, label)
+        return None
+    if not isinstance(value, str):
+        raise _Problem(_R.INVALID_FIELD, label)
+    if _SURROGATE.search(value):
+        raise _Problem(_R.INVALID_FIELD, f"{label}: lone surrogate")
+    return value
+
+
+def _timestamp(obj: dict[str, Any], name: str) -> str:
+    value = _text(obj, name, name, required=True)
+    assert value is not None
+    if not RFC3339_RE.match(value):
+        raise _Problem(_R.INVALID_FIELD, name)
+    return value
+
+
+def _validate(line: str) -> dict[str, Any]:
+    """One line against the contract: the candidate row, or ``_Problem`` naming the field."""
+    try:
+        obj = json.loads(line, object_pairs_hook=_object, parse_constant=_reject_constant)
+    except RecursionError:  # the depth guard runs first; this is belt and braces
+        raise _Problem(_R.NESTING_TOO_DEEP, "too deep to decode") from None
+    except ValueError as exc:
+        # JSONDecodeError's msg is a fixed phrase and pos a number: no raw value in either.
+        where = f" at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "NaN or Infinity"
+        cr = "; the line holds a carriage return (mixed line endings?)" if "\r" in line else ""
+        raise _Problem(_R.INVALID_JSON, f"{message}{where}{cr}") from None
+    if not isinstance(obj, dict):
+        raise _Problem(_R.NOT_AN_OBJECT, _json_type(obj))
+    # Two values for one name: which one counts is up to the decoder, so neither is taken.
+    for name in (*OPTIONAL_FIELDS, *REQUIRED_FIELDS):
+        if name in obj.duplicates:
+            raise _Problem(_R.DUPLICATE_KEY, name)
+    version = obj.get("schema_version")
+    if version is not None and not (type(version) is int and version == SCHEMA_VERSION):
+        shown = str(version) if type(version) is int and 0 <= version < 1000 else None
+        raise _Problem(_R.UNSUPPORTED_SCHEMA_VERSION, shown or f"a JSON {_json_type(version)}")
+    turn_id = obj.get("turn_id")
+    if turn_id is None:
+        raise _Problem(_R.MISSING_FIELD, "turn_id")
+    if type(turn_id) is not int or not 0 < turn_id <= _INT64_MAX:
+        raise _Problem(_R.INVALID_FIELD, "turn_id")
+    timestamp = _timestamp(obj, "timestamp")
+    response_timestamp = _timestamp(obj, "response_timestamp")
+    model = _text(obj, "model", "model", required=True)
+    if model == "":
+        raise _Problem(_R.INVALID_FIELD, "model")
+    headers = obj.get("headers")
+    if headers is None:
+        raise _Problem(_R.MISSING_FIELD, "headers")
+    if not isinstance(headers, dict):
+        raise _Problem(_R.INVALID_FIELD, "headers")
+    # Header names are case-insensitive in HTTP: two spellings of one name are a duplicate.
+    found: dict[str, list[str]] = {}
+    for key in headers:
+        if key.lower() in _HEADERS:
+            found.setdefault(key.lower(), []).append(key)
+    for name, keys in found.items():
+        if len(keys) > 1 or keys[0] in headers.duplicates:
+            raise _Problem(_R.DUPLICATE_KEY, f"headers.{name}")
+    values = {name: headers[keys[0]] for name, keys in found.items()}
+    user_agent = _text(values, "user-agent", "headers.user-agent", required=False)
+    accept_language = _text(values, "accept-language", "headers.accept-language", required=False)
+    ip = _text(obj, "ip", "ip", required=False)
+    xff = None
+    if ip is None:
+        xff = _text(values, "x-forwarded-for", "headers.x-forwarded-for", required=True)
+    messages = obj.get("messages")
+    if messages is None:
+        raise _Problem(_R.MISSING_FIELD, "messages")
+    if not isinstance(messages, list):
+        raise _Problem(_R.INVALID_FIELD, "messages")
+    if not messages:
+        raise _Problem(_R.EMPTY_MESSAGES)
+    for message in messages:
+        if not isinstance(message, dict):
+            raise _Problem(_R.INVALID_FIELD, "messages")
+        if message.duplicates & {"role", "content"}:
+            raise _Problem(_R.DUPLICATE_KEY, "messages")
+        if not (isinstance(message.get("role"), str) and isinstance(message.get("content"), str)):
+            raise _Problem(_R.INVALID_FIELD, "messages")
+        if _SURROGATE.search(message["role"]) or _SURROGATE.search(message["content"]):
+            raise _Problem(_R.INVALID_FIELD, "messages: lone surrogate")
+    if len(messages) % 2 == 0 or any(
+        m["role"] != ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(messages)
+    ):
+        raise _Problem(_R.ROLES_NOT_ALTERNATING)
+    response = _text(obj, "response", "response", required=True)
+    return {
+        "turn_id": turn_id,
+        "timestamp_text": timestamp,
+        "response_timestamp_text": response_timestamp,
+        "model": model,
+        "ip_field": ip,
+        "xff": xff,
+        "user_agent": user_agent,
+        "accept_language": accept_language,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "response": response,
+    }
+
+
+_CANDIDATE_SCHEMA = pl.Schema(
+    {
+        "k": pl.Int64,
+        "turn_id": pl.Int64,
+        "timestamp_text": pl.String,
+        "response_timestamp_text": pl.String,
+        "model": pl.String,
+        "ip_field": pl.String,
+        "xff": pl.String,
+        "user_agent": pl.String,
+        "accept_language": pl.String,
+        "messages": pl.List(MESSAGE),
+        "response": pl.String,
+    }
+)
+_CANDIDATE_COLUMNS = tuple(_CANDIDATE_SCHEMA)
+_PROBLEM_SCHEMA = {"k": pl.Int64, "problem": pl.String}
+
+
+def _strict_path(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate lines one by one against the contract: (valid rows, problems)."""
+    rows: list[dict[str, Any]] = []
+    problems: list[tuple[int, str]] = []
+    for k, line in zip(lines["k"], lines["line"], strict=True):
+        try:
+            row = _validate(line)
+        except _Problem as problem:
+            problems.append((k, str(problem)))
+        else:
+            row["k"] = k
+            rows.append(row)
+    return (
+        pl.DataFrame(rows, schema=_CANDIDATE_SCHEMA),
+        pl.DataFrame(problems, schema=_PROBLEM_SCHEMA, orient="row"),
+    )
+
+
+# --- Fast path ----------------------------------------------------------------------------------
 _FAST_DTYPE = pl.Struct(
     {
         "schema_version": pl.Int64,
@@ -301,66 +534,129 @@ _FAST_DTYPE = pl.Struct(
     }
 )
 _FAST_CHUNK_LINES = 4096
-# polars reads a JSON number or boolean into a string field as its text. A string that looks like
-# one is therefore checked again by the strict path, which sees the JSON types.
-_LOOKS_COERCED = r"^(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)$"
-
-_CANDIDATE_SCHEMA = pl.Schema(
-    {
-        "k": pl.Int64,
-        "turn_id": pl.Int64,
-        "timestamp_text": pl.String,
-        "response_timestamp_text": pl.String,
-        "model": pl.String,
-        "ip_text": pl.String,
-        "user_agent": pl.String,
-        "accept_language": pl.String,
-        "messages": pl.List(MESSAGE),
-        "response": pl.String,
-    }
-)
-_CANDIDATE_COLUMNS = (
-    "k",
-    "turn_id",
-    "timestamp_text",
-    "response_timestamp_text",
+# A chunk polars cannot decode is halved until its pieces are this small; those go strict.
+_BISECT_MIN_LINES = 32
+_STRING_FIELDS = (
+    "timestamp",
+    "response_timestamp",
     "model",
-    "ip_text",
-    "user_agent",
-    "accept_language",
-    "messages",
     "response",
+    "ip",
+    *_HEADERS,
+    "role",
+    "content",
 )
+# Names the contract reads, as keys. Inside a JSON string a quote is escaped, so ``"name":``
+# is a key (or, at worst, a string ending in the name: the count is then off and the row waits
+# for the strict path).
+_KEYS = r'(?i)"(?:schema_version|turn_id|' + "|".join(_STRING_FIELDS) + r'|headers|messages)"\s*:'
+_KEY_NAME = r'^"([^"]*)"'
+# A value of a string field that is not a string: polars would read a number as its text.
+_NOT_A_STRING = r'(?i)"(?:' + "|".join(_STRING_FIELDS) + r')"\s*:\s*[^"\s]'
+# A key spelled with an escaped ASCII character (``"turn\u005fid"``) is the same name to a JSON
+# parser but not to the key count above, nor to polars.
+_ESCAPED_ASCII = r"\\u00[2-7][0-9a-fA-F]"
+# polars decodes a lone high surrogate, and a real U+0000, to NUL; only Python tells them apart.
+_MAY_HOLD_NUL = r"\\u(?:0000|[dD][89abAB])"
+_TOP_LEVEL_ONCE = ("schema_version", "turn_id", "timestamp", "response_timestamp", "model")
+_TOP_LEVEL_ONCE += ("response", "ip", *_HEADERS, "headers", "messages")
 
 
-def _coerced(column: pl.Expr) -> pl.Expr:
-    return (column.str.len_bytes() <= 40) & column.str.contains(_LOOKS_COERCED)
+def _decode(chunk: pl.DataFrame) -> list[tuple[pl.DataFrame, bool]]:
+    """``(frame, decoded)`` pieces of a chunk: decoded by polars, or lines polars refused.
+
+    A chunk polars refuses is halved until the refused lines are isolated, so one bad line
+    sends a few dozen neighbours to the strict path, not thousands.
+    """
+    try:
+        return [
+            (
+                chunk.select("k", "line", r=pl.col("line").str.json_decode(_FAST_DTYPE)).unnest(
+                    "r"
+                ),
+                True,
+            )
+        ]
+    except pl.exceptions.PolarsError:
+        pass
+    if chunk.height <= _BISECT_MIN_LINES:
+        return [(chunk, False)]
+    half = chunk.height // 2
+    return _decode(chunk.slice(0, half)) + _decode(chunk.slice(half))
+
+
+def _raw_text_checks(frame: pl.DataFrame) -> pl.Series:
+    """True where the raw line shows the decoded row is exactly what the strict path reads."""
+    literal = r"\s*:\s*([^\s,}\]]*)"
+    # Computed once: each expression below would otherwise scan every line again.
+    frame = frame.select(
+        "turn_id",
+        n_messages=pl.col("messages").list.len(),
+        keys=pl.col("line")
+        .str.extract_all(_KEYS)
+        .list.eval(pl.element().str.extract(_KEY_NAME).str.to_lowercase()),
+        turn_id_text=pl.col("line").str.extract(r'"turn_id"' + literal),
+        version_text=pl.col("line").str.extract(r'"schema_version"' + literal),
+        plain=~pl.col("line").str.contains(_NOT_A_STRING)
+        & ~pl.col("line").str.contains(_ESCAPED_ASCII),
+    )
+    keys, turn_id_text, version_text = (
+        pl.col("keys"),
+        pl.col("turn_id_text"),
+        pl.col("version_text"),
+    )
+    return frame.select(
+        (
+            pl.all_horizontal(keys.list.count_matches(name) <= 1 for name in _TOP_LEVEL_ONCE)
+            & (keys.list.count_matches("role") == pl.col("n_messages"))
+            & (keys.list.count_matches("content") == pl.col("n_messages"))
+            # An integer literal, not 1.0, 1e3 or true, equal to what polars read.
+            & turn_id_text.str.contains(r"^[1-9][0-9]{0,18}$")
+            & (turn_id_text.cast(pl.Int64, strict=False) == pl.col("turn_id"))
+            & (version_text.is_null() | (version_text == str(SCHEMA_VERSION)))
+            & pl.col("plain")
+        ).fill_null(False)
+    ).to_series()
+
+
+def _holds_nul(frame: pl.DataFrame) -> pl.Series:
+    headers = pl.col("headers")
+    return frame.select(
+        (
+            pl.any_horizontal(
+                pl.col(c).str.contains("\x00", literal=True)
+                for c in ("timestamp", "response_timestamp", "model", "response", "ip")
+            )
+            | pl.any_horizontal(
+                headers.struct.field(h).str.contains("\x00", literal=True) for h in _HEADERS
+            )
+            | pl.col("messages")
+            .list.eval(
+                pl.element().struct.field("role").str.contains("\x00", literal=True)
+                | pl.element().struct.field("content").str.contains("\x00", literal=True)
+            )
+            .list.any()
+        ).fill_null(False)
+    ).to_series()
 
 
 def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Decode well-formed lines with polars; return (accepted rows, lines for the strict path).
 
-    A chunk that polars cannot decode, and any row with a missing, null or suspicious value, goes
-    to the strict path, which names the exact problem. Rows accepted here are exactly rows the
-    strict path would accept.
+    Any row with a missing, null, non-string, possibly coerced or duplicated value, and every
+    line of a piece polars cannot decode, goes to the strict path, which names the exact
+    problem. Rows accepted here are exactly rows the strict path would accept, with the same
+    values.
     """
-
-    def decode(chunk: pl.DataFrame) -> pl.DataFrame | None:
-        try:
-            return chunk.select("k", "line", r=pl.col("line").str.json_decode(_FAST_DTYPE)).unnest(
-                "r"
-            )
-        except pl.exceptions.PolarsError:
-            return None
-
     chunks = list(candidates.iter_slices(_FAST_CHUNK_LINES))
     # polars releases the GIL while decoding, so chunks decode in parallel.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(decode, chunks))
-    decoded = [r for r in results if r is not None]
-    strict = [c for c, r in zip(chunks, results, strict=True) if r is None]
+        results = [piece for pieces in pool.map(_decode, chunks) for piece in pieces]
+    decoded = [frame for frame, ok in results if ok and frame.height]
+    strict = [frame.select("k", "line") for frame, ok in results if not ok]
+    empty = pl.DataFrame(schema=_CANDIDATE_SCHEMA)
     if not decoded:
-        return pl.DataFrame(), candidates
+        return empty, candidates.select("k", "line")
     frame = pl.concat(decoded).with_columns(
         pl.struct(
             pl.coalesce(
@@ -376,30 +672,30 @@ def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
     strings = ("timestamp", "response_timestamp", "model", "response")
     accepted = (
-        (pl.col("schema_version").is_null() | (pl.col("schema_version") == 1))
+        (pl.col("schema_version").is_null() | (pl.col("schema_version") == SCHEMA_VERSION))
         & (pl.col("turn_id") > 0)
-        & pl.all_horizontal(pl.col(c).is_not_null() & ~_coerced(pl.col(c)) for c in strings)
+        & pl.all_horizontal(pl.col(c).is_not_null() for c in strings)
         & (pl.col("model") != "")
         & headers.is_not_null()
-        & pl.all_horizontal(
-            headers.struct.field(h).is_not_null() & ~_coerced(headers.struct.field(h))
-            for h in _HEADERS
-        )
-        & (pl.col("ip").is_null() | ~_coerced(pl.col("ip")))
+        & pl.all_horizontal(headers.struct.field(h).is_not_null() for h in _HEADERS)
         & (pl.col("messages").list.len() % 2 == 1)
         & pl.col("messages")
         .list.eval(
             (pl.element().struct.field("role") == role_expected)
             & pl.element().struct.field("content").is_not_null()
-            & ~_coerced(pl.element().struct.field("content"))
         )
         .list.all()
     ).fill_null(False)
     frame = frame.with_columns(accepted=accepted)
-    rejected = frame.filter(~pl.col("accepted")).select("k", "line")
-    strict.append(rejected)
-    if rejected.height:
-        frame = frame.filter("accepted")
+    frame = frame.with_columns(
+        accepted=pl.col("accepted") & _raw_text_checks(frame.select("line", "messages", "turn_id"))
+    )
+    suspect = frame.select(pl.col("accepted") & pl.col("line").str.contains(_MAY_HOLD_NUL))
+    if suspect.to_series().any():
+        nul = _holds_nul(frame)
+        frame = frame.with_columns(accepted=pl.col("accepted") & ~nul)
+    strict.append(frame.filter(~pl.col("accepted")).select("k", "line"))
+    frame = frame.filter("accepted")
     ok = frame.select(
         "k",
         "turn_id",
@@ -408,40 +704,12 @@ def _fast_path(candidates: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         "response",
         timestamp_text="timestamp",
         response_timestamp_text="response_timestamp",
-        ip_text=pl.coalesce(
-            "ip",
-            headers.struct.field("x-forwarded-for").str.split(",").list.first().str.strip_chars(),
-        ),
+        ip_field="ip",
+        xff=headers.struct.field("x-forwarded-for"),
         user_agent=headers.struct.field("user-agent"),
         accept_language=headers.struct.field("accept-language"),
-    )
+    ).select(_CANDIDATE_COLUMNS)
     return ok, pl.concat(strict)
-
-
-def _strict_path(
-    con: duckdb.DuckDBPyConnection, lines: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Validate lines one JSON type at a time in DuckDB: (valid rows, problems)."""
-    if lines.is_empty():
-        return pl.DataFrame(), pl.DataFrame(schema={"k": pl.Int64, "problem": pl.String})
-    json_ok = con.sql(
-        "SELECT k, json_valid(line) AS ok, regexp_matches(line, '^\\s*\\{') AS is_object FROM lines"
-    ).pl()
-    objects = lines.join(json_ok.filter("ok", "is_object"), on="k").select("k", "line")  # noqa: F841
-    validated = con.sql(_VALIDATE_SQL).pl()
-    problems = pl.concat(
-        [
-            json_ok.filter(~pl.col("ok") | ~pl.col("is_object")).select(
-                "k",
-                problem=pl.when("ok")
-                .then(pl.lit(QuarantineReason.NOT_AN_OBJECT))
-                .otherwise(pl.lit(QuarantineReason.INVALID_JSON)),
-            ),
-            validated.filter(pl.col("problem").is_not_null()).select("k", "problem"),
-        ]
-    )
-    valid = validated.filter(pl.col("problem").is_null()).select(_CANDIDATE_COLUMNS)
-    return valid, problems
 
 
 _TIMESTAMP_SQL = f"""
@@ -450,9 +718,10 @@ SELECT k,
     regexp_matches(response_timestamp_text, '{RFC3339_PATTERN}') AND rts IS NOT NULL AS rts_ok,
     ts AS "timestamp", rts AS response_timestamp
 FROM (
+    -- upper(): the contract allows a lower-case t and z, DuckDB's cast does not.
     SELECT k, timestamp_text, response_timestamp_text,
-        TRY_CAST(timestamp_text AS TIMESTAMPTZ) AS ts,
-        TRY_CAST(response_timestamp_text AS TIMESTAMPTZ) AS rts
+        TRY_CAST(upper(timestamp_text) AS TIMESTAMPTZ) AS ts,
+        TRY_CAST(upper(response_timestamp_text) AS TIMESTAMPTZ) AS rts
     FROM stamps
 )
 """
@@ -530,13 +799,16 @@ def _quarantine_rows(frame: pl.DataFrame, day: date) -> pl.DataFrame:
     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
-def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> IngestResult:
+def parse_lines(
+    lines: pl.DataFrame, day: date, *, max_line_bytes: int, max_depth: int = MAX_JSON_DEPTH
+) -> IngestResult:
     """Validate ``lines`` (``source_file, line_number, line``) collected for ``day``.
 
     The message history is the bulk of every line, so those columns are decoded once and then
     only filtered, never joined: every decision is made on a light frame keyed by ``k``.
     """
     lines_read = lines.height
+    read_by_file = _count_by_file(lines)
     lines = lines.with_columns(k=pl.int_range(pl.len(), dtype=pl.Int64))
     # Each of these would copy every line, so only where it changes something.
     if lines["line"].str.ends_with("\r").any():
@@ -548,24 +820,27 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
         .then(pl.lit(f"{QuarantineReason.LINE_TOO_LARGE}:over {max_line_bytes} bytes"))
         .when(pl.col("line").str.strip_chars() == "")
         .then(pl.lit(QuarantineReason.BLANK_LINE)),
-    )
-    con = _connect()
-    unparsed = problems.filter(pl.col("problem").is_not_null())["k"]
+    ).filter(pl.col("problem").is_not_null())
     candidates = lines.select("k", "line")
-    if unparsed.len():
-        candidates = candidates.filter(~pl.col("k").is_in(unparsed))
+    if problems.height:
+        candidates = candidates.filter(~pl.col("k").is_in(problems["k"].implode()))
+    # Before any decoder: a deep line crashes a native one instead of raising.
+    deep = _too_deep(candidates, max_depth)
+    if deep.height:
+        problems = pl.concat([problems, deep])
+        candidates = candidates.filter(~pl.col("k").is_in(deep["k"].implode()))
     fast, strict_lines = _fast_path(candidates)
     del candidates
-    strict, strict_problems = _strict_path(con, strict_lines)
+    strict, strict_problems = _strict_path(strict_lines)
     del strict_lines
-    if not fast.height:
-        valid = strict.sort("k") if strict.height else pl.DataFrame(schema=_CANDIDATE_SCHEMA)
-    elif strict.height:
-        valid = pl.concat([fast.select(_CANDIDATE_COLUMNS), strict]).sort("k")
-    else:
-        valid = fast.select(_CANDIDATE_COLUMNS)
+    valid = pl.concat([fast, strict]).sort("k") if strict.height else fast
     del fast, strict
+    # One rule for both paths: the client is ``ip``, else the first x-forwarded-for entry.
+    valid = valid.with_columns(
+        ip_text=pl.coalesce("ip_field", pl.col("xff").str.split(",").list.first().str.strip_chars())
+    )
 
+    con = _connect()
     stamps = valid.select("k", "timestamp_text", "response_timestamp_text")  # noqa: F841
     light = (
         valid.select("k", "turn_id", "ip_text")
@@ -604,7 +879,7 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
 
     problems = pl.concat(
         [
-            problems.filter(pl.col("problem").is_not_null()),
+            problems,
             strict_problems,
             bad_time,
             outside,
@@ -652,26 +927,66 @@ def parse_lines(lines: pl.DataFrame, day: date, *, max_line_bytes: int) -> Inges
         ],
         how="horizontal",
     ).cast(RAW_REQUESTS_SCHEMA)  # type: ignore[arg-type]
+    quarantine = quarantine.sort("source_file", "line_number")
     return IngestResult(
         requests=requests,
-        quarantine=quarantine.sort("source_file", "line_number"),
+        quarantine=quarantine,
         lines_read=lines_read,
         invalid_ips=requests.filter(~pl.col("ip_valid")).height,
+        file_counts=account_for_lines(read_by_file, requests, quarantine),
     )
 
 
-def ingest_day(folder: Path, day: date, *, max_line_bytes: int) -> IngestResult:
-    """Read every log file of one day folder. A missing folder is an error naming the path."""
+def _count_by_file(frame: pl.DataFrame) -> dict[str, int]:
+    if frame.is_empty():
+        return {}
+    counts = frame.group_by("source_file").len()
+    return dict(zip(counts["source_file"].to_list(), counts["len"].to_list(), strict=True))
+
+
+def account_for_lines(
+    read_by_file: dict[str, int], requests: pl.DataFrame, quarantine: pl.DataFrame
+) -> list[FileCounts]:
+    """Per file: lines read = kept + quarantined, or ``ConservationError`` naming the file."""
+    kept, quarantined = _count_by_file(requests), _count_by_file(quarantine)
+    counts = []
+    for source in sorted(read_by_file.keys() | kept.keys() | quarantined.keys()):
+        entry = FileCounts(
+            source, read_by_file.get(source, 0), kept.get(source, 0), quarantined.get(source, 0)
+        )
+        if entry.lines_read != entry.kept + entry.quarantined:
+            raise ConservationError(
+                f"{source}: {entry.lines_read:,} lines read but {entry.kept:,} kept and "
+                f"{entry.quarantined:,} quarantined"
+            )
+        counts.append(entry)
+    return counts
+
+
+def ingest_day(
+    folder: Path, day: date, *, max_line_bytes: int, max_depth: int = MAX_JSON_DEPTH
+) -> IngestResult:
+    """Read every log file of one day folder. A missing folder is an error naming the path.
+
+    Every entry of the folder is listed in ``entries`` with its outcome (read, skipped and
+    why); an entry that looks like a log but cannot be read (a dangling symlink, an unsupported
+    compression) fails the day, naming every such entry.
+    """
     if not folder.is_dir():
         raise FileNotFoundError(
             f"No log folder for {day.isoformat()}: expected {folder} (one folder per UTC day, "
             "named YYYY-MM-DD, under the log root)"
         )
-    files = list_log_files(folder)
-    frames, bad_utf8 = [], []
+    entries = scan_day_folder(folder)
+    failed = [e for e in entries if e.outcome == EntryOutcome.FAILED]
+    if failed:
+        listed = ", ".join(f"{folder.name}/{e.name} ({e.reason})" for e in failed)
+        raise LogFileError(f"cannot read log entries of {folder.name}: {listed}")
+    files = [e.path for e in entries if e.outcome == EntryOutcome.READ]
+    frames, bad_utf8, endings = [], [], {}
     for path in files:
         source = f"{folder.name}/{path.name}"
-        lines, bad = _file_lines(path, source)
+        lines, bad, endings[source] = _file_lines(path, source)
         frames.append(lines)
         bad_utf8.append(bad)
     lines = (
@@ -681,10 +996,14 @@ def ingest_day(folder: Path, day: date, *, max_line_bytes: int) -> IngestResult:
             schema={"line": pl.String, "source_file": pl.String, "line_number": pl.Int64}
         )
     )
+    read_by_file = {
+        f"{folder.name}/{p.name}": frame.height for p, frame in zip(files, frames, strict=True)
+    }
+    del frames
     non_utf8 = lines["line"].null_count()
     if non_utf8:  # filtering copies every line, so only when there is something to drop
         lines = lines.filter(pl.col("line").is_not_null())
-    result = parse_lines(lines, day, max_line_bytes=max_line_bytes)
+    result = parse_lines(lines, day, max_line_bytes=max_line_bytes, max_depth=max_depth)
     if non_utf8:
         extra = _quarantine_rows(
             pl.concat(bad_utf8).with_columns(
@@ -695,5 +1014,19 @@ def ingest_day(folder: Path, day: date, *, max_line_bytes: int) -> IngestResult:
         )
         result.quarantine = pl.concat([result.quarantine, extra]).sort("source_file", "line_number")
         result.lines_read += non_utf8
-    result.files = [f"{folder.name}/{p.name}" for p in files]
+    counts = {
+        c.source_file: c
+        for c in account_for_lines(read_by_file, result.requests, result.quarantine)
+    }
+    # A file with no line still gets its row: read, and empty.
+    result.file_counts = [counts.get(s) or FileCounts(s) for s in read_by_file]
+    for c in result.file_counts:
+        c.line_endings = endings[c.source_file]
+    if result.lines_read != result.requests.height + result.quarantine.height:
+        raise ConservationError(
+            f"{folder.name}: {result.lines_read:,} lines read but {result.requests.height:,} "
+            f"kept and {result.quarantine.height:,} quarantined"
+        )
+    result.files = list(read_by_file)
+    result.entries = entries
     return result

@@ -10,7 +10,12 @@ from datetime import date
 from pathlib import Path
 
 from wildchat_dag.core.hashing import sha256_hex
-from wildchat_dag.core.log_contract import list_log_files
+from wildchat_dag.core.log_contract import (
+    EntryOutcome,
+    FolderEntry,
+    SkipReason,
+    scan_day_folder,
+)
 
 # Where the fingerprint of the files a day was ingested from is kept (raw_requests metadata).
 LOG_FINGERPRINT = "log_fingerprint"
@@ -24,7 +29,10 @@ def day_fingerprints(
     """``{day: fingerprint}`` of every day folder whose log files have all settled.
 
     The fingerprint hashes each log file's name, size and modification time: a new, grown,
-    rewritten or removed file changes it. A folder with a file modified less than
+    rewritten or removed file changes it. Entries ingest fails on (a dangling symlink named like
+    a log, an unsupported compression) and temporary files (a partial upload that becomes a log
+    file when renamed) count too; other skipped entries (``README.txt``, a sub-folder) cannot
+    change what ingest reads and do not. A folder with a counted entry modified less than
     ``settle_seconds`` ago is left out, because the service may still be writing to it.
     """
     root = Path(root)
@@ -54,8 +62,26 @@ def folder_fingerprint(folder: Path) -> str:
     return _fingerprint(_file_stats(folder)) if folder.is_dir() else NO_LOGS
 
 
+def _counted(entry: FolderEntry) -> bool:
+    return entry.outcome != EntryOutcome.SKIPPED or entry.reason == SkipReason.TEMPORARY_FILE
+
+
 def _file_stats(folder: Path) -> list[tuple[str, os.stat_result]]:
-    return [(f.name, f.stat()) for f in list_log_files(folder)]
+    stats = []
+    for entry in scan_day_folder(folder):
+        if not _counted(entry):
+            continue
+        # A read file is listed as before, so a folder of log files keeps its fingerprint; the
+        # others carry their outcome, and lstat, which a dangling symlink still has.
+        label = (
+            entry.name if entry.outcome == EntryOutcome.READ else f"{entry.name}\t{entry.reason}"
+        )
+        try:
+            info = entry.path.stat() if entry.outcome == EntryOutcome.READ else entry.path.lstat()
+        except OSError:  # gone since the listing: the next scan sees the folder as it is then
+            continue
+        stats.append((label, info))
+    return stats
 
 
 def _fingerprint(stats: list[tuple[str, os.stat_result]]) -> str:

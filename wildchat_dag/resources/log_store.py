@@ -6,17 +6,23 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES, day_folder
+from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES, MAX_JSON_DEPTH, day_folder
 from wildchat_dag.core.log_folders import day_fingerprints
 
 
 class RequestLogStore(ConfigurableResource):
-    """Raw request logs: JSON Lines files, optionally gzipped, in one folder per UTC day."""
+    """Raw request logs: JSON Lines files (plain, gzip, bz2 or xz), one folder per UTC day."""
 
     root: str = Field(description="Log root holding one YYYY-MM-DD folder per collection day.")
     max_line_bytes: int = Field(
         default=DEFAULT_MAX_LINE_BYTES,
         description="Lines larger than this are quarantined as line_too_large, unparsed.",
+    )
+    max_json_depth: int = Field(
+        default=MAX_JSON_DEPTH,
+        ge=1,
+        description="Lines nested deeper than this are quarantined as nesting_too_deep before "
+        "any native JSON decoder sees them (a deep enough value crashes one).",
     )
     settle_seconds: float = Field(
         default=120.0,
