@@ -2,12 +2,11 @@ import json
 from datetime import date, datetime, timedelta
 
 import polars as pl
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wildchat_dag.core.ingest import ingest_day
-from wildchat_dag.core.linking import DuplicateTurnIdError, link_window
+from wildchat_dag.core.linking import link_window
 from wildchat_dag.core.linking_reference import link_sequential
 from wildchat_dag.loggen import generate_logs
 from wildchat_dag_tests.conftest import RequestFactory, raw_frame
@@ -129,12 +128,16 @@ def test_orphans_and_beyond_lookahead_are_kept_with_reasons(requests_factory):
     assert sorted(owned_turn_ids(results)) == sorted(frame["turn_id"].to_list())
 
 
-def test_duplicate_turn_id_across_days_names_the_partitions(requests_factory):
+def test_duplicate_turn_id_across_days_is_set_aside_not_fatal(requests_factory):
+    """More cases in test_faults_linking.py."""
     f = requests_factory
     a = f.first("hi", "hello", "2024-01-01T10:00:00", turn_id=7)
     b = f.first("hey", "hello", "2024-01-02T10:00:00", turn_id=7)
-    with pytest.raises(DuplicateTurnIdError, match="turn_id 7 is in partitions 2024-01-01"):
-        link_window(raw_frame([a, b]), D1, lookahead_days=1)
+    results = link_all_days(raw_frame([a, b]), [D1, D2])
+    assert results[D1].conversations["own_turn_ids"].to_list() == [[7]]
+    assert results[D2].orphans.select("turn_id", "reason", "detail").rows() == [
+        (7, "duplicate_turn_id", "first seen at 2024-01-01/test.jsonl:1")
+    ]
 
 
 @st.composite

@@ -43,7 +43,6 @@ from wildchat_dag.assets.instance_check import (
 )
 from wildchat_dag.assets.metadata import counts_table
 from wildchat_dag.assets.text_exit import text_exit
-from wildchat_dag.core.checks import PLACEMENT_SQL
 from wildchat_dag.core.markdown import markdown_table
 from wildchat_dag.core.pii_frequency import FrequencyStore
 from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
@@ -55,6 +54,7 @@ from wildchat_dag.core.table_checks import (
     LINES_SQL,
     LINKED_SQL,
     ORPHANED_OF_DAY_SQL,
+    PLACEMENT_SQL,
     QUARANTINE_REASONS_SQL,
     RECORD_SIZES_SQL,
     RECORDS_SQL,
@@ -231,7 +231,9 @@ CONSERVATION_DESCRIPTION = (
     "For this day, nothing is lost between the log lines and the released utterances, "
     "and every difference is in a side table: log lines read = requests kept "
     "(raw_requests) + lines quarantined (quarantined_log_lines); every request is "
-    "placed exactly once, in a conversation or in orphaned_requests; the same "
+    "placed exactly once, in a conversation or in orphaned_requests (an orphan, or a later "
+    "copy of a turn id set aside as duplicate_turn_id), and no turn id is kept on two days; the "
+    "same "
     "conversations are in linked_conversations, anonymized_conversations and "
     "release_records; each is in each release or has an exclusion reason; and each "
     "conversation keeps its utterances. The metadata's chain shows every stage's "
@@ -248,11 +250,13 @@ def _conservation_result(
     # One transaction: every stage counted on the same state of the warehouse.
     with warehouse.connect() as con:
         sql = partial(query, con)
+        side = sql(ORPHANED_OF_DAY_SQL, day).row(0, named=True)
         result = conservation(
             lines_read=_lines_read(context),
             files=sql(LINES_SQL, day),
             placement=sql(PLACEMENT_SQL, day).row(0, named=True),
-            orphaned=int(sql(ORPHANED_OF_DAY_SQL, day)["orphaned"][0]),
+            orphaned=int(side["orphaned"] or 0),
+            set_aside=int(side["set_aside"] or 0),
             linked=sql(CONVERSATION_SIZES_SQL.format(table="linked_conversations"), day),
             anonymized=sql(CONVERSATION_SIZES_SQL.format(table="anonymized_conversations"), day),
             records=sql(RECORD_SIZES_SQL, day),

@@ -18,6 +18,19 @@ Our choices where the rule is silent (README.md, "Linking"):
   beyond the lookahead: the partition of its own day keeps it as an orphan with reason
   ``beyond_lookahead``. One extra day of lookback is what lets that partition tell.
 
+- **Duplicate turn ids across days.** ``turn_id`` is unique per day (ingest quarantines a
+  second copy within a day). A copy on another day is *set aside*: of all copies of a turn id,
+  the first in the total order ``(partition_day, source_file, line_number)`` is linked, and each
+  later one goes to ``orphaned_requests`` with reason ``duplicate_turn_id`` and a ``detail``
+  naming the earliest copy it was compared with (``first seen at 2024-01-02/a.jsonl:17``). The
+  order is that of the stored rows, never of ingestion or linking, so every partition decides
+  alike. A copy is compared with the copies of the ``duplicate_horizon_days`` (2N+1) days before
+  it: the farthest apart two copies can be and still meet in one window. Linking reads their
+  turn ids (``earlier``) besides the window, so that every window holding a copy decides about
+  it alike. A request that continues a set-aside copy is an orphan, ``follows_duplicate_turn_id``.
+  Copies farther apart never meet: both are linked, each in its own window, and the placement
+  check (``PLACEMENT_SQL``) counts them as ``duplicates_not_set_aside``, placed twice.
+
 The rule is sequential (earlier requests take ends first). Almost every request has exactly one
 candidate end and every end exactly one claimant, so those links are made by joins. Only the
 contested groups, all requests and ends sharing one hash, fingerprint and model, replay the
@@ -33,6 +46,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from wildchat_dag.core.log_contract import QuarantineReason
 from wildchat_dag.core.schema import (
     LINKED_CONVERSATIONS_SCHEMA,
     ORPHANED_REQUESTS_SCHEMA,
@@ -49,6 +63,11 @@ class OrphanReason:
     PREDECESSOR_NOT_FOUND = "predecessor_not_found"
     FOLLOWS_ORPHAN = "follows_orphan"
     BEYOND_LOOKAHEAD = "beyond_lookahead"
+    # A later copy of a turn id seen on another day; the same word as ingest's quarantine reason
+    # for a copy on the same day.
+    DUPLICATE_TURN_ID = QuarantineReason.DUPLICATE_TURN_ID
+    # Continues a set-aside copy: its history is known, but not under a turn id of its own.
+    FOLLOWS_DUPLICATE_TURN_ID = "follows_duplicate_turn_id"
 
 
 class RootKind:
@@ -60,7 +79,13 @@ class RootKind:
 
 
 class DuplicateTurnIdError(ValueError):
-    pass
+    """The same stored row twice (one file and line, one turn id): not a duplicate in the logs,
+    which is set aside, but a table written twice, which no order can settle."""
+
+
+# The columns that identify one copy of a request, and their order: which copy is first.
+COPY_ORDER = (PARTITION_COLUMN, "source_file", "line_number")
+COPY_COLUMNS = ("turn_id", *COPY_ORDER)
 
 
 @dataclass
@@ -69,6 +94,9 @@ class LinkResult:
     orphans: pl.DataFrame
     # Every window request's link: turn_id, parent_turn_id, branch_of_turn_id, kind, root.
     decisions: pl.DataFrame
+    # Every window request set aside as a later copy of a turn id, whichever day owns it:
+    # COPY_COLUMNS and ``detail``.
+    set_aside: pl.DataFrame = field(default_factory=pl.DataFrame)
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -77,7 +105,73 @@ def window_days(day: date, lookahead_days: int) -> tuple[date, date]:
     return day - timedelta(days=lookahead_days + 1), day + timedelta(days=lookahead_days)
 
 
-def _prepare(window: pl.DataFrame, first_day: date, last_day: date) -> pl.DataFrame:
+def duplicate_horizon_days(lookahead_days: int) -> int:
+    """How many days back a copy of a turn id is looked for: the farthest apart two days of one
+    linking window are, so that two copies that meet in a window are always told apart."""
+    return 2 * lookahead_days + 1
+
+
+def horizon_days(day: date, lookahead_days: int) -> tuple[date, date]:
+    """First and last day before the window whose turn ids linking ``day`` reads (``earlier``):
+    with them, the window's first day too sees the whole horizon behind it."""
+    first, _ = window_days(day, lookahead_days)
+    return first - timedelta(days=duplicate_horizon_days(lookahead_days)), first - timedelta(days=1)
+
+
+def later_copies(copies: pl.DataFrame, horizon_days: int) -> pl.DataFrame:
+    """The copies (``COPY_COLUMNS``) that are later copies of a turn id, with ``detail``.
+
+    A copy is later when another copy of its turn id comes before it in ``COPY_ORDER`` on a day
+    at most ``horizon_days`` before its own; ``detail`` names the first such copy. Only the
+    copies themselves decide, never the order they are given in.
+    """
+    # Almost no turn id has a second copy: the integer column narrows to the few that do.
+    shared = copies.select(COPY_COLUMNS).filter(pl.col("turn_id").is_duplicated())
+    twice = shared.filter(shared.is_duplicated())
+    if not twice.is_empty():
+        sample = "; ".join(
+            f"turn_id {t} at {f}:{n}"
+            for t, _, f, n in twice.unique().sort(COPY_COLUMNS).head(5).iter_rows()
+        )
+        raise DuplicateTurnIdError(
+            f"raw_requests holds the same log line twice ({sample}): the table was written twice "
+            "for a day. Materialize raw_requests for that day again."
+        )
+    shared = shared.sort("turn_id", *COPY_ORDER).with_row_index("rank")
+    pairs = (
+        shared.join(shared, on="turn_id", suffix="_first")
+        .filter(
+            (pl.col("rank_first") < pl.col("rank"))
+            & (
+                pl.col(f"{PARTITION_COLUMN}_first")
+                >= pl.col(PARTITION_COLUMN) - pl.duration(days=horizon_days)
+            )
+        )
+        .sort("rank", "rank_first")
+    )
+    return (
+        pairs.group_by("rank", maintain_order=True)
+        .agg(
+            *(pl.col(c).first() for c in COPY_COLUMNS),
+            # ingest names a file by its day folder and name, so this names the day too.
+            detail=pl.format(
+                "first seen at {}:{}",
+                pl.col("source_file_first").first(),
+                pl.col("line_number_first").first(),
+            ),
+        )
+        .select(*COPY_COLUMNS, "detail")
+    )
+
+
+def _prepare(
+    window: pl.DataFrame,
+    first_day: date,
+    last_day: date,
+    earlier: pl.DataFrame | None,
+    horizon: int,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The window's requests to link, and those set aside as later copies of a turn id."""
     # The message history is most of the bytes: link on a light frame, and fetch the content
     # of the few rows that need it by position (``row``) at the end.
     window = (
@@ -99,30 +193,23 @@ def _prepare(window: pl.DataFrame, first_day: date, last_day: date) -> pl.DataFr
             round=((pl.col("messages").list.len() + 1) // 2).cast(pl.Int64),
         )
         .filter(pl.col("timestamp").dt.date().is_between(first_day, last_day, closed="both"))
-    )
-    duplicated = window.filter(pl.col("turn_id").is_duplicated())
-    if not duplicated.is_empty():
-        sample = (
-            duplicated.group_by("turn_id")
-            .agg(pl.col(PARTITION_COLUMN).dt.date().cast(pl.String).sort())
-            .sort("turn_id")
-            .head(5)
-        )
-        raise DuplicateTurnIdError(
-            "turn_id must be unique across collection days, but "
-            + "; ".join(
-                f"turn_id {t} is in partitions {', '.join(days)}" for t, days in sample.iter_rows()
-            )
-        )
-    return (
-        window.with_columns(
+        .with_columns(
             request_day=pl.col("timestamp").dt.date(),
             fp_user_agent=pl.col("user_agent").fill_null(""),
             fp_accept_language=pl.col("accept_language").fill_null(""),
         )
-        .sort("timestamp", "turn_id")
-        .with_row_index("seq")
     )
+    copies = window.select(COPY_COLUMNS)
+    if earlier is not None and not earlier.is_empty():
+        # Only days before the window: a window day given twice would look like a copy.
+        before = pl.col(PARTITION_COLUMN) < pl.lit(partition_day_value(first_day))
+        earlier = earlier.select(COPY_COLUMNS).cast(copies.schema).filter(before)
+        copies = pl.concat([copies, earlier])
+    later = later_copies(copies, horizon)
+    set_aside = window.join(later, on=list(COPY_COLUMNS)).sort("timestamp", *COPY_COLUMNS)
+    if not later.is_empty():
+        window = window.join(later, on=list(COPY_COLUMNS), how="anti")
+    return window.sort("timestamp", "turn_id").with_row_index("seq"), set_aside
 
 
 def _resolve_contested(edges: pl.DataFrame) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -292,14 +379,50 @@ def _build_conversations(
     )
 
 
-def link_window(window: pl.DataFrame, day: date, *, lookahead_days: int) -> LinkResult:
+# An orphan row but its partition, chain root and content (fetched once the rows are known).
+_ORPHAN_LIGHT_COLUMNS = [
+    c
+    for c in ORPHANED_REQUESTS_SCHEMA.names()
+    if c not in (PARTITION_COLUMN, "chain_root_turn_id", "messages", "response")
+] + ["row"]
+
+
+def _continuing(requests: pl.DataFrame, set_aside: pl.DataFrame) -> pl.Series:
+    """Turn ids of the requests whose history a set-aside copy ends, by the linking rule's match
+    (hash, fingerprint and model), the copy coming first in (timestamp, turn_id)."""
+    ends = set_aside.select(
+        *FINGERPRINT, prev_hash="current_hash", e_time="timestamp", e_turn="turn_id"
+    )
+    return (
+        requests.filter(pl.col("round") > 1)
+        .join(ends, on=["prev_hash", *FINGERPRINT])
+        .filter(
+            (pl.col("e_time") < pl.col("timestamp"))
+            | ((pl.col("e_time") == pl.col("timestamp")) & (pl.col("e_turn") < pl.col("turn_id")))
+        )["turn_id"]
+        .unique()
+    )
+
+
+def link_window(
+    window: pl.DataFrame,
+    day: date,
+    *,
+    lookahead_days: int,
+    earlier: pl.DataFrame | None = None,
+) -> LinkResult:
     """Link the requests of ``window`` and keep what partition ``day`` owns.
 
     ``window`` holds raw requests (the ``RAW_REQUESTS_SCHEMA`` columns) of the days returned by
-    ``window_days(day, lookahead_days)``.
+    ``window_days(day, lookahead_days)``. ``earlier``: the ``COPY_COLUMNS`` of the raw requests
+    of ``horizon_days(day, lookahead_days)`` (only those sharing a turn id with the window are
+    needed), against which the window's copies of a turn id are judged too; without it, a copy
+    whose first copy lies before the window is linked as if it were the only one.
     """
     first_day, last_day = window_days(day, lookahead_days)
-    requests = _prepare(window, first_day, last_day)
+    requests, set_aside = _prepare(
+        window, first_day, last_day, earlier, duplicate_horizon_days(lookahead_days)
+    )
 
     fingerprint = [pl.col(c) for c in FINGERPRINT]
     requests = requests.with_columns(
@@ -370,20 +493,36 @@ def link_window(window: pl.DataFrame, day: date, *, lookahead_days: int) -> Link
     beyond = requests.filter(
         (pl.col("request_day") == day) & (pl.col("root_day") < lookahead_start)
     )
+    continues_set_aside = _continuing(requests, set_aside)
+    # A set-aside copy is owned by its own day, like a request beyond the lookahead.
+    duplicates = set_aside.filter(pl.col("request_day") == day)
+    null_id = pl.lit(None, dtype=pl.Int64)
     orphans = pl.concat(
         [
-            orphan_chain.with_columns(
-                reason=pl.when(pl.col("turn_id") == pl.col("root_turn_id"))
-                .then(pl.lit(OrphanReason.PREDECESSOR_NOT_FOUND))
-                .otherwise(pl.lit(OrphanReason.FOLLOWS_ORPHAN))
-            ),
-            beyond.with_columns(reason=pl.lit(OrphanReason.BEYOND_LOOKAHEAD)),
+            part.select(*_ORPHAN_LIGHT_COLUMNS, chain_root_turn_id="root_turn_id")
+            for part in (
+                orphan_chain.with_columns(
+                    reason=pl.when(pl.col("turn_id") != pl.col("root_turn_id"))
+                    .then(pl.lit(OrphanReason.FOLLOWS_ORPHAN))
+                    .when(pl.col("turn_id").is_in(continues_set_aside.implode()))
+                    .then(pl.lit(OrphanReason.FOLLOWS_DUPLICATE_TURN_ID))
+                    .otherwise(pl.lit(OrphanReason.PREDECESSOR_NOT_FOUND)),
+                    detail=pl.lit(None, dtype=pl.String),
+                ),
+                beyond.with_columns(
+                    reason=pl.lit(OrphanReason.BEYOND_LOOKAHEAD),
+                    detail=pl.lit(None, dtype=pl.String),
+                ),
+                # In no chain: its turn id belongs to the first copy.
+                duplicates.with_columns(
+                    reason=pl.lit(OrphanReason.DUPLICATE_TURN_ID),
+                    root_turn_id=null_id,
+                    parent_turn_id=null_id,
+                ),
+            )
         ]
-    ).with_columns(
-        pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN),
-        chain_root_turn_id=pl.col("root_turn_id"),
-    )
-    orphans = orphans.sort("timestamp", "turn_id")
+    ).with_columns(pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN))
+    orphans = orphans.sort("timestamp", "turn_id", "source_file", "line_number")
     orphans = (
         orphans.with_columns(_content(window, orphans["row"]))
         .select(ORPHANED_REQUESTS_SCHEMA.names())
@@ -413,12 +552,25 @@ def link_window(window: pl.DataFrame, day: date, *, lookahead_days: int) -> Link
         "requests_owned_by_earlier_days": on_day.filter(pl.col("root_day") < day)
         .filter(pl.col("root_day") >= lookahead_start)
         .height,
+        # Later copies of a turn id: those of this day (rows of orphaned_requests), and all the
+        # window holds (each day's own linking keeps its rows).
+        "duplicate_turn_ids_set_aside": duplicates.height,
+        "duplicate_turn_ids_in_window": set_aside.height,
+        "duplicate_horizon_days": duplicate_horizon_days(lookahead_days),
     }
-    for reason in (OrphanReason.PREDECESSOR_NOT_FOUND, OrphanReason.FOLLOWS_ORPHAN):
+    for reason in (
+        OrphanReason.PREDECESSOR_NOT_FOUND,
+        OrphanReason.FOLLOWS_ORPHAN,
+        OrphanReason.FOLLOWS_DUPLICATE_TURN_ID,
+    ):
         stats[f"orphans_{reason}"] = orphans.filter(pl.col("reason") == reason).height
     decisions = requests.select(
         "turn_id", "parent_turn_id", "branch_of_turn_id", "kind", "root_turn_id"
     ).sort("turn_id")
     return LinkResult(
-        conversations=conversations, orphans=orphans, decisions=decisions, stats=stats
+        conversations=conversations,
+        orphans=orphans,
+        decisions=decisions,
+        set_aside=set_aside.select(*COPY_COLUMNS, "detail"),
+        stats=stats,
     )

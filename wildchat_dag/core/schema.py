@@ -83,6 +83,9 @@ ORPHANED_REQUESTS_SCHEMA = pl.Schema(
         PARTITION_COLUMN: pl.Datetime("us"),
         "turn_id": pl.Int64,
         "reason": pl.String,
+        # For ``duplicate_turn_id``: where the first copy of the turn id is, as file:line (the
+        # file's path starts with its day folder). Null for the other reasons.
+        "detail": pl.String,
         "chain_root_turn_id": pl.Int64,
         "parent_turn_id": pl.Int64,
         "timestamp": UTC_TIME,

@@ -149,11 +149,74 @@ SELECT source_file,
 FROM lines GROUP BY source_file ORDER BY source_file
 """
 
-# How many of the day's requests are in orphaned_requests (any partition): the side table of
-# the placement stage. Whether each is placed exactly once is PLACEMENT_SQL's (core/checks.py).
-ORPHANED_OF_DAY_SQL = """
-SELECT count(*) AS orphaned FROM main.orphaned_requests o
-SEMI JOIN (SELECT turn_id FROM main.raw_requests WHERE partition_day = $day) r USING (turn_id)
+# The reason linking gives a later copy of a turn id (core/linking.py, OrphanReason).
+SET_ASIDE_REASON = "duplicate_turn_id"
+
+# For the requests of one collection day: how many times each is placed, in a conversation's
+# own turns or in orphaned_requests, over every partition. Exactly once is the invariant.
+#
+# A request is one stored line, (turn_id, source_file, line_number): a turn id can be on two
+# days, the later copy set aside by linking (an orphaned_requests row of its own line, reason
+# duplicate_turn_id). An orphan row is matched by its line; a turn id in a conversation's own
+# turns stands for the one copy of it that is not set aside. Copies that are not set aside on two
+# days (farther apart than linking's duplicate horizon, or a day not linked again since) are
+# counted in ``duplicates_not_set_aside``, and each is placed twice.
+PLACEMENT_SQL = f"""
+WITH day_requests AS (
+    SELECT turn_id, source_file, line_number FROM main.raw_requests WHERE partition_day = $day
+),
+as_orphans AS (
+    SELECT turn_id, source_file, line_number, count(*) AS times,
+           bool_or(reason = '{SET_ASIDE_REASON}') AS set_aside
+    FROM main.orphaned_requests SEMI JOIN day_requests USING (turn_id)
+    GROUP BY turn_id, source_file, line_number
+),
+in_conversations AS (
+    SELECT turn_id, count(*) AS times FROM (
+        SELECT unnest(own_turn_ids) AS turn_id FROM main.linked_conversations
+    ) t SEMI JOIN day_requests USING (turn_id)
+    GROUP BY turn_id
+),
+copies_kept_elsewhere AS (
+    SELECT DISTINCT r.turn_id FROM main.raw_requests r
+    SEMI JOIN day_requests USING (turn_id)
+    ANTI JOIN (SELECT * FROM as_orphans WHERE set_aside) a
+        USING (turn_id, source_file, line_number)
+    WHERE r.partition_day <> $day
+),
+counts AS (
+    SELECT d.turn_id,
+           coalesce(o.set_aside, false) AS set_aside,
+           coalesce(o.times, 0)
+               + CASE WHEN coalesce(o.set_aside, false) THEN 0 ELSE coalesce(c.times, 0) END
+               AS times,
+           NOT coalesce(o.set_aside, false) AND k.turn_id IS NOT NULL AS kept_twice
+    FROM day_requests d
+    LEFT JOIN as_orphans o USING (turn_id, source_file, line_number)
+    LEFT JOIN in_conversations c USING (turn_id)
+    LEFT JOIN copies_kept_elsewhere k USING (turn_id)
+)
+SELECT
+    count(*) AS requests,
+    count(*) FILTER (WHERE times = 1) AS placed_once,
+    count(*) FILTER (WHERE times = 0) AS not_placed,
+    count(*) FILTER (WHERE times > 1) AS placed_twice_or_more,
+    count(*) FILTER (WHERE set_aside AND times = 1) AS set_aside,
+    count(*) FILTER (WHERE kept_twice) AS duplicates_not_set_aside,
+    list(turn_id ORDER BY turn_id) FILTER (WHERE times <> 1 OR kept_twice)[1:10]
+        AS sample_turn_ids
+FROM counts
+"""
+
+# Where the day's requests are in orphaned_requests (any partition), by their line: the side
+# table of the placement stage, split into orphans and set-aside later copies of a turn id.
+ORPHANED_OF_DAY_SQL = f"""
+SELECT count(*) FILTER (WHERE reason <> '{SET_ASIDE_REASON}') AS orphaned,
+       count(*) FILTER (WHERE reason = '{SET_ASIDE_REASON}') AS set_aside
+FROM main.orphaned_requests o
+SEMI JOIN (
+    SELECT turn_id, source_file, line_number FROM main.raw_requests WHERE partition_day = $day
+) r USING (turn_id, source_file, line_number)
 """
 
 CONVERSATION_SIZES_SQL = """
@@ -273,13 +336,17 @@ def conservation(
     linked: pl.DataFrame,
     anonymized: pl.DataFrame,
     records: pl.DataFrame,
+    set_aside: int = 0,
 ) -> Conservation:
     """The chain of one day, from the log lines read to the released utterances.
 
     ``lines_read``: what ingest said it read (its materialization's metadata), None if unknown;
-    ``files``: ``LINES_SQL`` rows; ``placement``: the ``PLACEMENT_SQL`` row; ``orphaned``:
-    ``ORPHANED_OF_DAY_SQL``; ``linked``/``anonymized``: ``CONVERSATION_SIZES_SQL`` rows;
-    ``records``: ``RECORD_SIZES_SQL`` rows.
+    ``files``: ``LINES_SQL`` rows; ``placement``: the ``PLACEMENT_SQL`` row; ``orphaned`` and
+    ``set_aside``: ``ORPHANED_OF_DAY_SQL``; ``linked``/``anonymized``: ``CONVERSATION_SIZES_SQL``
+    rows; ``records``: ``RECORD_SIZES_SQL`` rows.
+
+    Requests kept = placed once, of which some in orphaned_requests as orphans and some set
+    aside there as later copies of a turn id (``duplicate_turn_id``).
     """
     stages: list[Stage] = []
     failures: list[str] = []
@@ -343,6 +410,25 @@ def conservation(
     )
     if note:
         failures.append(f"requests placed once (linked_conversations, orphaned_requests): {note}")
+
+    # Later copies of a turn id: each set aside once, never two copies both kept (those would
+    # put one turn id in two conversations of the release).
+    kept_twice = int(placement.get("duplicates_not_set_aside") or 0)
+    note = _note(
+        {"share their turn id with a request of another day, neither set aside": kept_twice}
+    )
+    stages.append(
+        Stage(
+            "requests_set_aside",
+            "requests set aside as a later copy of a turn id (of those placed)",
+            f"orphaned_requests ({SET_ASIDE_REASON})",
+            set_aside,
+            unaccounted=kept_twice,
+            note=note,
+        )
+    )
+    if note:
+        failures.append(f"requests set aside (orphaned_requests): {note}")
 
     # Conversations of the day, then their utterances, through anonymization to the records.
     stages.append(
