@@ -140,3 +140,16 @@ def quarantine_warn_rate() -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError("WILDCHAT_QUARANTINE_WARN_RATE must be between 0 and 1")
     return value
+
+
+OPENAI_BASE_URL_ALLOWLIST_ENV = "WILDCHAT_OPENAI_BASE_URL_ALLOWLIST"
+
+
+def openai_base_url_allowlist() -> tuple[str, ...]:
+    """Where, beyond OpenAI's API and loopback addresses, the ``openai`` resource may send the
+    API key and the texts: hosts (``gateway.example.com``, https only) or URL prefixes
+    (``http://litellm:4000/v1``), separated by commas or spaces. Read from the environment
+    where the step runs, never from run config: whoever launches a run must not be able to
+    point the key and the texts at a server of theirs."""
+    value = os.environ.get(OPENAI_BASE_URL_ALLOWLIST_ENV, "")
+    return tuple(entry for entry in value.replace(",", " ").split() if entry)

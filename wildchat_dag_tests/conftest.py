@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,19 @@ def utterance_frame(conversations: list[list[str]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows, schema=["conversation_id", "utterance_index", "role", "content"], orient="row"
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_request_limit(tmp_path_factory):
+    """The OpenAI request limit's lock folder, this session's own: by default it lives under the
+    checkout's WILDCHAT_HOME, where a demo or a second test session on the same checkout would
+    share (and slow down) it. Set in os.environ so that the runs tests start inherit it."""
+    from wildchat_dag.core.inflight_limit import LOCK_DIR_ENV_VAR
+
+    previous = os.environ.get(LOCK_DIR_ENV_VAR)
+    os.environ[LOCK_DIR_ENV_VAR] = str(tmp_path_factory.mktemp("request-limit-locks"))
+    yield
+    if previous is None:
+        os.environ.pop(LOCK_DIR_ENV_VAR, None)
+    else:
+        os.environ[LOCK_DIR_ENV_VAR] = previous

@@ -52,7 +52,46 @@ _TRIGGERS: dict[str, dict[str, float]] = {
 
 _FLAG_THRESHOLD = 0.5
 
-FaultKind = Literal["rate_limit", "server_error", "slow", "malformed", "too_long"]
+_ANSWER_FAULTS = frozenset(
+    {
+        "html_body",
+        "wrong_content_type",
+        "wrong_json_type",
+        "short_answer",
+        "long_answer",
+        "empty_categories",
+        "null_flagged",
+        "missing_category",
+        "score_out_of_range",
+        "nan_score",
+        "string_score",
+        "reset",
+    }
+)
+
+FaultKind = Literal[
+    "rate_limit",
+    "server_error",
+    "slow",
+    "malformed",
+    "too_long",
+    # 200 answers of the wrong shape (each billed, like a real answer):
+    "html_body",  # a proxy's HTML error page, Content-Type text/html
+    "wrong_content_type",  # a valid JSON body sent as text/plain
+    "wrong_json_type",  # "results" is not a list
+    "short_answer",  # one result fewer than inputs
+    "long_answer",  # one result more than inputs
+    "empty_categories",  # the first result's categories and scores are {}
+    "null_flagged",  # the first result's flagged is null
+    "missing_category",  # the first result lacks the "violence" category
+    "score_out_of_range",  # the first result's violence score is 1.5
+    "nan_score",  # the first result's violence score is NaN (json.dumps writes NaN)
+    "string_score",  # the first result's violence score is "0.5"
+    # Connection faults:
+    "reset",  # headers and half the body sent, then the connection is closed
+    "close",  # the connection is closed before any answer
+]
+"""Faults that bill the inputs (the server answered): the wrong-shape 200s and ``reset``."""
 
 
 @dataclass
@@ -64,6 +103,8 @@ class Fault:
     """rate_limit: the Retry-After header in seconds (sent as a string); None sends none."""
     delay_s: float = 0.0
     """slow: sleep this long before answering normally (the client has usually hung up)."""
+    index: int = 0
+    """The per-result faults (empty_categories ... string_score): which result is broken."""
 
 
 def _categories(extra_categories: bool) -> tuple[str, ...]:
@@ -153,10 +194,11 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         """Send ``body`` as JSON (or ``raw`` bytes as given) with an exact Content-Length."""
         data = raw if raw else json.dumps(body).encode()
+        headers = dict(headers or {})
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
         self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
@@ -304,6 +346,70 @@ class ModerationServer:
         """The result object the server returns for ``text``, for tests to compare against."""
         return _result(text, extra_categories)
 
+    def sent_count(self, text: str) -> int:
+        """How many requests carried ``text`` (refused and failed ones too)."""
+        with self._lock:
+            return sum(request.count(text) for request in self.requests)
+
+    def billed_count(self, text: str) -> int:
+        """How many times ``text`` was answered with a 200, i.e. billed."""
+        with self._lock:
+            return self.scored_inputs.count(text)
+
+    def _answer_broken(self, handler: _Handler, inputs: list[str], fault: Fault) -> None:
+        """A 200 answer of the wrong shape: the server answered, so the inputs are billed."""
+        with self._lock:
+            request_id = next(self._ids)
+            self.scored_inputs.extend(inputs)
+        results = [_result(text, self.extra_categories) for text in inputs]
+        body: dict[str, Any] = {
+            "id": f"modr-{request_id}",
+            "model": self.model_version,
+            "results": results,
+        }
+        kind = fault.kind
+        if kind == "html_body":
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            handler._send_json(200, None, {"Content-Type": "text/html"}, raw=page)
+            return
+        if kind == "wrong_content_type":
+            data = json.dumps(body).encode()
+            handler._send_json(200, None, {"Content-Type": "text/plain"}, raw=data)
+            return
+        if kind == "wrong_json_type":
+            body["results"] = {str(i): r for i, r in enumerate(results)}
+        elif kind == "short_answer":
+            body["results"] = results[:-1]
+        elif kind == "long_answer":
+            body["results"] = [*results, results[-1]]
+        elif kind == "reset":
+            data = json.dumps(body).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data[: len(data) // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        else:
+            broken = results[fault.index]
+            if kind == "empty_categories":
+                broken["categories"], broken["category_scores"] = {}, {}
+            elif kind == "null_flagged":
+                broken["flagged"] = None
+            elif kind == "missing_category":
+                del broken["categories"]["violence"], broken["category_scores"]["violence"]
+            elif kind == "score_out_of_range":
+                broken["category_scores"]["violence"] = 1.5
+            elif kind == "nan_score":
+                broken["category_scores"]["violence"] = float("nan")
+            elif kind == "string_score":
+                broken["category_scores"]["violence"] = "0.5"
+        handler._send_json(200, body)
+
     def _handle(self, handler: _Handler, inputs: list[str]) -> None:
         with self._lock:
             self._in_flight += 1
@@ -346,6 +452,14 @@ class ModerationServer:
                 return
             if fault.kind == "too_long":
                 handler._send_json(400, _too_long_error(self.max_input_chars))
+                return
+            if fault.kind == "close":
+                handler.close_connection = True
+                with contextlib.suppress(OSError):
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if fault.kind in _ANSWER_FAULTS:
+                self._answer_broken(handler, inputs, fault)
                 return
             if fault.kind != "slow":
                 raise ValueError(f"unknown fault kind {fault.kind!r}")

@@ -1,6 +1,5 @@
 """Two runs launched together write to one DuckDB file without lock errors."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,8 +17,6 @@ from wildchat_dag.resources.duckdb_io import (
     duckdb_file_lock,
     locked_connection,
 )
-from wildchat_dag_tests.moderation_server import ModerationServer
-from wildchat_dag_tests.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -145,37 +142,3 @@ def test_a_process_outside_dagster_holding_the_file_is_waited_for(tmp_path):
         pass
     holder.kill()
     holder.wait()
-
-
-def test_openai_requests_of_concurrent_runs_stay_within_the_global_limit(tmp_path):
-    """Two runs score two days at once; the openai_api pool (one slot, dagster.yaml) keeps the
-    requests in flight at one step's max_in_flight, where the two runs would otherwise double
-    it."""
-    generate_logs(
-        tmp_path / "logs", start_date=date(2024, 1, 1), days=2, conversations_per_day=40, seed=8
-    )
-    env = cli_env(tmp_path)
-    days = ["2024-01-01", "2024-01-02"]
-    # The days' conversations, in this process: the runs below read them from the DuckDB file.
-    pipeline = Pipeline(tmp_path / "logs", Path(env["WILDCHAT_DUCKDB_PATH"]))
-    pipeline.ingest(*days)
-    pipeline.link(*days)
-    with ModerationServer(latency_s=0.2) as server:
-        scoring = {**env, "OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": server.base_url}
-        # Run config replaces the resource's configuration as a whole.
-        openai = {
-            "api_key": {"env": "OPENAI_API_KEY"},
-            "base_url": server.base_url,
-            "batch_size": 2,
-            "max_in_flight": 4,
-        }
-        small_batches = json.dumps({"resources": {"openai": {"config": openai}}})
-        runs = [
-            materialize_cli(scoring, "openai_moderation", day, "--config-json", small_batches)
-            for day in days
-        ]
-        wait_all(runs)
-        requests = len(server.requests)
-    # Each day needs far more than 4 requests, so two steps at once would have had 8 in flight.
-    assert requests > 40
-    assert server.peak_in_flight == 4

@@ -97,7 +97,7 @@ def test_429_waits_at_least_retry_after_and_pauses_every_worker(server):
     ("fault", "reason"),
     [
         (Fault("server_error"), "server_error"),
-        (Fault("malformed"), "malformed"),
+        (Fault("malformed"), "invalid_answer"),
         (Fault("slow", delay_s=1.5), "timeout"),
         (Fault("rate_limit"), "rate_limit"),
     ],
@@ -158,7 +158,10 @@ def test_a_short_text_refused_for_good_is_rejected_with_the_reason(server):
     [(sha, reason)] = report.rejected.items()
     assert sha == texts("odd")["content_sha256"][0]
     assert "refused by the API: 400" in reason and "maximum" in reason
-    assert [r.content_sha256 for r in saved] == list(texts("fine")["content_sha256"])
+    # The refusal is final, so it is saved (cached) too, with no result: a re-run skips it.
+    assert saved.of("fine").status == "scored"
+    refusal = saved.of("odd")
+    assert refusal.status == "rejected" and refusal.result == {} and refusal.detail == reason
 
 
 def test_an_api_that_refuses_everything_stops_the_run(server):

@@ -81,16 +81,20 @@ def score_partition(
     partitions_def=collection_days,
     metadata=STORAGE,
     group_name=GROUP,
-    code_version="openai-moderation-v1",
+    # v2: answers validated before they are kept; refusals cached; status invalid_answer.
+    code_version="openai-moderation-v2",
     pool=OPENAI_POOL,
     description=(
         "OpenAI Moderation of every utterance, user and assistant, in WildChat's shape: "
         "flagged, categories and category_scores (each category under the API's name, "
         "self-harm/intent, and an underscore one, self_harm_intent); categories beyond "
         "WildChat's list in extra_categories. status: scored, empty (the spec's empty result), "
-        "rejected (refused by the API even in parts; detail says why) or not_configured (no "
-        "API key). A text the API refuses whole is scored in halves, merged (split). Results "
-        "are cached by sha256 of the text and model: re-runs are not billed twice."
+        "rejected (refused by the API even in parts, for good; detail says why), "
+        "invalid_answer (the API's answers stayed malformed through every attempt; sent again "
+        "by the next run) or not_configured (no API key). Only scored rows carry scores, and "
+        "only they can clear a text. A text the API refuses whole is scored in halves, merged "
+        "(split). Validated results and refusals are cached by sha256 of the text and model: "
+        "re-runs are not billed twice."
     ),
 )
 @text_exit

@@ -51,11 +51,18 @@ Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 # WildChat's rule: Detoxify's toxicity above this makes an utterance toxic.
 TOXICITY_THRESHOLD = 0.1
 
-# Per-utterance status of a scorer's result.
+# Per-utterance status of a scorer's result. Only SCORED carries a result: every other status
+# of a non-empty text is "not scored by this scorer", which can never clear it (toxic_flags).
 SCORED = "scored"
 EMPTY = "empty"
+# The API refused the text for good, even in parts: final, cached, never re-sent.
 REJECTED = "rejected"
+# The API's answers for the text stayed invalid (not JSON, wrong shape, missing categories,
+# scores out of range) through every attempt: not cached, so the next run sends it again.
+INVALID_ANSWER = "invalid_answer"
 NOT_CONFIGURED = "not_configured"
+# The statuses the cache holds: a result, or the API's final refusal.
+CACHED_STATUSES = (SCORED, REJECTED)
 
 UTTERANCE_KEY = ["conversation_id", "utterance_index"]
 
@@ -73,6 +80,9 @@ class ScoredText:
     result: Mapping[str, Any]
     parts: int = 1
     model_version: str | None = None
+    # SCORED, or REJECTED (``result`` empty, ``detail`` the API's reason): both are final.
+    status: str = SCORED
+    detail: str | None = None
 
 
 @dataclass
@@ -81,6 +91,8 @@ class ScoringReport:
 
     # content_sha256 -> why the scorer gave no result (the API refused the text for good).
     rejected: dict[str, str] = field(default_factory=dict)
+    # content_sha256 -> why the API's answers for the text were unusable (not cached).
+    invalid: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,9 +133,23 @@ CREATE TABLE IF NOT EXISTS main.moderation_cache (
     -- the cache a day at a time, like the partitioned tables.
     partition_day TIMESTAMP NOT NULL,
     scored_at TIMESTAMP WITH TIME ZONE DEFAULT current_timestamp,
+    status VARCHAR,
+    detail VARCHAR,
     PRIMARY KEY (scorer, model, content_sha256)
 )
 """
+# Caches written before refusals were cached lack these columns; null status reads as scored.
+_MIGRATE_CACHE = (
+    "ALTER TABLE main.moderation_cache ADD COLUMN IF NOT EXISTS status VARCHAR",
+    "ALTER TABLE main.moderation_cache ADD COLUMN IF NOT EXISTS detail VARCHAR",
+)
+
+
+def _ensure_cache(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(_CREATE_CACHE)
+    for statement in _MIGRATE_CACHE:
+        con.execute(statement)
+
 
 CACHE_SCHEMA = pl.Schema(
     {
@@ -131,6 +157,8 @@ CACHE_SCHEMA = pl.Schema(
         "result": pl.String,
         "parts": pl.Int64,
         "model_version": pl.String,
+        "status": pl.String,
+        "detail": pl.String,
     }
 )
 
@@ -146,11 +174,12 @@ class ResultCache:
     def get(self, scorer: str, model: str, shas: pl.Series) -> pl.DataFrame:
         """The cached results among ``shas``: CACHE_SCHEMA."""
         with self.connect() as con:
-            con.execute(_CREATE_CACHE)
+            _ensure_cache(con)
             found = query(
                 con,
                 """
-                SELECT c.content_sha256, c.result, c.parts::BIGINT AS parts, c.model_version
+                SELECT c.content_sha256, c.result, c.parts::BIGINT AS parts, c.model_version,
+                    coalesce(c.status, 'scored') AS status, c.detail
                 FROM main.moderation_cache c
                 SEMI JOIN wanted w ON c.content_sha256 = w.content_sha256
                 WHERE c.scorer = $scorer AND c.model = $model
@@ -169,17 +198,24 @@ class ResultCache:
                 "result": [json.dumps(r.result, sort_keys=True) for r in results],
                 "parts": [r.parts for r in results],
                 "model_version": [r.model_version for r in results],
+                "status": [r.status for r in results],
+                "detail": [r.detail for r in results],
             },
             schema=CACHE_SCHEMA,
         )
+        unknown = {r.status for r in results} - set(CACHED_STATUSES)
+        if unknown:
+            raise ValueError(f"only final results are cached, not {sorted(unknown)}")
         with self.connect() as con:
-            con.execute(_CREATE_CACHE)
+            _ensure_cache(con)
             query(
                 con,
                 """
                 INSERT INTO main.moderation_cache
-                    (scorer, model, content_sha256, result, parts, model_version, partition_day)
-                SELECT $scorer, $model, content_sha256, result, parts, model_version, $day
+                    (scorer, model, content_sha256, result, parts, model_version, partition_day,
+                     status, detail)
+                SELECT $scorer, $model, content_sha256, result, parts, model_version, $day,
+                    status, detail
                 FROM rows
                 ON CONFLICT DO NOTHING
                 """,
@@ -187,10 +223,31 @@ class ResultCache:
                 {"rows": rows},
             )
 
+    def forget(self, scorer: str, model: str, shas: Sequence[str]) -> None:
+        """Drop cached results (ones an older version cached without validating them)."""
+        if not shas:
+            return
+        with self.connect() as con:
+            _ensure_cache(con)
+            query(
+                con,
+                """
+                DELETE FROM main.moderation_cache
+                WHERE scorer = $scorer AND model = $model
+                    AND content_sha256 IN (SELECT content_sha256 FROM gone)
+                """,
+                {"scorer": scorer, "model": model},
+                {
+                    "gone": pl.DataFrame(
+                        {"content_sha256": list(shas)}, schema={"content_sha256": pl.String}
+                    )
+                },
+            )
+
     def size(self) -> dict[str, int]:
         """Cached results per scorer and model."""
         with self.connect() as con:
-            con.execute(_CREATE_CACHE)
+            _ensure_cache(con)
             rows = con.execute(
                 "SELECT scorer || ' / ' || model, count(*) FROM main.moderation_cache GROUP BY 1"
             ).fetchall()
@@ -240,50 +297,89 @@ def score_day(
         stats.update(scorer_ran=False, not_configured=scorer.reason)
     else:
         cached = cache.get(scorer.name, scorer.model, texts["content_sha256"])
+        cached, dropped = _drop_unusable(cached, scorer, cache)
         missing = texts.join(cached.select("content_sha256"), on="content_sha256", how="anti")
         stats.update(scorer_ran=True, model=scorer.model, cache_hits=cached.height)
+        if dropped:
+            stats["invalid_cached_results_dropped"] = dropped
 
         def save(batch: list[ScoredText]) -> None:
             cache.put(scorer.name, scorer.model, batch, day)
 
+        # Cached results are progress: a scorer that gives up when the API "accepts nothing"
+        # must not count a re-run whose accepted texts are all cache hits as accepting nothing.
+        progress = {}
+        if getattr(scorer, "counts_cache_hits", False):
+            progress["cache_hits"] = int((cached["status"] == SCORED).sum())
         try:
-            report = scorer.score(missing, save)
+            report = scorer.score(missing, save, **progress)
         except Exception as exc:
             raise ScoringFailed(f"partition {day}: {scorer.name} scoring failed: {exc}") from exc
         stats.update(report.stats)
         results = cache.get(scorer.name, scorer.model, texts["content_sha256"])
-        unanswered = texts.height - results.height - len(report.rejected)
+        answered = set(results["content_sha256"].to_list()) | set(report.invalid)
+        unanswered = sum(sha not in answered for sha in texts["content_sha256"].to_list())
         if unanswered:
             raise RuntimeError(
                 f"{day}: {scorer.name} returned no result and no reason for {unanswered} of "
                 f"{texts.height} texts"
             )
-    rejected = pl.DataFrame(
-        {"content_sha256": list(report.rejected), "detail": list(report.rejected.values())},
-        schema={"content_sha256": pl.String, "detail": pl.String},
+    invalid = pl.DataFrame(
+        {
+            "content_sha256": list(report.invalid),
+            "invalid_detail": list(report.invalid.values()),
+        },
+        schema={"content_sha256": pl.String, "invalid_detail": pl.String},
     )
     joined = (
         utterances.join(results, on="content_sha256", how="left")
-        .join(rejected, on="content_sha256", how="left")
+        .join(invalid, on="content_sha256", how="left")
         .with_columns(
             status=pl.when(pl.col("content") == "")
             .then(pl.lit(EMPTY))
-            .when(pl.col("result").is_not_null())
-            .then(pl.lit(SCORED))
-            .when(pl.col("detail").is_not_null())
-            .then(pl.lit(REJECTED))
+            .when(pl.col("status").is_not_null())
+            .then(pl.col("status"))
+            .when(pl.col("invalid_detail").is_not_null())
+            .then(pl.lit(INVALID_ANSWER))
             .otherwise(pl.lit(NOT_CONFIGURED))
         )
         .with_columns(
+            # Only a scored text has a result: a refusal's cached placeholder is not one.
+            result=pl.when(pl.col("status") == SCORED).then(pl.col("result")),
+            parts=pl.when(pl.col("status") == SCORED).then(pl.col("parts")),
+            model_version=pl.when(pl.col("status") == SCORED).then(pl.col("model_version")),
             detail=pl.when(pl.col("status") == NOT_CONFIGURED)
             .then(pl.lit(scorer.reason if isinstance(scorer, Unconfigured) else None))
-            .otherwise(pl.col("detail"))
+            .when(pl.col("status") == INVALID_ANSWER)
+            .then(pl.col("invalid_detail"))
+            .otherwise(pl.col("detail")),
         )
+        .drop("invalid_detail")
     )
     check_conserved(day, f"utterances scored by {scorer.name}", utterances.height, joined.height)
     stats["by_status"] = counts_of(joined["status"])
     model = None if isinstance(scorer, Unconfigured) else scorer.model
     return DayScores(day, joined, report, stats, model)
+
+
+def _drop_unusable(
+    cached: pl.DataFrame, scorer: TextScorer, cache: ResultCache
+) -> tuple[pl.DataFrame, int]:
+    """Cached results the scorer says are not valid results (an older version cached answers
+    without checking them, such as an empty ``categories``) are dropped from the cache, so
+    the texts are scored again rather than read as clean."""
+    problem = getattr(scorer, "cached_result_problem", None)
+    if problem is None or cached.is_empty():
+        return cached, 0
+    bad = [
+        sha
+        for sha, status, result in cached.select("content_sha256", "status", "result").iter_rows()
+        if status == SCORED and problem(json.loads(result)) is not None
+    ]
+    if not bad:
+        return cached, 0
+    cache.forget(scorer.name, scorer.model, bad)
+    return cached.filter(~pl.col("content_sha256").is_in(bad)), len(bad)
 
 
 # -- OpenAI's results in the spec's shape -----------------------------------------------------
@@ -430,10 +526,10 @@ def toxic_flags(
     """WildChat's rule: an utterance is toxic when its content is non-empty and OpenAI flagged
     it or Detoxify's toxicity is above ``threshold``; a conversation, when any utterance is.
 
-    A scorer that did not score an utterance (not configured, or the API refused the text)
-    cannot clear it: ``scored_by`` names the scorers that did, and ``toxic`` is null where
-    none did. A conversation is toxic if any utterance is, clean only if every utterance is
-    known clean, and null otherwise.
+    A scorer that did not score an utterance (not configured, the API refused the text, or
+    its answers were invalid: any status but ``scored``) cannot clear it: ``scored_by`` names
+    the scorers that did, and ``toxic`` is null where none did. A conversation is toxic if any
+    utterance is, clean only if every utterance is known clean, and null otherwise.
     """
     keys = [*UTTERANCE_KEY, "content_sha256"]
     joined = openai.select(
