@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -205,3 +205,42 @@ def _serving(deployment: Deployment) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextmanager
+def webserver_process(
+    args: list[str], env: dict[str, str], cwd: Path = REPO, timeout_s: float = 120
+) -> Iterator[int]:
+    """``dagster-webserver`` with ``args`` (which must not set the host or port), listening on a
+    free loopback port; yields the port once ``/server_info`` answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "dagster-webserver"), *args, "-h", "127.0.0.1", "-p", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def serving() -> bool:
+        assert server.poll() is None, f"the webserver exited ({server.returncode})"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for("the webserver", serving, timeout_s, 0.5)
+        yield port
+    finally:
+        # The whole group: the webserver and the code server it started for workspace.yaml.
+        with suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)

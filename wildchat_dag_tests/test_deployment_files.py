@@ -37,8 +37,11 @@ LOCAL_INSTANCE = REPO / "dagster.yaml"
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
 
-SERVICES = {"postgres", "user_code", "webserver", "daemon"}
-DAGSTER_SERVICES = ("user_code", "webserver", "daemon")
+SERVICES = {"postgres", "user_code", "webserver", "viewer", "daemon", "proxy"}
+DAGSTER_SERVICES = ("user_code", "webserver", "viewer", "daemon")
+# The services that load the code location from user_code's gRPC server.
+GRPC_CLIENTS = ("webserver", "viewer", "daemon")
+ENTRYPOINT = REPO / "deploy" / "entrypoint.sh"
 PG_VARS = (
     "DAGSTER_PG_HOST",
     "DAGSTER_PG_PORT",
@@ -152,9 +155,21 @@ def option(cmd: list[str], *flags: str) -> str:
     raise AssertionError(f"{' '.join(cmd)!r} has none of {flags}")
 
 
+def entrypoint_reads() -> list[str]:
+    """The variables deploy/entrypoint.sh sets from the file named by ``<NAME>_FILE``."""
+    match = re.search(r"^for name in ([\w ]+); do", ENTRYPOINT.read_text(), re.M)
+    assert match, "deploy/entrypoint.sh does not list the variables it reads"
+    return match.group(1).split()
+
+
 def image_env(name: str) -> dict[str, str]:
-    """What a Dagster service's processes see: the image's ENV, then the compose environment."""
-    return {**dockerfile().env, **environment(name)}
+    """What a Dagster service's processes see: the image's ENV, then the compose environment,
+    then what the image's entrypoint reads from the secret files (``NAME_FILE`` -> ``NAME``)."""
+    env = {**dockerfile().env, **environment(name)}
+    for var in entrypoint_reads():
+        if f"{var}_FILE" in env:
+            env[var] = "<from " + env.pop(f"{var}_FILE") + ">"
+    return env
 
 
 def env_references(config: object) -> set[str]:
@@ -196,16 +211,22 @@ def undocumented(readme: str) -> list[str]:
 # -- docker-compose.yml ----------------------------------------------------------------------------
 
 
-def test_compose_has_the_four_services_built_from_the_repo():
+def test_compose_has_its_services_and_builds_the_dagster_ones_from_the_repo():
     assert set(compose()["services"]) == SERVICES
     built = [name for name, s in compose()["services"].items() if "build" in s]
     assert set(built) == set(DAGSTER_SERVICES)
+    assert re.findall(r"^ENTRYPOINT (.+)$", DOCKERFILE.read_text(), re.M) == [
+        '["/usr/local/bin/wildchat-entrypoint"]'
+    ]
+    assert ("deploy/entrypoint.sh", PurePosixPath("/usr/local/bin/wildchat-entrypoint")) in (
+        dockerfile().copies
+    )
     for name in built:
         build = service(name)["build"]
         assert build["context"] == "."
         assert (REPO / build.get("dockerfile", "Dockerfile")).resolve() == DOCKERFILE
     assert DOCKERFILE.is_file()
-    assert service("postgres")["image"].startswith("postgres:15")
+    assert service("postgres")["image"].startswith("postgres:15.")
     assert "pg_isready" in " ".join(service("postgres")["healthcheck"]["test"])
 
 
@@ -216,10 +237,12 @@ def test_dagster_services_share_image_data_volume_and_instance_settings():
     (image,) = images
     assert environment("user_code")["DAGSTER_CURRENT_IMAGE"] == image
 
+    # The data volume is where the runs execute (user_code), and nowhere else
+    # (test_faults_deployment.py checks the other services' mounts).
     data = dockerfile().env["WILDCHAT_HOME"]
-    data_volumes = {named_volumes(n).get(data) for n in DAGSTER_SERVICES}
-    assert len(data_volumes) == 1 and None not in data_volumes, data_volumes
-    # Runs write their compute logs where they execute (user_code); the webserver reads them.
+    assert named_volumes("user_code").get(data) == "wildchat_data"
+    # Runs write their compute logs where they execute (user_code); the operator webserver
+    # shows them.
     logs = str(PurePosixPath(dockerfile().env["DAGSTER_HOME"]) / "storage")
     assert named_volumes("user_code").get(logs) is not None
     assert named_volumes("user_code").get(logs) == named_volumes("webserver").get(logs)
@@ -231,7 +254,7 @@ def test_dagster_services_share_image_data_volume_and_instance_settings():
         assert instance_vars <= set(env), f"{name} lacks {instance_vars - set(env)}"
         assert env["WILDCHAT_HOME"] == data
     for var in PG_VARS:
-        assert len({environment(n)[var] for n in DAGSTER_SERVICES}) == 1, var
+        assert len({image_env(n)[var] for n in DAGSTER_SERVICES}) == 1, var
 
 
 def test_dagster_services_log_in_to_the_postgres_service():
@@ -241,17 +264,29 @@ def test_dagster_services_log_in_to_the_postgres_service():
         assert env["DAGSTER_PG_HOST"] == "postgres"
         assert env["DAGSTER_PG_USERNAME"] == pg["POSTGRES_USER"]
         assert env["DAGSTER_PG_DB"] == pg["POSTGRES_DB"]
-        assert env["DAGSTER_PG_PASSWORD"] == pg["POSTGRES_PASSWORD"]
+        # The same secret file: the postgres image reads POSTGRES_PASSWORD_FILE itself, the
+        # Dagster image's entrypoint exports DAGSTER_PG_PASSWORD from DAGSTER_PG_PASSWORD_FILE.
+        assert env["DAGSTER_PG_PASSWORD_FILE"] == pg["POSTGRES_PASSWORD_FILE"]
+        assert "DAGSTER_PG_PASSWORD" in entrypoint_reads()
         assert env["DAGSTER_PG_PORT"] == "5432"
 
 
-def test_secrets_come_from_the_host_and_the_salt_is_required():
+def test_secrets_come_from_secret_files_and_only_user_code_gets_the_pipelines():
     env = environment("user_code")
-    assert re.fullmatch(r"\$\{WILDCHAT_IP_SALT:\?.+\}", env["WILDCHAT_IP_SALT"])
-    assert re.fullmatch(r"\$\{OPENAI_API_KEY(:?-)?\}", env["OPENAI_API_KEY"])
-    # Neither the webserver nor the daemon runs the pipeline's code, so they get no secrets.
-    for name in ("webserver", "daemon"):
-        assert not {"WILDCHAT_IP_SALT", "OPENAI_API_KEY"} & set(environment(name))
+    assert env["WILDCHAT_IP_SALT_FILE"] == "/run/secrets/wildchat_ip_salt"
+    assert env["OPENAI_API_KEY_FILE"] == "/run/secrets/openai_api_key"
+    assert {"wildchat_ip_salt", "openai_api_key"} <= set(service("user_code")["secrets"])
+    assert "WILDCHAT_IP_SALT" in entrypoint_reads()
+    # The openai resource reads the key file itself when a step runs.
+    from wildchat_dag.resources.moderation import API_KEY_FILE_ENV_VAR
+
+    assert API_KEY_FILE_ENV_VAR == "OPENAI_API_KEY_FILE"
+    # None of the others runs the pipeline's code, so they get none of its secrets.
+    pipeline = {"WILDCHAT_IP_SALT", "OPENAI_API_KEY", "OPENAI_API_KEY_FILE"}
+    for name in SERVICES - {"user_code"}:
+        names = set(image_env(name)) if name in DAGSTER_SERVICES else set(environment(name))
+        assert not pipeline & names, name
+        assert not {"wildchat_ip_salt", "openai_api_key"} & set(service(name).get("secrets", []))
 
 
 def test_dependencies_and_volumes_are_declared():
@@ -262,14 +297,19 @@ def test_dependencies_and_volumes_are_declared():
         assert set(depends) <= SERVICES - {name}, (name, depends)
         used |= set(named_volumes(name).values())
     assert used <= declared, used - declared
-    for name in ("webserver", "daemon"):
+    for name in GRPC_CLIENTS:
         depends = service(name)["depends_on"]
         assert depends["postgres"]["condition"] == "service_healthy"
         assert "user_code" in depends
         if depends["user_code"].get("condition") == "service_healthy":
             assert "healthcheck" in service("user_code")
-    assert service("webserver")["ports"] == ["3000:3000"]
+    assert "viewer" in service("proxy")["depends_on"]
+    # The operator webserver on the host's loopback interface only.
+    assert service("webserver")["ports"] == ["127.0.0.1:3000:3000"]
     assert option(command("webserver"), "-p", "--port") == "3000"
+    declared_secrets = set(compose().get("secrets") or {})
+    for name in SERVICES:
+        assert set(service(name).get("secrets", [])) <= declared_secrets, name
 
 
 # -- the commands ----------------------------------------------------------------------------------
@@ -280,6 +320,7 @@ def test_commands_name_installed_executables_and_the_code_location():
     executables = {
         "user_code": "dagster",
         "webserver": "dagster-webserver",
+        "viewer": "dagster-webserver",
         "daemon": "dagster-daemon",
     }
     for name, executable in executables.items():
@@ -299,11 +340,11 @@ def test_commands_name_installed_executables_and_the_code_location():
     health = service("user_code")["healthcheck"]["test"]
     assert health[1:4] == ["dagster", "api", "grpc-health-check"]
     assert option(health, "-p", "--port") == option(grpc, "-p", "--port")
-    for name in ("webserver", "daemon"):
+    for name in GRPC_CLIENTS:
         assert option(command(name), "-w", "--workspace").endswith(".yaml")
 
 
-@pytest.mark.parametrize("name", ["webserver", "daemon"])
+@pytest.mark.parametrize("name", GRPC_CLIENTS)
 def test_workspace_in_the_image_points_at_the_code_server(name: str, monkeypatch):
     in_image = PurePosixPath(option(command(name), "-w", "--workspace"))
     sources = [src for src, dest in dockerfile().copies if dest == in_image]
@@ -326,7 +367,7 @@ def test_workspace_in_the_image_points_at_the_code_server(name: str, monkeypatch
 
 
 def test_every_compose_variable_is_documented_in_the_readme():
-    assert compose_variables() >= {"WILDCHAT_IP_SALT", "OPENAI_API_KEY"}
+    assert compose_variables() >= {"WILDCHAT_SECRETS_DIR"}
     missing = undocumented(README.read_text())
     assert not missing, f"README.md's Deployment section does not mention {missing}"
 
