@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import polars as pl
 
 # Bumped when the view changes: it is part of detection's version.
-NORMALIZATION_VERSION = "nfkc-invisible-linebreak-cjkspace-v1"
+NORMALIZATION_VERSION = "nfkc-invisible-linebreak-cjkspace-v2"
 
 # Invisible characters that can hide inside a value: every format character (Unicode category
 # Cf: soft hyphen, zero-width space and joiners, LRM/RLM, bidi embeddings, overrides and isolates,
@@ -106,15 +106,18 @@ _URL_SEPARATORS = set(".-_/:")
 # The same conditions in Rust regex syntax (polars): a text matching none of them is its own
 # normalized view, apart from NFKC, which is compared directly.
 _BREAK_RUST = r"[ \t]*(?:\r\n|[\r\n\x{2028}\x{2029}])[ \t]*"
+# The Python side tests characters with str.isalnum/isupper/isalpha, which are Unicode-wide:
+# each class here is at least as wide (a gate may flag too much, never too little).
+_ALNUM_RUST = r"\p{L}\p{N}"
 _SPLIT_BREAK_RUST = "|".join(
     [
         rf"[0-9+\-()]{_BREAK_RUST}[0-9\-()]",
-        rf"@\S*{_BREAK_RUST}[\w.\-]",
+        rf"@\S*{_BREAK_RUST}[{_ALNUM_RUST}\w.\-]",
         rf"{_BREAK_RUST}@",
-        rf"(?:/|www\.)(?:\S*[.\-_/:])?{_BREAK_RUST}[\w./\-]",
-        rf"[0-9][A-Za-z0-9_\-.+/=]*{_BREAK_RUST}[A-Za-z0-9_\-]",
-        rf"[A-Za-z0-9][\-_]{_BREAK_RUST}[A-Za-z0-9_\-]",
-        rf"\p{{Lu}}\p{{Ll}}+{_BREAK_RUST}\p{{Lu}}",
+        rf"(?:/|(?i:www\.))(?:\S*[.\-_/:])?{_BREAK_RUST}[{_ALNUM_RUST}\w./\-]",
+        rf"[0-9][A-Za-z0-9_\-.+/=]*{_BREAK_RUST}[{_ALNUM_RUST}_\-]",
+        rf"[{_ALNUM_RUST}]\S*[\-_]{_BREAK_RUST}[{_ALNUM_RUST}_\-]",
+        rf"\p{{Uppercase}}\p{{Alphabetic}}+{_BREAK_RUST}\p{{Uppercase}}",
     ]
 )
 _UNSPACED_RUST = (
