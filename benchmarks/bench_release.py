@@ -8,10 +8,12 @@ time, in the released shape (``RELEASE_RECORDS_SCHEMA``): turns drawn as in Wild
 conversations toxic (so the public release is smaller than the full one) and 0.5% flagged
 sexual/minors (out of both). Then:
 - export: the real assets ``release_statistics``, ``public_release`` and ``full_release``,
-  materialized by Dagster in a child process of their own (so its peak RSS is theirs alone):
-  each step timed from the event log (STEP_START to STEP_SUCCESS) with its peak RSS sampled
-  every 20 ms (a later step's includes what the process kept of an earlier one's), and the
-  whole child's wall time (imports and Dagster's start included) and peak RSS (``ru_maxrss``);
+  materialized by Dagster in a child process of their own (so its peak RSS is theirs alone),
+  after ``release_day_statistics`` for every day (what the nightly runs build with each day's
+  records; the statistics merge them): each step timed from the event log (STEP_START to
+  STEP_SUCCESS, the days' summed) with its peak RSS sampled every 20 ms (a later step's
+  includes what the process kept of an earlier one's), and the whole child's wall time
+  (imports and Dagster's start included) and peak RSS (``ru_maxrss``);
 - naive (the baseline), in another child process: the whole public release read in one query
   (``to_arrow_table``), cast to the released Arrow schema and written with one
   ``pyarrow.parquet.write_table``.
@@ -65,6 +67,7 @@ from wildchat_dag.loggen.text import TextMaker, random_accept_language, random_u
 FIRST_DAY = datetime(2024, 1, 1)
 POOL_TEXTS = 50_000
 STEPS = ("release_statistics", "public_release", "full_release")
+DAY_STEP = "release_day_statistics"
 RULES_HASH = "9f2c4e7a1b3d5f6e8a0c2e4f6a8b0d1c3e5f7a9b1d3f5e7a9c1b3d5f7e9a1c3e"
 MODELS = ("gpt-3.5-turbo-0613", "gpt-3.5-turbo-0301", "gpt-3.5-turbo-0125", "gpt-4-0314",
           "gpt-4-1106-preview", "gpt-4-0125-preview")  # fmt: skip
@@ -332,41 +335,56 @@ def child_export(database: str, root: str, shard_rows: int, out: str) -> int:
     at_start = rss_bytes()
     sampler = RssSampler()
     sampler.start()
-    # Only the three: the others need resources (log store, GeoIP, ...) this run never uses.
+    # Only these: the others need resources (log store, GeoIP, ...) this run never uses.
     # Their upstream release_records is a dependency, not an input, so it need not be here.
     wanted = {AssetKey(step) for step in STEPS}
-    assets = [a for a in build_assets() if isinstance(a, AssetsDefinition) and a.keys & wanted]
-    result = materialize(
-        assets,
-        resources={
-            "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
-            "warehouse": Warehouse(database=database),
-            "release_folder": ReleaseFolder(root=root, shard_rows=shard_rows),
-            "language_id": FastTextLanguageId(),
-        },
-        selection=list(wanted),
-        instance=instance,
+    assets = [
+        a
+        for a in build_assets()
+        if isinstance(a, AssetsDefinition) and a.keys & (wanted | {AssetKey(DAY_STEP)})
+    ]
+    resources = {
+        "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
+        "warehouse": Warehouse(database=database),
+        "release_folder": ReleaseFolder(root=root, shard_rows=shard_rows),
+        "language_id": FastTextLanguageId(),
+    }
+    con = duckdb.connect(database, read_only=True)
+    days = [d for (d,) in con.execute(
+        "SELECT DISTINCT strftime(partition_day, '%Y-%m-%d') FROM main.release_records ORDER BY 1"
+    ).fetchall()]  # fmt: skip
+    con.close()
+    results = [
+        materialize(
+            assets, resources=resources, selection=[AssetKey(DAY_STEP)], partition_key=day,
+            instance=instance,
+        )
+        for day in days
+    ]  # fmt: skip
+    results.append(
+        materialize(assets, resources=resources, selection=list(wanted), instance=instance)
     )
     sampler.stopped.set()
     sampler.join()
-    starts: dict[str, float] = {}
-    steps = {}
+    steps: dict[str, dict] = {}
     # DagsterEvent carries no time: the instance's event log entries do.
     types = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
-    for entry in instance.all_logs(result.run_id, of_type=types):
-        event = entry.dagster_event
-        if event.event_type == DagsterEventType.STEP_START:
-            starts[event.step_key] = entry.timestamp
-        else:
-            begun = starts[event.step_key]
-            steps[event.step_key] = {
-                "seconds": entry.timestamp - begun,
-                "peak_rss": sampler.peak(begun, entry.timestamp),
-            }
+    for result in results:
+        starts: dict[str, float] = {}
+        for entry in instance.all_logs(result.run_id, of_type=types):
+            event = entry.dagster_event
+            if event.event_type == DagsterEventType.STEP_START:
+                starts[event.step_key] = entry.timestamp
+            else:
+                begun = starts[event.step_key]
+                step = steps.setdefault(event.step_key, {"seconds": 0.0, "peak_rss": 0})
+                step["seconds"] += entry.timestamp - begun
+                step["peak_rss"] = max(step["peak_rss"], sampler.peak(begun, entry.timestamp))
+    success = all(r.success for r in results)
     Path(out).write_text(
-        json.dumps({"success": result.success, "steps": steps, "at_start": at_start})
+        json.dumps({"success": success, "steps": steps, "at_start": at_start, "days": len(days)})
     )
-    return 0 if result.success else 1
+    return 0 if success else 1
 
 
 def child_naive(database: str, path: str, out: str, days: int) -> int:
@@ -450,7 +468,10 @@ def benchmark(args: argparse.Namespace, work: Path) -> int:
         f"({args.conversations / made['seconds']:,.0f} conversations/s)"
     )
 
-    print("exporting through Dagster (release_statistics, public_release, full_release) ...")
+    print(
+        "exporting through Dagster (release_day_statistics of each day, then "
+        "release_statistics, public_release, full_release) ..."
+    )
     out = work / "export.json"
     export_s, export_rss = run_child(
         "--child-export", work / "export.log", database, root, args.shard_rows, out
@@ -508,7 +529,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> int:
     print(f"\nResults: {args.conversations:,} conversations, shards of {args.shard_rows:,}\n")
     n_public, n_full = expected["public"], expected["full"]
     rows = [
-        ("export: release_statistics (SQL, both releases)", args.conversations,
+        (f"per day: {DAY_STEP} ({export['days']} days, summed)", args.conversations,
+         steps[DAY_STEP]["seconds"], steps[DAY_STEP]["peak_rss"]),
+        ("export: release_statistics (merge of the days, both releases)", args.conversations,
          steps["release_statistics"]["seconds"], steps["release_statistics"]["peak_rss"]),
         ("export: public_release", n_public, steps["public_release"]["seconds"],
          steps["public_release"]["peak_rss"]),

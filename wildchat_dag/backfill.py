@@ -1,13 +1,28 @@
 """A backfill of every per-day step over a date range, from the command line.
 
 It submits what the UI's Materialize → date range submits: an asset backfill, which the daemon
-runs in dependency order across days (linking day D waits for the ingest of D+1). `dagster job
-backfill` would instead start one run per day with all of that day's steps, runs that know
-nothing of the days linking reads across: a day could be linked before its neighbours are
-ingested. The mutation goes through ``dagster-graphql`` against the workspace and the instance
-at $DAGSTER_HOME; a running daemon (`dagster-daemon run`, or `dagster dev`) then executes it.
+runs in dependency order across days (linking day D waits for the ingest of D+1 when both are
+targeted). `dagster job backfill` would instead start one run per day with all of that day's
+steps, runs that know nothing of the days linking reads across: a day could be linked before its
+neighbours are ingested. The mutation goes through ``dagster-graphql`` against the workspace and
+the instance at $DAGSTER_HOME; a running daemon (`dagster-daemon run`, or `dagster dev`) then
+executes it.
+
+The backfill targets exactly the chosen days of every asset: it names each asset with its own
+day ranges (``partitionsByAssets``). Given partition names and an asset selection instead (what
+the UI sends), dagster picks those days of the root assets and carries them downstream through
+each partition mapping; linking day D reads raw_requests D-2 .. D+1 (``link_window_mapping``),
+so raw_requests D feeds the linking of D-1 .. D+2, and the target would grow by the day before
+the range and the two after it: linked and released again (every step after linking), from logs
+nobody asked to backfill, or from none at all. Exact, the last day of a range is linked with
+whatever of the next day is ingested already; linking warns when that day is missing.
+
+By default only days whose log folder holds at least one entry are targeted: a day without logs
+would cost a run that finds nothing. Consecutive days make one range, a gap splits them.
+``--include-empty-days`` targets every day of the range.
 
     python -m wildchat_dag.backfill 2024-01-01 2024-01-31 [--workspace workspace.yaml]
+        [--assets raw_requests,quarantined_log_lines] [--log-root DIR] [--include-empty-days]
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Collection, Iterable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -39,11 +55,50 @@ def days_between(first: date, last: date) -> list[str]:
     return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
-def backfill_params(days: list[str], assets: list[str], title: str) -> dict:
+def day_ranges(days: Iterable[str]) -> list[tuple[str, str]]:
+    """``[(first, last), ...]`` of the runs of consecutive days, oldest first."""
+    ranges: list[tuple[str, str]] = []
+    previous: date | None = None
+    for day in sorted(set(days)):
+        current = date.fromisoformat(day)
+        if previous is not None and current == previous + timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+        previous = current
+    return ranges
+
+
+def format_ranges(ranges: list[tuple[str, str]], most: int = 5) -> str:
+    shown = [first if first == last else f"{first} .. {last}" for first, last in ranges[:most]]
+    more = len(ranges) - most
+    return ", ".join(shown) + (f" and {more} more ranges" if more > 0 else "")
+
+
+def days_with_logs(days: Iterable[str], log_root: str | Path) -> list[str]:
+    """The days whose log folder holds anything ingest reads or fails on."""
+    from wildchat_dag.resources.log_store import RequestLogStore
+
+    store = RequestLogStore(root=str(log_root))
+    return [day for day in days if store.has_logs(date.fromisoformat(day))]
+
+
+def backfill_params(
+    days: Iterable[str], assets: list[str], title: str, unpartitioned: Collection[str] = ()
+) -> dict:
+    """``LaunchBackfillParams`` targeting exactly ``days`` (as ranges of consecutive days) of
+    each asset, and once each asset of ``unpartitioned``, with no downstream expansion."""
+    ranges = [{"start": first, "end": last} for first, last in day_ranges(days)]
+    if not ranges:
+        raise ValueError("a backfill needs at least one day")
     return {
-        "partitionNames": days,
-        "assetSelection": [{"path": [key]} for key in assets],
-        "fromFailure": False,
+        "partitionsByAssets": [
+            {
+                "assetKey": {"path": key.split("/")},
+                "partitions": None if key in unpartitioned else {"ranges": ranges},
+            }
+            for key in assets
+        ],
         "title": title,
     }
 
@@ -55,7 +110,22 @@ def nightly_assets() -> list[str]:
     return sorted(key.to_user_string() for key in job.asset_layer.selected_asset_keys)
 
 
+def unpartitioned_assets(assets: list[str]) -> set[str]:
+    """The assets of ``assets`` without partitions; a ValueError names the unknown ones."""
+    from dagster import AssetKey
+
+    from wildchat_dag.definitions import defs
+
+    graph = defs.get_repository_def().asset_graph
+    unknown = [key for key in assets if not graph.has(AssetKey.from_user_string(key))]
+    if unknown:
+        raise ValueError(f"unknown assets: {', '.join(unknown)}")
+    return {key for key in assets if not graph.get(AssetKey.from_user_string(key)).is_partitioned}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from wildchat_dag import settings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=date.fromisoformat, help="first day, YYYY-MM-DD")
     parser.add_argument("last", type=date.fromisoformat, help="last day, YYYY-MM-DD")
@@ -63,13 +133,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--assets", help="comma-separated asset keys (default: the wildchat_nightly job's)"
     )
+    parser.add_argument(
+        "--log-root",
+        type=Path,
+        help="the log root whose day folders say which days have logs "
+        "(default: $WILDCHAT_LOG_ROOT, or logs/ under $WILDCHAT_HOME)",
+    )
+    parser.add_argument(
+        "--include-empty-days",
+        action="store_true",
+        help="target every day of the range, with logs or not",
+    )
     args = parser.parse_args(argv)
     try:
-        days = days_between(args.first, args.last)
+        requested = days_between(args.first, args.last)
     except ValueError as error:
         parser.error(str(error))
     assets = args.assets.split(",") if args.assets else nightly_assets()
-    title = f"wildchat_nightly {days[0]} .. {days[-1]}"
+    try:
+        unpartitioned = unpartitioned_assets(assets)
+    except ValueError as error:
+        parser.error(str(error))
+    span = f"{requested[0]} .. {requested[-1]}"
+    if args.include_empty_days:
+        days = requested
+    else:
+        log_root = args.log_root or Path(settings.default_log_root())
+        days = days_with_logs(requested, log_root)
+        skipped = sorted(set(requested) - set(days))
+        if not days:
+            print(
+                f"nothing to backfill: none of the {len(requested)} days of {span} has logs "
+                f"under {log_root} (--include-empty-days targets them anyway)"
+            )
+            return 0
+        if skipped:
+            print(
+                f"skipped {len(skipped)} of {len(requested)} days for having no logs under "
+                f"{log_root}: {format_ranges(day_ranges(skipped))}"
+            )
+    ranges = day_ranges(days)
+    if len(ranges) > 1:
+        print(f"targeted: {len(ranges)} ranges, {format_ranges(ranges)}")
+    title = f"wildchat_nightly {span}"
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("dagster-graphql")),
@@ -78,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             "-t",
             LAUNCH,
             "-v",
-            json.dumps({"params": backfill_params(days, assets, title)}),
+            json.dumps({"params": backfill_params(days, assets, title, unpartitioned)}),
         ],
         capture_output=True,
         text=True,

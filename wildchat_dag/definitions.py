@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import Definitions, EnvVar, load_assets_from_modules
+from dagster import Definitions, EnvVar, in_process_executor, load_assets_from_modules
 
 from wildchat_dag import settings
 from wildchat_dag.assets import geo, ingest, language, linking, moderation
@@ -114,4 +114,8 @@ defs = Definitions(
     schedules=[nightly_schedule],
     sensors=[new_log_days_sensor, follow_upstream_sensor],
     resources=build_resources(),
+    # A run is one process: its steps share the engines that its warm worker loaded once for
+    # every run it executes (wildchat_dag/warm_runs.py). A process per step paid Python's,
+    # dagster's and the engines' start-up again for every step of every day.
+    executor=in_process_executor,
 )

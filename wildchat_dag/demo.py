@@ -51,7 +51,7 @@ STAGES = (
         ],
         True,
     ),
-    ("release records", ["release_records"], True),
+    ("release records", ["release_records", "release_day_statistics"], True),
     ("release", ["release_statistics", "public_release", "full_release"], False),
 )
 

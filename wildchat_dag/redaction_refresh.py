@@ -72,7 +72,9 @@ def refresh(
     # Then what was built from the redacted text before: the release records of those days,
     # and the statistics and exports once. What was never built is not built now.
     graph = definitions.resolve_asset_graph()
-    later = [k for k in redaction_and_downstream(definitions) if k != ANONYMIZED]
+    # In dependency order, not by name: a day's statistics come after its records.
+    downstream = set(redaction_and_downstream(definitions)) - {ANONYMIZED}
+    later = [k for k in graph.toposorted_asset_keys if k in downstream]
     for key in (k for k in later if graph.get(k).partitions_def):
         built = sorted(set(days) & instance.get_materialized_partitions(key))
         if not run_stage(job, key.to_user_string(), [key], built, instance):

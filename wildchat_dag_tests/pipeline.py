@@ -25,7 +25,9 @@ GEO = [AssetKey("user_turn_locations"), AssetKey("conversation_locations")]
 LANGUAGE = [AssetKey("utterance_languages"), AssetKey("conversation_languages")]
 MODERATION = [AssetKey("openai_moderation"), AssetKey("detoxify_moderation")]
 TOXICITY = [AssetKey("utterance_toxicity"), AssetKey("conversation_toxicity")]
-RELEASE_RECORDS = [AssetKey("release_records")]
+# A day's release records with the statistics the release cut merges (built together, as the
+# nightly job and the demo build them).
+RELEASE_RECORDS = [AssetKey("release_records"), AssetKey("release_day_statistics")]
 EXPORTS = [AssetKey("release_statistics"), AssetKey("public_release"), AssetKey("full_release")]
 TABLES = ("raw_requests", "quarantined_log_lines", "linked_conversations", "orphaned_requests")
 

@@ -261,36 +261,41 @@ def test_the_code_location_carries_its_jobs_automation_and_pools():
     assert pools["public_release"] == pools["pii_entity_frequency"] == {"warehouse_tables"}
 
 
-def test_the_backfill_command_submits_an_asset_backfill_of_the_nightly_steps(tmp_path):
+def test_the_backfill_command_submits_an_asset_backfill_of_exactly_the_days_asked(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    # Logs up to two days past the range: the days a downstream expansion through linking's
+    # window (D-2 .. D+1) would add, which must stay out.
+    for n in range(6):
+        write(tmp_path / "logs" / str(date(2024, 1, 30) + timedelta(days=n)) / "a.jsonl", "{}\n")
     env = {**os.environ, "DAGSTER_HOME": str(home), "WILDCHAT_HOME": str(tmp_path)}
+    env.pop("WILDCHAT_LOG_ROOT", None)
     command = [sys.executable, "-m", "wildchat_dag.backfill"]
     done = subprocess.run(
         [*command, "2024-01-30", "2024-02-02"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "4 days (2024-01-30 .. 2024-02-02)" in done.stdout
+    assert "skipped" not in done.stdout
     refused = subprocess.run(
         [*command, "2024-02-02", "2024-01-30"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert refused.returncode == 2 and "ends (2024-01-30) before it starts" in refused.stderr
 
+    days = ["2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02"]
     with DagsterInstance.from_config(str(home)) as instance:
         [backfill] = instance.get_backfills()
         assert backfill.is_asset_backfill
         target = backfill.asset_backfill_data.target_subset
-
-        def days_of(asset: str) -> list[str]:
-            subset = target.get_partitions_subset(AssetKey(asset))
-            return sorted(subset.get_partition_keys())
-
-        assert days_of("raw_requests") == ["2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02"]
-        # Linking reads D-2 .. D+1: the days around the range are linked again too.
-        assert days_of("linked_conversations") == [
-            (date(2024, 1, 29) + timedelta(days=n)).isoformat() for n in range(7)
-        ]
         selected = {k.to_user_string() for k in backfill.asset_selection}
         assert {"raw_requests", "release_records", "pii_entity_frequency"} <= selected
         assert not selected & {"public_release", "full_release", "release_statistics"}
+        # Every partitioned asset, linking and what follows it included, has the four days.
+        by_asset = {
+            key.to_user_string(): sorted(subset.get_partition_keys())
+            for key, subset in target.partitions_subsets_by_asset_key.items()
+        }
+        assert by_asset["linked_conversations"] == by_asset["release_records"] == days
+        assert by_asset == dict.fromkeys(selected - {"pii_entity_frequency"}, days)
+        assert target.non_partitioned_asset_keys == {AssetKey("pii_entity_frequency")}

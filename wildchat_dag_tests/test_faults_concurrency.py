@@ -330,14 +330,9 @@ def test_openai_requests_of_concurrent_runs_stay_within_the_global_limit(tmp_pat
                 # request is still held here, and look like one request too many.
                 "timeout_s": 600,
             }
-            config = json.dumps(
-                {
-                    "resources": {"openai": {"config": openai}},
-                    # The step in the run's own process: one Python start-up less per run. The
-                    # runs are still two processes; only the lock folder limits them together.
-                    "execution": {"config": {"in_process": {}}},
-                }
-            )
+            # The code location's executor runs the step in the run's own process. The runs
+            # are still two processes; only the lock folder limits them together.
+            config = json.dumps({"resources": {"openai": {"config": openai}}})
             runs.append(materialize_cli(scoring, "openai_moderation", day, "--config-json", config))
         try:
             rounds = 0

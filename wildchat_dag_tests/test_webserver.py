@@ -78,6 +78,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("utterance_toxicity",),
             ("conversation_toxicity",),
             ("release_records",),
+            ("release_day_statistics",),
             ("release_statistics",),
             ("public_release",),
             ("full_release",),

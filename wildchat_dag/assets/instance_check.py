@@ -48,6 +48,7 @@ from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.core.sql import query
 from wildchat_dag.core.table_checks import (
     CANDIDATES_SQL,
+    LINKED_SQL,
     RECORDS_SQL,
     SCANNED_SQL,
     redaction_decisions,
@@ -102,10 +103,14 @@ class Entry:
 
 
 def instance_result(
-    context: AssetCheckExecutionContext, warehouse: Warehouse, rules: RedactionRules
+    context: AssetCheckExecutionContext,
+    warehouse: Warehouse,
+    rules: RedactionRules,
+    inputs: dict[str, pl.DataFrame] | None = None,
 ) -> AssetCheckResult:
+    """``inputs``: the day's tables as ``day_inputs`` reads them, when the caller has them."""
     day = partition_date(context.partition_key)
-    values = day_values(warehouse, day, rules)
+    values = day_values(warehouse, inputs or day_inputs(warehouse, day), rules)
     needles = pl.concat(
         [
             ip_needles(values[CLIENT_IP]),
@@ -162,14 +167,28 @@ def instance_result(
     )
 
 
-def day_values(warehouse: Warehouse, day: date, rules: RedactionRules) -> dict[str, list[str]]:
-    """The raw values of ``day`` to look for, by kind: its client IPs, and each PII value the
-    rules redact (decided as anonymization decides), by entity type."""
+def day_inputs(warehouse: Warehouse, day: date) -> dict[str, pl.DataFrame]:
+    """What the day's release checks read, in one connection: its release records, linked
+    conversations, PII candidates, scanned utterances and client IPs."""
     params = {"day": partition_day_value(day)}
+    sqls = {
+        "records": RECORDS_SQL,
+        "linked": LINKED_SQL,
+        "candidates": CANDIDATES_SQL,
+        "scanned": SCANNED_SQL,
+        "client_ips": CLIENT_IPS_SQL,
+    }
     with warehouse.connect() as con:
-        ips = query(con, CLIENT_IPS_SQL, params)["ip"].to_list()
-        candidates, scanned = query(con, CANDIDATES_SQL, params), query(con, SCANNED_SQL, params)
-        records = query(con, RECORDS_SQL, params)
+        return {name: query(con, sql, params) for name, sql in sqls.items()}
+
+
+def day_values(
+    warehouse: Warehouse, inputs: dict[str, pl.DataFrame], rules: RedactionRules
+) -> dict[str, list[str]]:
+    """The raw values of the day of ``inputs`` to look for, by kind: its client IPs, and each
+    PII value the rules redact (decided as anonymization decides), by entity type."""
+    ips = inputs["client_ips"]["ip"].to_list()
+    candidates, scanned, records = inputs["candidates"], inputs["scanned"], inputs["records"]
     decided = redaction_decisions(
         candidates, scanned, rules, FrequencyStore(warehouse.connect).frequencies_of
     )

@@ -72,7 +72,7 @@ def _earlier_copies(
     missing = [
         d
         for d in _not_materialized(context, first, last)
-        if log_store.folder(date.fromisoformat(d)).is_dir()
+        if log_store.has_logs(date.fromisoformat(d))
     ]
     copies = warehouse.query(
         EARLIER_COPIES_SQL,
@@ -140,7 +140,7 @@ def link_turns(
     day = partition_date(context.partition_key)
     missing_lookback, missing_lookahead = _window_status(context, day)
     # A lookback day with no log folder had no traffic; one with logs must be ingested first.
-    unread = [d for d in missing_lookback if log_store.folder(date.fromisoformat(d)).is_dir()]
+    unread = [d for d in missing_lookback if log_store.has_logs(date.fromisoformat(d))]
     if unread:
         raise RuntimeError(
             f"Linking {day} needs raw_requests for {', '.join(unread)}, whose logs exist but "

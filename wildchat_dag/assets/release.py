@@ -18,6 +18,11 @@ from dagster import (
 
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.assets.pools import WAREHOUSE_TABLES_POOL
+from wildchat_dag.assets.release_day_statistics import (
+    build_day_statistics,
+    merge_days,
+    require_current,
+)
 from wildchat_dag.assets.release_gate import (
     GATE_DESCRIPTION,
     enforce_release_gate,
@@ -30,7 +35,7 @@ from wildchat_dag.core.release import ReleasePolicy, release_records
 from wildchat_dag.core.release_card import dataset_card, release_facts
 from wildchat_dag.core.release_export import staging_folder, swap_in, write_shards
 from wildchat_dag.core.release_schema import RELEASE_SCHEMA, RELEASES
-from wildchat_dag.core.release_statistics import release_statistics, section
+from wildchat_dag.core.release_statistics import section
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.enrichment import FastTextLanguageId
 from wildchat_dag.resources.release import ReleaseFolder
@@ -108,11 +113,13 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
             },
         )
 
+    release_day_statistics = build_day_statistics(release_records_of_day, threshold)
+
     @asset(
         name="release_statistics",
-        deps=[AssetDep(release_records_of_day)],
+        deps=[AssetDep(release_records_of_day), AssetDep(release_day_statistics)],
         group_name=GROUP,
-        code_version=f"release-statistics-v1-threshold-{threshold:g}",
+        code_version=f"release-statistics-v2-threshold-{threshold:g}",
         pool=WAREHOUSE_TABLES_POOL,
         description=(
             "The WildChat paper's tables on each release (public, full): conversations, users "
@@ -120,21 +127,24 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
             "deviation; word-and-punctuation tokens), languages; the shares of languages (of "
             "user turns), countries and models (of conversations); the share of user and "
             "chatbot turns flagged by Detoxify, OpenAI, either and both; the top flagged "
-            "categories. The release cards quote them." + GATE_DESCRIPTION
+            "categories. The release cards quote them. Merged from every day's "
+            "release_day_statistics, reading no text; a day whose partials are missing or were "
+            "built from an older release_records makes the step fail, naming the days, and "
+            "nothing is merged." + GATE_DESCRIPTION
         ),
     )
     @text_exit
     def release_statistics_table(context: AssetExecutionContext, warehouse: Warehouse) -> Output:
-        days = warehouse.query("SELECT DISTINCT partition_day FROM main.release_records")
-        decision = enforce_release_gate(
-            context,
-            [partition_key_of(d) for d in days["partition_day"].to_list()],
-            "the release statistics",
-        )
-        frame = pl.concat(
-            [release_statistics(warehouse.query, release, threshold) for release in RELEASES]
-        )
-        metadata: dict = gate_metadata(decision)
+        started = time.perf_counter()
+        merged = merge_days(warehouse)
+        decision = enforce_release_gate(context, merged.keys.values(), "the release statistics")
+        frame = require_current(context.instance, merged)
+        metadata: dict = {
+            **gate_metadata(decision),
+            "rows": frame.height,
+            "days_merged": len(merged.keys),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         for release in RELEASES:
             summary = section(frame, release, "summary")
             metadata[f"{release}/table_1"] = counts_table(
@@ -161,6 +171,7 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
 
     return [
         release_records_of_day,
+        release_day_statistics,
         release_statistics_table,
         *(build_export(release, policy, threshold) for release in RELEASES),
     ]

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
 
+import polars as pl
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -39,6 +40,7 @@ from wildchat_dag.assets.checks import RAW_IP_CHECK, raw_ip_check, raw_ip_check_
 from wildchat_dag.assets.instance_check import (
     INSTANCE_CHECK,
     INSTANCE_CHECK_DESCRIPTION,
+    day_inputs,
     instance_result,
 )
 from wildchat_dag.assets.metadata import counts_table
@@ -49,17 +51,13 @@ from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
 from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.core.sql import query
 from wildchat_dag.core.table_checks import (
-    CANDIDATES_SQL,
     CONVERSATION_SIZES_SQL,
     LINES_SQL,
-    LINKED_SQL,
     ORPHANED_OF_DAY_SQL,
     PLACEMENT_SQL,
     QUARANTINE_REASONS_SQL,
     RECORD_SIZES_SQL,
-    RECORDS_SQL,
     REQUESTS_OF_DAY_SQL,
-    SCANNED_SQL,
     STORED_COLUMNS_SQL,
     TABLES,
     compare_schema,
@@ -150,9 +148,18 @@ def _schema_description(table: str, blocking: bool) -> str:
     )
 
 
-def _schema_result(warehouse: Warehouse, table: str) -> AssetCheckResult:
+def _stored_columns(warehouse: Warehouse, tables: list[str]) -> dict[str, pl.DataFrame]:
+    """Each table's stored columns, read in one connection."""
+    with warehouse.connect() as con:
+        return {t: query(con, STORED_COLUMNS_SQL, {"table": t}) for t in tables}
+
+
+def _schema_result(
+    warehouse: Warehouse, table: str, stored: pl.DataFrame | None = None
+) -> AssetCheckResult:
     declared = TABLES[table]
-    stored = warehouse.query(STORED_COLUMNS_SQL, {"table": table})
+    if stored is None:
+        stored = _stored_columns(warehouse, [table])[table]
     diff = compare_schema(stored, declared.schema)
     rows = [
         *((c, t, "", "missing") for c, t in diff.missing.items()),
@@ -192,8 +199,10 @@ def _schema_checks(tables: list[str]) -> AssetChecksDefinition:
     def stored_table_schemas(
         context: AssetCheckExecutionContext, warehouse: Warehouse
     ) -> Iterator[AssetCheckResult]:
-        for key in sorted(context.selected_asset_check_keys, key=str):
-            yield _schema_result(warehouse, key.asset_key.to_user_string())
+        tables = sorted(k.asset_key.to_user_string() for k in context.selected_asset_check_keys)
+        stored = _stored_columns(warehouse, tables)
+        for table in tables:
+            yield _schema_result(warehouse, table, stored[table])
 
     return stored_table_schemas
 
@@ -296,18 +305,13 @@ def _pii_description(rules: RedactionRules) -> str:
 
 
 def _pii_result(
-    context: AssetCheckExecutionContext, warehouse: Warehouse, rules: RedactionRules
+    warehouse: Warehouse, rules: RedactionRules, inputs: dict[str, pl.DataFrame]
 ) -> AssetCheckResult:
-    day = {"day": _day(context)}
-    with warehouse.connect() as con:
-        sql = partial(query, con)
-        records, linked = sql(RECORDS_SQL, day), sql(LINKED_SQL, day)
-        candidates, scanned = sql(CANDIDATES_SQL, day), sql(SCANNED_SQL, day)
     findings = pii_left_in_release(
-        records,
-        linked,
-        candidates,
-        scanned,
+        inputs["records"],
+        inputs["linked"],
+        inputs["candidates"],
+        inputs["scanned"],
         rules,
         frequencies_of=FrequencyStore(warehouse.connect).frequencies_of,
     )
@@ -365,15 +369,21 @@ def _release_checks(
         context: AssetCheckExecutionContext, warehouse: Warehouse
     ) -> Iterator[AssetCheckResult]:
         selected = {key.name for key in context.selected_asset_check_keys}
+        # The PII and instance checks read the same tables of the day: once, for both.
+        inputs = (
+            day_inputs(warehouse, partition_date(context.partition_key))
+            if selected & {PII_CHECK, INSTANCE_CHECK}
+            else {}
+        )
         if CONSERVATION_CHECK in selected:
             yield _conservation_result(context, warehouse)
         if PII_CHECK in selected:
-            yield _pii_result(context, warehouse, rules)
+            yield _pii_result(warehouse, rules, inputs)
         if RAW_IP_CHECK in selected:
             yield raw_ip_check(warehouse, _day(context), "release_records")
         # Last: it reads back what this run has recorded so far, the results above included.
         if INSTANCE_CHECK in selected:
-            yield instance_result(context, warehouse, rules)
+            yield instance_result(context, warehouse, rules, inputs)
 
     return release_records_checks
 

@@ -62,6 +62,12 @@ def folder_fingerprint(folder: Path) -> str:
     return _fingerprint(_file_stats(folder)) if folder.is_dir() else NO_LOGS
 
 
+def has_logs(folder: Path) -> bool:
+    """Whether ingest has anything to read (or to fail on) in this day folder: a missing or
+    empty folder, or one of only skipped entries (a README, a sub-folder), had no traffic."""
+    return folder.is_dir() and bool(_file_stats(folder))
+
+
 def _counted(entry: FolderEntry) -> bool:
     return entry.outcome != EntryOutcome.SKIPPED or entry.reason == SkipReason.TEMPORARY_FILE
 

@@ -292,6 +292,13 @@ def _lists() -> _NameLists:
     return _NameLists()
 
 
+def preload() -> None:
+    """Read the name lists and word frequencies now (about a second) rather than on the first
+    text with a cue."""
+    _lists()
+    _zipf("the")
+
+
 @functools.lru_cache(maxsize=65536)
 def _zipf(key: str) -> float:
     import wordfreq

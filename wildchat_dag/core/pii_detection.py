@@ -21,6 +21,7 @@ recorded as incomplete, with the reason and how much was scanned, and redaction 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -213,8 +214,11 @@ def _use_phone_regions(registry) -> None:
     registry.add_recognizer(PhoneRecognizer(supported_regions=PHONE_REGIONS))
 
 
+@functools.cache
 def build_pattern_engine():
-    """Presidio's pattern recognizers (every predefined one), with no NLP model behind them."""
+    """Presidio's pattern recognizers (every predefined one), with no NLP model behind them.
+
+    One per process: a warm run worker builds it once for every run it forks."""
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NoOpNlpEngine
 
@@ -239,8 +243,11 @@ def _spacy_nlp_engine(language: str, model: str):
     return NlpEngineProvider(nlp_configuration=configuration).create_engine()
 
 
+@functools.cache
 def build_ner_engine(language: str, model: str):
-    """spaCy NER through Presidio for one language, or None if the model is not installed."""
+    """spaCy NER through Presidio for one language, or None if the model is not installed.
+
+    One per process and model, as the pattern engine."""
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 

@@ -61,6 +61,7 @@ _DECLARATIONS = {
     "utterance_toxicity": (schema, "UTTERANCE_TOXICITY_SCHEMA"),
     "conversation_toxicity": (schema, "CONVERSATION_TOXICITY_SCHEMA"),
     "release_records": (release_schema, "RELEASE_RECORDS_SCHEMA"),
+    "release_day_statistics": (release_statistics, "DAY_STATISTICS_SCHEMA"),
     "release_statistics": (release_statistics, "STATISTICS_SCHEMA"),
 }
 TABLES: dict[str, DeclaredTable] = {
@@ -79,6 +80,17 @@ ORDER BY ordinal_position
 
 
 def duckdb_columns(declared: pl.Schema) -> dict[str, str]:
+    """(Cached per process: a warm worker checks the same declared schemas every day.)"""
+    key = repr(list(declared.items()))
+    if key not in _DUCKDB_COLUMNS:
+        _DUCKDB_COLUMNS[key] = _duckdb_columns(declared)
+    return dict(_DUCKDB_COLUMNS[key])
+
+
+_DUCKDB_COLUMNS: dict[str, dict[str, str]] = {}
+
+
+def _duckdb_columns(declared: pl.Schema) -> dict[str, str]:
     """The column types DuckDB gives a table created from frames of schema ``declared``.
 
     Made the way the IO manager makes a table (an Arrow frame, ``CREATE TABLE AS``), in an

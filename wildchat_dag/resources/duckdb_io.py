@@ -152,6 +152,11 @@ def add_new_columns(connection, table: str, frame: pl.DataFrame) -> list[str]:
     return added
 
 
+# (database, table, columns) written by this process since it started. A table dropped by hand
+# meanwhile makes the next insert fail by name, never write silently.
+_SCHEMAS_SEEN: set[tuple] = set()
+
+
 class _SchemaEvolvingDbIOManager(DbIOManager):
     """Adds the columns a newer code version writes, in a transaction of its own.
 
@@ -169,11 +174,17 @@ class _SchemaEvolvingDbIOManager(DbIOManager):
         with text_exit_scope():
             if isinstance(obj, pl.DataFrame):
                 table = f"{self._schema}.{context.asset_key.path[-1]}"
-                with locked_connection(self._path, timeout_s=self._lock_timeout_s) as con:
-                    added = add_new_columns(con, table, obj)
-                if added:
-                    context.add_output_metadata({"columns_added": ", ".join(added)})
+                # A warm worker writes the same tables day after day: the columns are compared
+                # once per process and schema, not with a connection of their own every time.
+                key = (str(Path(self._path).resolve()), table, tuple(obj.schema.items()))
+                if key not in _SCHEMAS_SEEN:
+                    with locked_connection(self._path, timeout_s=self._lock_timeout_s) as con:
+                        added = add_new_columns(con, table, obj)
+                    if added:
+                        context.add_output_metadata({"columns_added": ", ".join(added)})
             super().handle_output(context, obj)
+            if isinstance(obj, pl.DataFrame):
+                _SCHEMAS_SEEN.add(key)
 
     def load_input(self, context: InputContext) -> object:
         with text_exit_scope():

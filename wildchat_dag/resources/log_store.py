@@ -7,7 +7,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES, MAX_JSON_DEPTH, day_folder
-from wildchat_dag.core.log_folders import day_fingerprints
+from wildchat_dag.core.log_folders import day_fingerprints, has_logs
 
 
 class RequestLogStore(ConfigurableResource):
@@ -32,6 +32,10 @@ class RequestLogStore(ConfigurableResource):
 
     def folder(self, day: date) -> Path:
         return day_folder(self.root, day)
+
+    def has_logs(self, day: date) -> bool:
+        """Whether the day's folder holds anything ingest reads or fails on."""
+        return has_logs(self.folder(day))
 
     def day_fingerprints(self) -> dict[str, str]:
         """``{day: fingerprint}`` of the settled day folders (see core/log_folders.py)."""

@@ -1,0 +1,574 @@
+"""A WildChat-shaped backfill through the daemon: per-step cost, fixed cost per day, cost per
+conversation at two sizes, and the projection to WildChat's size.
+
+Each scenario gets a fresh Dagster instance (the project's dagster.yaml), a fresh DuckDB file
+and its own logs, then runs what a user runs:
+1. ``python -m wildchat_dag.backfill FIRST LAST`` (the asset backfill of every per-day step);
+2. ``dagster-daemon run`` until the backfill is done;
+3. ``dagster job launch -j wildchat_release`` (the release statistics and both exports), which
+   the same daemon dequeues and runs.
+
+CPU is the sum, over every process of the tree (daemon, code server, run workers, step
+processes, the two CLIs), of its user + system time, sampled every 0.2 s; a process is counted
+at its last sample (one that lives under 0.2 s may be missed). Peak RSS is the largest sum over
+the tree at one sample, and the largest single process. Moderation is off (no OpenAI key, no
+Detoxify checkpoint), as the issue's budget excludes the remote API and Detoxify inference.
+
+The floor is one vectorised pass over the same logs, in this process: read every file, hash
+every message (sha256) and run one IPv4 regex over all of the text.
+
+    .venv/bin/python benchmarks/bench_backfill.py                      # 2 sizes + empty days
+    .venv/bin/python benchmarks/bench_backfill.py --days 100 --conversations 250000 --only large
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO.parent / "shared" / "data" / "wildchat-sample" / "conversations.jsonl"
+START = date(2024, 1, 1)
+WILDCHAT_CONVERSATIONS = 1_000_000
+WILDCHAT_DAYS = 390
+IPV4 = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
+
+
+def wildchat_mean_message_chars() -> tuple[int, str]:
+    """The mean utterance length of the real sample in ../shared, or WildChat's published ~1,000."""
+    if not SAMPLE.is_file():
+        return 1000, "WildChat's published mean (../shared absent)"
+    lengths = [
+        len(turn["content"])
+        for line in SAMPLE.open(encoding="utf-8")
+        for turn in json.loads(line)["conversation"]
+    ]
+    return round(statistics.fmean(lengths)), f"mean of {len(lengths):,} real utterances"
+
+
+class TreeSampler:
+    """CPU and memory of a process tree, sampled on a thread."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.every_s = every_s
+        self.roots: list[psutil.Process] = []
+        self.cpu: dict[int, float] = {}
+        self.series: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        self.kind: dict[int, str] = {}
+        self.peak_tree_rss = 0
+        self.peak_process_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def watch(self, pid: int) -> None:
+        self.roots.append(psutil.Process(pid))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        seen: dict[int, psutil.Process] = {}
+        for root in list(self.roots):
+            try:
+                seen[root.pid] = root
+                for child in root.children(recursive=True):
+                    seen[child.pid] = child
+            except psutil.NoSuchProcess:
+                continue
+        tree_rss = 0
+        for pid, proc in seen.items():
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    rss = proc.memory_info().rss
+                    if pid not in self.kind:
+                        self.kind[pid] = classify(proc.cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            self.cpu[pid] = times.user + times.system
+            self.series[pid].append((time.time(), self.cpu[pid]))
+            tree_rss += rss
+            self.peak_process_rss = max(self.peak_process_rss, rss)
+        self.peak_tree_rss = max(self.peak_tree_rss, tree_rss)
+
+    def cpu_between(self, pid: int, start: float, end: float) -> float:
+        """CPU the process used from ``start`` to ``end`` (wall clock), interpolated."""
+        series = self.series.get(pid, [])
+
+        def at(moment: float) -> float:
+            before = [(t, c) for t, c in series if t <= moment]
+            after = [(t, c) for t, c in series if t >= moment]
+            if not before:
+                return 0.0
+            if not after:
+                return before[-1][1]
+            (t0, c0), (t1, c1) = before[-1], after[0]
+            return c0 if t1 == t0 else c0 + (c1 - c0) * (moment - t0) / (t1 - t0)
+
+        return max(0.0, at(end) - at(start))
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        totals: dict[str, float] = defaultdict(float)
+        for pid, seconds in self.cpu.items():
+            totals[self.kind.get(pid, "other")] += seconds
+        return dict(totals)
+
+
+def classify(cmdline: list[str]) -> str:
+    text = " ".join(cmdline)
+    if "dagster-daemon" in text:
+        return "daemon"
+    if "api grpc" in text or "code_server" in text:
+        return "code server"
+    if "execute_run" in text or "execute_run_with_structured_logs" in text:
+        return "run worker"
+    if "execute_step" in text or "multiprocessing" in text or "forkserver" in text:
+        return "step process"
+    if "wildchat_dag.backfill" in text or "job launch" in text or "dagster-graphql" in text:
+        return "CLI"
+    return "other"
+
+
+@dataclass
+class Scenario:
+    name: str
+    days: int
+    conversations: int
+    empty_days: int = 0
+    result: dict = field(default_factory=dict)
+
+
+def generate(root: Path, scenario: Scenario, mean_chars: int) -> dict:
+    from wildchat_dag.loggen.generator import generate_logs
+
+    logs = root / "logs"
+    if scenario.conversations:
+        summary = generate_logs(
+            logs,
+            start_date=START,
+            days=scenario.days,
+            conversations_per_day=max(1, scenario.conversations // scenario.days),
+            seed=17,
+            mean_message_chars=mean_chars,
+        )
+        return {"conversations": summary.conversations, "requests": summary.requests}
+    logs.mkdir(parents=True, exist_ok=True)
+    return {"conversations": 0, "requests": 0}
+
+
+POSTGRES = {
+    "DAGSTER_PG_HOST": "127.0.0.1",
+    "DAGSTER_PG_PORT": "5432",
+    "DAGSTER_PG_USERNAME": "postgres",
+    "DAGSTER_PG_PASSWORD": "",
+}
+
+
+def fresh_postgres_database(name: str) -> str:
+    """An empty PostgreSQL database for one scenario's instance (the production storage)."""
+    import psycopg2
+
+    database = f"bench_backfill_{name.replace('-', '_')}"
+    con = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    con.autocommit = True
+    with con.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        cursor.execute(f"CREATE DATABASE {database}")
+    con.close()
+    return database
+
+
+def instance_yaml(postgres: bool) -> str:
+    """The project's dagster.yaml; with ``postgres``, its storage replaced by the production
+    file's (deploy/dagster.postgres.yaml), everything else (launcher, limits) kept."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    if postgres:
+        production = yaml.safe_load((REPO / "deploy" / "dagster.postgres.yaml").read_text())
+        config["storage"] = production["storage"]
+    return yaml.safe_dump(config)
+
+
+def environment(root: Path, postgres: bool = False) -> dict[str, str]:
+    home = root / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(instance_yaml(postgres))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WILDCHAT_", "OPENAI_")) and k != "DAGSTER_HOME"
+    }
+    env.update(
+        DAGSTER_HOME=str(home),
+        WILDCHAT_HOME=str(root),
+        WILDCHAT_MODE="demo",
+        WILDCHAT_START_DATE=START.isoformat(),
+        WILDCHAT_RELEASE_INCLUDE_UNSCORED="1",
+        WILDCHAT_AUTOMATION="off",
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+    )
+    if postgres:
+        env.update(POSTGRES, DAGSTER_PG_DB=fresh_postgres_database(root.name))
+    return env
+
+
+def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool) -> dict:
+    root = work / scenario.name
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    started = time.perf_counter()
+    corpus = generate(root, scenario, mean_chars)
+    generated_s = time.perf_counter() - started
+    total_days = scenario.days + scenario.empty_days
+    last = START + timedelta(days=total_days - 1)
+    env = environment(root, postgres)
+    sampler = TreeSampler()
+    log = (root / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        ["dagster-daemon", "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    sampler.watch(daemon.pid)
+    sampler.start()
+    wall_started = time.perf_counter()
+    try:
+        submit = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wildchat_dag.backfill",
+                START.isoformat(),
+                last.isoformat(),
+                # The command skips days without logs; the empty scenario prices one that is
+                # materialized anyway (as the nightly schedule does).
+                *(["--include-empty-days"] if scenario.empty_days else []),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        sampler.watch(submit.pid)
+        output, _ = submit.communicate()
+        if submit.returncode or "backfill " not in output:
+            raise RuntimeError(f"the backfill command submitted nothing:\n{output}")
+        backfill_status = wait_for_backfill(env)
+        backfill_s = time.perf_counter() - wall_started
+        release = subprocess.Popen(
+            ["dagster", "job", "launch", "-j", "wildchat_release", "-w", "workspace.yaml"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        sampler.watch(release.pid)
+        output, _ = release.communicate()
+        if release.returncode:
+            raise RuntimeError(f"the release launch failed:\n{output}")
+        release_status = wait_for_runs(env, job="wildchat_release")
+        wall_s = time.perf_counter() - wall_started
+    finally:
+        sampler.stop()
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, 9)
+        log.close()
+    steps = step_table(env)
+    return {
+        **corpus,
+        "days": scenario.days,
+        "empty_days": scenario.empty_days,
+        "generate_s": generated_s,
+        "backfill_status": backfill_status,
+        "release_status": release_status,
+        "backfill_wall_s": backfill_s,
+        "wall_s": wall_s,
+        "cpu_s": sum(sampler.cpu.values()),
+        "cpu_by_kind": sampler.cpu_by_kind(),
+        "step_cpu": step_cpu(steps, sampler),
+        "peak_tree_rss_mb": sampler.peak_tree_rss / 2**20,
+        "peak_process_rss_mb": sampler.peak_process_rss / 2**20,
+        "steps": steps,
+        "runs": count_runs(env),
+        "warehouse_mb": (root / "warehouse.duckdb").stat().st_size / 2**20
+        if (root / "warehouse.duckdb").exists()
+        else 0.0,
+        "logs": str(root / "logs"),
+    }
+
+
+def _instance(env: dict[str, str]):
+    from dagster import DagsterInstance
+
+    os.environ.update({k: v for k, v in env.items() if k.startswith("DAGSTER_")})
+    return DagsterInstance.get()
+
+
+def wait_for_backfill(env: dict[str, str], timeout_s: float = 6 * 3600) -> str:
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    deadline = time.monotonic() + timeout_s
+    with _instance(env) as instance:
+        while time.monotonic() < deadline:
+            backfills = instance.get_backfills()
+            if backfills and backfills[0].status != BulkActionStatus.REQUESTED:
+                wait_for_runs(env)
+                return backfills[0].status.value
+            time.sleep(1.0)
+    raise TimeoutError("the backfill did not finish")
+
+
+def wait_for_runs(env: dict[str, str], job: str | None = None, timeout_s: float = 3600) -> str:
+    from dagster import DagsterRunStatus, RunsFilter
+
+    finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    deadline = time.monotonic() + timeout_s
+    with _instance(env) as instance:
+        while time.monotonic() < deadline:
+            runs = instance.get_runs(RunsFilter(job_name=job) if job else None)
+            if runs and all(r.status in finished for r in runs):
+                failed = [r.run_id for r in runs if r.status != DagsterRunStatus.SUCCESS]
+                return f"{len(runs) - len(failed)}/{len(runs)} runs ok"
+            time.sleep(1.0)
+    raise TimeoutError("runs did not finish")
+
+
+def count_runs(env: dict[str, str]) -> int:
+    with _instance(env) as instance:
+        return len(instance.get_runs())
+
+
+def step_table(env: dict[str, str]) -> dict[str, dict]:
+    """Per step: executions, wall seconds (start to end), rows written, and the pids it ran in."""
+    from dagster import DagsterEventType
+
+    table: dict[str, dict] = defaultdict(
+        lambda: {"n": 0, "wall_s": 0.0, "rows": 0, "pids": set(), "spans": []}
+    )
+    with _instance(env) as instance:
+        for run in instance.get_runs():
+            starts: dict[str, float] = {}
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event is None or event.step_key is None:
+                    continue
+                row = table[event.step_key]
+                if event.event_type == DagsterEventType.STEP_START:
+                    starts[event.step_key] = entry.timestamp
+                    row["pids"].add(event.pid)
+                elif event.event_type in (
+                    DagsterEventType.STEP_SUCCESS,
+                    DagsterEventType.STEP_FAILURE,
+                ):
+                    row["n"] += 1
+                    began = starts.pop(event.step_key, entry.timestamp)
+                    row["wall_s"] += entry.timestamp - began
+                    row["spans"].append((event.pid, began, entry.timestamp))
+                elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                    metadata = event.event_specific_data.materialization.metadata
+                    count = metadata.get("row_count")
+                    if count is not None:
+                        row["rows"] += int(count.value)
+    return dict(table)
+
+
+def step_cpu(steps: dict[str, dict], sampler: TreeSampler) -> dict[str, float]:
+    """CPU per step: its process's CPU from its start event to its end event (a run's steps
+    share the run's process and run one after another)."""
+    return {
+        key: sum(sampler.cpu_between(pid, began, ended) for pid, began, ended in row["spans"])
+        for key, row in steps.items()
+    }
+
+
+def floor_pass(logs: Path) -> dict:
+    """Read every file, hash every message, one regex over all text: the least any pipeline
+    that reads the text once must pay."""
+    import polars as pl
+
+    started_cpu, started = time.process_time(), time.perf_counter()
+    texts: list[str] = []
+    for path in sorted(logs.rglob("*.jsonl*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            frame = pl.read_ndjson(handle.read(), infer_schema_length=None)
+        messages = frame.select(pl.col("messages").explode().struct.field("content"))
+        texts.extend(messages.to_series().to_list())
+        texts.extend(frame["response"].to_list())
+    series = pl.Series("text", texts, dtype=pl.String)
+    digests = [hashlib.sha256(t.encode()).digest() for t in texts]
+    hits = int(series.str.contains(IPV4).sum())
+    return {
+        "texts": len(digests),
+        "characters": int(series.str.len_chars().sum()),
+        "ip_hits": hits,
+        "cpu_s": time.process_time() - started_cpu,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def print_scenario(name: str, r: dict) -> None:
+    print(
+        f"\n## {name}: {r['conversations']:,} conversations, {r['requests']:,} requests, "
+        f"{r['days']} days with logs + {r['empty_days']} without"
+    )
+    print(
+        f"backfill: {r['backfill_status']}; release: {r['release_status']}; {r['runs']} runs; "
+        f"wall {r['wall_s']:.1f} s (backfill {r['backfill_wall_s']:.1f} s); "
+        f"CPU {r['cpu_s']:.1f} s; peak RSS {r['peak_tree_rss_mb']:.0f} MB over the tree, "
+        f"{r['peak_process_rss_mb']:.0f} MB in one process; DuckDB {r['warehouse_mb']:.0f} MB"
+    )
+    kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
+    print(f"CPU-s by process: {kinds}")
+    print("\n| step | runs | wall s | CPU s | rows | rows/s |\n|---|---:|---:|---:|---:|---:|")
+    for key, row in sorted(r["steps"].items(), key=lambda kv: -kv[1]["wall_s"]):
+        cpu = r["step_cpu"].get(key)
+        rate = row["rows"] / row["wall_s"] if row["wall_s"] and row["rows"] else 0
+        print(
+            f"| {key} | {row['n']} | {row['wall_s']:.1f} | "
+            f"{cpu:.1f} | {row['rows']:,} | {rate:,.0f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=10, help="days with logs, both sizes")
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        nargs=2,
+        default=(2_000, 8_000),
+        metavar=("SMALL", "LARGE"),
+        help="conversations in all, at the two sizes",
+    )
+    parser.add_argument(
+        "--empty-days",
+        type=int,
+        default=6,
+        help="days without logs of the larger empty scenario; the other has a third of them",
+    )
+    parser.add_argument(
+        "--only", choices=("small", "large", "empty-few", "empty-many"), action="append"
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="store the instance in the local PostgreSQL (the production storage) not SQLite",
+    )
+    parser.add_argument("--work", type=Path, help="keep the scenarios here (default: temporary)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    mean_chars, source = wildchat_mean_message_chars()
+    scenarios = [
+        Scenario("small", args.days, args.conversations[0]),
+        Scenario("large", args.days, args.conversations[1]),
+        # Two backfills of days without logs, forced (--include-empty-days): their difference
+        # is the cost of a day, and what is left the one-off cost of any backfill (the
+        # workers' start, the CLIs, the release cut).
+        Scenario("empty-few", 0, 0, empty_days=max(1, args.empty_days // 3)),
+        Scenario("empty-many", 0, 0, empty_days=args.empty_days),
+    ]
+    scenarios = [s for s in scenarios if not args.only or s.name in args.only]
+    print(f"# bench_backfill: messages of {mean_chars:,} characters on average ({source})")
+    print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB")
+    print(f"instance storage: {'PostgreSQL' if args.postgres else 'SQLite'}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_backfill_"))
+    results: dict[str, dict] = {}
+    for scenario in scenarios:
+        results[scenario.name] = run_scenario(scenario, work, mean_chars, args.postgres)
+        print_scenario(scenario.name, results[scenario.name])
+    summarize(results, work)
+    if args.json:
+        args.json.write_text(json.dumps(results, default=sorted, indent=1))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def summarize(results: dict[str, dict], work: Path) -> None:
+    print("\n## Summary\n")
+    print("| scenario | conversations | days | runs | wall s | CPU s | CPU s / 1k conversations |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        per_k = r["cpu_s"] / r["conversations"] * 1000 if r["conversations"] else 0.0
+        days = r["days"] + r["empty_days"]
+        print(
+            f"| {name} | {r['conversations']:,} | {days} | {r['runs']} | {r['wall_s']:.1f} | "
+            f"{r['cpu_s']:.1f} | {per_k:.2f} |"
+        )
+    one_off = empty_day = None
+    if {"empty-few", "empty-many"} <= results.keys():
+        few, many = results["empty-few"], results["empty-many"]
+        empty_day = (many["cpu_s"] - few["cpu_s"]) / (many["empty_days"] - few["empty_days"])
+        one_off = few["cpu_s"] - empty_day * few["empty_days"]
+        print(
+            f"\nempty day, materialized anyway: {empty_day:.2f} CPU-s; one-off cost of a "
+            f"backfill and release cut: {one_off:.1f} CPU-s. The backfill command skips days "
+            "without logs: then an empty day costs nothing but a line of its output."
+        )
+    if {"small", "large"} <= results.keys():
+        small, large = results["small"], results["large"]
+        per_conv = (large["cpu_s"] - small["cpu_s"]) / (
+            large["conversations"] - small["conversations"]
+        )
+        print(
+            f"\nvolume cost: {per_conv * 1000:.2f} ms CPU per conversation (target <= 3), "
+            f"from the two sizes over the same {small['days']} days"
+        )
+        if one_off is not None:
+            fixed = (small["cpu_s"] - per_conv * small["conversations"] - one_off) / small["days"]
+            cpu_1m = one_off + fixed * WILDCHAT_DAYS + per_conv * WILDCHAT_CONVERSATIONS
+            ratio = large["wall_s"] / large["cpu_s"]
+            print(
+                f"fixed cost: {fixed:.2f} CPU-s per day with logs (target <= 5)\n"
+                f"projection, {WILDCHAT_CONVERSATIONS:,} conversations over {WILDCHAT_DAYS} days: "
+                f"{cpu_1m:,.0f} CPU-s = {one_off:.0f} once + {fixed * WILDCHAT_DAYS:,.0f} for "
+                f"the days + {per_conv * WILDCHAT_CONVERSATIONS:,.0f} for the conversations; "
+                f"{cpu_1m / 2 / 60:.0f} min of wall on 2 busy cores (target < 60), "
+                f"{cpu_1m * ratio / 60:.0f} min at the large run's wall/CPU ratio ({ratio:.2f})"
+            )
+        floor = floor_pass(Path(large["logs"]))
+        floor_per_conv = floor["cpu_s"] / large["conversations"]
+        print(
+            f"floor (read, sha256, one regex; {floor['texts']:,} texts, "
+            f"{floor['characters']:,} characters, in this process): {floor['cpu_s']:.1f} CPU-s, "
+            f"{floor['wall_s']:.1f} s wall, {floor_per_conv * 1000:.2f} ms per conversation; "
+            f"the pipeline's volume cost is {per_conv / floor_per_conv:.1f}x the floor's"
+        )
+
+
+if __name__ == "__main__":
+    main()
