@@ -62,6 +62,16 @@ def wildchat_mean_message_chars() -> tuple[int, str]:
     return round(statistics.fmean(lengths)), f"mean of {len(lengths):,} real utterances"
 
 
+def calibration_cpu_s() -> float:
+    """CPU-seconds of ``import dagster`` in a fresh interpreter (0.6 on an idle 2-core VM)."""
+    before = os.times()
+    subprocess.run([sys.executable, "-c", "import dagster"], check=True)
+    after = os.times()
+    return (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+
+
 class TreeSampler:
     """CPU and memory of a process tree, sampled on a thread."""
 
@@ -238,6 +248,16 @@ def environment(root: Path, postgres: bool = False) -> dict[str, str]:
     return env
 
 
+def run_cli(command: list[str], env: dict[str, str], sampler: TreeSampler) -> tuple[int, str]:
+    """Run a CLI of the project, its CPU counted with the rest."""
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    sampler.watch(process.pid)
+    output, _ = process.communicate()
+    return process.returncode, output
+
+
 def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool) -> dict:
     root = work / scenario.name
     shutil.rmtree(root, ignore_errors=True)
@@ -247,6 +267,7 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
     generated_s = time.perf_counter() - started
     total_days = scenario.days + scenario.empty_days
     last = START + timedelta(days=total_days - 1)
+    days = [START.isoformat(), last.isoformat()]
     env = environment(root, postgres)
     sampler = TreeSampler()
     log = (root / "daemon.log").open("w")
@@ -262,40 +283,18 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
     sampler.start()
     wall_started = time.perf_counter()
     try:
-        submit = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "wildchat_dag.backfill",
-                START.isoformat(),
-                last.isoformat(),
-                # The command skips days without logs; the empty scenario prices one that is
-                # materialized anyway (as the nightly schedule does).
-                *(["--include-empty-days"] if scenario.empty_days else []),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        sampler.watch(submit.pid)
-        output, _ = submit.communicate()
-        if submit.returncode or "backfill " not in output:
+        # The command skips days without logs; the empty scenarios price days that are
+        # materialized anyway (as the nightly schedule does).
+        empty = ["--include-empty-days"] if scenario.empty_days else []
+        backfill = [sys.executable, "-m", "wildchat_dag.backfill", *days, *empty]
+        returncode, output = run_cli(backfill, env, sampler)
+        if returncode or "backfill " not in output:
             raise RuntimeError(f"the backfill command submitted nothing:\n{output}")
         backfill_status = wait_for_backfill(env)
         backfill_s = time.perf_counter() - wall_started
-        release = subprocess.Popen(
-            ["dagster", "job", "launch", "-j", "wildchat_release", "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        sampler.watch(release.pid)
-        output, _ = release.communicate()
-        if release.returncode:
+        launch = ["dagster", "job", "launch", "-j", "wildchat_release", "-w", "workspace.yaml"]
+        returncode, output = run_cli(launch, env, sampler)
+        if returncode:
             raise RuntimeError(f"the release launch failed:\n{output}")
         release_status = wait_for_runs(env, job="wildchat_release")
         wall_s = time.perf_counter() - wall_started
@@ -506,6 +505,8 @@ def main() -> None:
     print(f"# bench_backfill: messages of {mean_chars:,} characters on average ({source})")
     print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB")
     print(f"instance storage: {'PostgreSQL' if args.postgres else 'SQLite'}")
+    # The machine is shared: a fixed piece of work, timed now, tells how fast it is today.
+    print(f"calibration: `import dagster` takes {calibration_cpu_s():.2f} CPU-s")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_backfill_"))
     results: dict[str, dict] = {}
     for scenario in scenarios:
