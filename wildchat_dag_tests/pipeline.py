@@ -211,3 +211,13 @@ def check_results(result, name: str = RAW_IP_CHECK):
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and e.event_specific_data.check_name == name
     ]
+
+
+def step_failure(result, step: str):
+    """The user failure data of ``step``'s one STEP_FAILURE in an in-process result."""
+    [failure] = [
+        e.event_specific_data.user_failure_data
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE" and e.step_key == step
+    ]
+    return failure

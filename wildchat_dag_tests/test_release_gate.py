@@ -44,6 +44,7 @@ from wildchat_dag_tests.pipeline import (
     check_results,
     materializations,
     partitions_of,
+    step_failure,
 )
 
 START = date(2024, 6, 3)
@@ -97,15 +98,6 @@ def folder_state(p: Pipeline) -> dict[str, str]:
         for f in sorted(p.releases.rglob("*"))
         if f.is_file()
     }
-
-
-def step_failure(result, step: str):
-    [failure] = [
-        e.event_specific_data.user_failure_data
-        for e in result.all_events
-        if e.event_type_value == "STEP_FAILURE" and e.step_key == step
-    ]
-    return failure
 
 
 def materialized(result) -> set[str]:

@@ -36,7 +36,12 @@ from wildchat_dag.resources.moderation import DetoxifyResource, OpenAIModeration
 from wildchat_dag_tests.conftest import TEST_SALT, RequestFactory
 from wildchat_dag_tests.detoxify_checkpoints import build_tiny_checkpoint
 from wildchat_dag_tests.moderation_server import ModerationServer
-from wildchat_dag_tests.pipeline import Pipeline, materializations, write_json_lines
+from wildchat_dag_tests.pipeline import (
+    Pipeline,
+    materializations,
+    step_failure,
+    write_json_lines,
+)
 
 START = date(2024, 8, 5)
 DAYS = 3
@@ -172,15 +177,6 @@ def full_scan_of(con: duckdb.DuckDBPyConnection, threshold: float = THRESHOLD) -
     return pl.concat(
         [release_statistics_full_scan(query, release, threshold) for release in RELEASES]
     )
-
-
-def step_failure(result, step: str):
-    [failure] = [
-        e.event_specific_data.user_failure_data
-        for e in result.all_events
-        if e.event_type_value == "STEP_FAILURE" and e.step_key == step
-    ]
-    return failure
 
 
 # -- through Dagster ------------------------------------------------------------------------------
