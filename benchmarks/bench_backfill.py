@@ -4,7 +4,10 @@ conversation at two sizes, and the projection to WildChat's size.
 Each scenario gets a fresh Dagster instance (the project's dagster.yaml), a fresh DuckDB file
 and its own logs, then runs what a user runs:
 1. ``python -m wildchat_dag.backfill FIRST LAST`` (the asset backfill of every per-day step);
-2. ``dagster-daemon run`` until the backfill is done;
+2. ``dagster dev`` (its daemon, webserver and code server) until the backfill is done. Not a
+   bare ``dagster-daemon run -w workspace.yaml``: that daemon replaces its code server with a
+   new process every 60 s (Dagster's workspace refresh; some 7 CPU-s to import the code each
+   time), where ``dagster dev``, like the production deployment's gRPC server, keeps one;
 3. ``dagster job launch -j wildchat_release`` (the release statistics and both exports), which
    the same daemon dequeues and runs.
 
@@ -151,10 +154,17 @@ class TreeSampler:
 
 def classify(cmdline: list[str]) -> str:
     text = " ".join(cmdline)
-    if "dagster-daemon" in text:
+    # The daemon and webserver that `dagster dev` starts name `--code-server-log-level`.
+    if "dagster-daemon" in text or "dagster._daemon" in text:
         return "daemon"
-    if "api grpc" in text or "code_server" in text:
+    if "dagster-webserver" in text or "dagster_webserver" in text:
+        return "webserver"
+    if "api grpc" in text or "code_server" in text or "code-server start" in text:
         return "code server"
+    if "wildchat_dag.warm_runs" in text:
+        return "warm worker"
+    if "dagster dev" in text:
+        return "dagster dev"
     if "execute_run" in text or "execute_run_with_structured_logs" in text:
         return "run worker"
     if "execute_step" in text or "multiprocessing" in text or "forkserver" in text:
@@ -187,7 +197,9 @@ def generate(root: Path, scenario: Scenario, mean_chars: int) -> dict:
             mean_message_chars=mean_chars,
         )
         return {"conversations": summary.conversations, "requests": summary.requests}
-    logs.mkdir(parents=True, exist_ok=True)
+    # A day that had no traffic: its folder is there and empty (ingest fails on a missing one).
+    for n in range(scenario.empty_days):
+        (logs / (START + timedelta(days=n)).isoformat()).mkdir(parents=True, exist_ok=True)
     return {"conversations": 0, "requests": 0}
 
 
@@ -248,6 +260,19 @@ def environment(root: Path, postgres: bool = False) -> dict[str, str]:
     return env
 
 
+def machine_cpu_s() -> float:
+    times = psutil.cpu_times()
+    return times.user + times.system + getattr(times, "nice", 0.0)
+
+
+def free_port() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def run_cli(command: list[str], env: dict[str, str], sampler: TreeSampler) -> tuple[int, str]:
     """Run a CLI of the project, its CPU counted with the rest."""
     process = subprocess.Popen(
@@ -271,8 +296,9 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
     env = environment(root, postgres)
     sampler = TreeSampler()
     log = (root / "daemon.log").open("w")
+    port = free_port()
     daemon = subprocess.Popen(
-        ["dagster-daemon", "run", "-w", str(REPO / "workspace.yaml")],
+        ["dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", port],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -281,6 +307,7 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
     )
     sampler.watch(daemon.pid)
     sampler.start()
+    machine_started = machine_cpu_s()
     wall_started = time.perf_counter()
     try:
         # The command skips days without logs; the empty scenarios price days that are
@@ -300,12 +327,19 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
         wall_s = time.perf_counter() - wall_started
     finally:
         sampler.stop()
+        machine_cpu = machine_cpu_s() - machine_started
         daemon.terminate()
         try:
             daemon.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, 9)
         log.close()
+    # A failed run measures a pipeline that stopped early: its numbers would flatter it.
+    if backfill_status != "COMPLETED_SUCCESS" or not release_status.startswith("1/1"):
+        raise RuntimeError(
+            f"{scenario.name}: backfill {backfill_status}, release {release_status}; "
+            f"see {root / 'daemon.log'} and the instance at {root / 'dagster_home'}"
+        )
     steps = step_table(env)
     return {
         **corpus,
@@ -317,6 +351,9 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
         "backfill_wall_s": backfill_s,
         "wall_s": wall_s,
         "cpu_s": sum(sampler.cpu.values()),
+        # Everything the machine ran meanwhile: with --postgres, the database server's work,
+        # which is outside the tree; on a machine running nothing else, an upper bound.
+        "machine_cpu_s": machine_cpu,
         "cpu_by_kind": sampler.cpu_by_kind(),
         "step_cpu": step_cpu(steps, sampler),
         "peak_tree_rss_mb": sampler.peak_tree_rss / 2**20,
@@ -448,7 +485,8 @@ def print_scenario(name: str, r: dict) -> None:
     print(
         f"backfill: {r['backfill_status']}; release: {r['release_status']}; {r['runs']} runs; "
         f"wall {r['wall_s']:.1f} s (backfill {r['backfill_wall_s']:.1f} s); "
-        f"CPU {r['cpu_s']:.1f} s; peak RSS {r['peak_tree_rss_mb']:.0f} MB over the tree, "
+        f"CPU {r['cpu_s']:.1f} s (the whole machine: {r['machine_cpu_s']:.1f} s); "
+        f"peak RSS {r['peak_tree_rss_mb']:.0f} MB over the tree, "
         f"{r['peak_process_rss_mb']:.0f} MB in one process; DuckDB {r['warehouse_mb']:.0f} MB"
     )
     kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
@@ -519,6 +557,23 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def print_volume_by_step(small: dict, large: dict) -> None:
+    """Where the cost of a conversation goes: each step's CPU at the large size less at the
+    small one, per conversation added."""
+    added = large["conversations"] - small["conversations"]
+    rows = sorted(
+        (
+            (key, (large["step_cpu"].get(key, 0.0) - small["step_cpu"].get(key, 0.0)) / added)
+            for key in large["step_cpu"].keys() | small["step_cpu"].keys()
+        ),
+        key=lambda row: -row[1],
+    )
+    print("\n| step | ms CPU per conversation added |\n|---|---:|")
+    for key, cost in rows:
+        if abs(cost) >= 0.005e-3:
+            print(f"| {key} | {cost * 1000:.2f} |")
+
+
 def summarize(results: dict[str, dict], work: Path) -> None:
     print("\n## Summary\n")
     print("| scenario | conversations | days | runs | wall s | CPU s | CPU s / 1k conversations |")
@@ -549,6 +604,7 @@ def summarize(results: dict[str, dict], work: Path) -> None:
             f"\nvolume cost: {per_conv * 1000:.2f} ms CPU per conversation (target <= 3), "
             f"from the two sizes over the same {small['days']} days"
         )
+        print_volume_by_step(small, large)
         if one_off is not None:
             fixed = (small["cpu_s"] - per_conv * small["conversations"] - one_off) / small["days"]
             cpu_1m = one_off + fixed * WILDCHAT_DAYS + per_conv * WILDCHAT_CONVERSATIONS

@@ -12,9 +12,11 @@ import duckdb
 import pytest
 
 from wildchat_dag.loggen.generator import generate_logs
+from wildchat_dag.resources import duckdb_io
 from wildchat_dag.resources.duckdb_io import (
     DuckDBLockTimeout,
     duckdb_file_lock,
+    kept_open,
     locked_connection,
 )
 
@@ -142,3 +144,115 @@ def test_a_process_outside_dagster_holding_the_file_is_waited_for(tmp_path):
         pass
     holder.kill()
     holder.wait()
+
+
+def can_open_elsewhere(database: str) -> bool:
+    """Whether another process can open the file now (DuckDB lets one process at a time)."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys\ntry:\n duckdb.connect(sys.argv[1]).close()\n"
+            "except duckdb.IOException:\n sys.exit(3)",
+            database,
+        ],
+        capture_output=True,
+    )
+    assert probe.returncode in (0, 3), probe.stderr
+    return probe.returncode == 0
+
+
+def wait_until(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_run_keeps_the_file_open_between_its_transactions_and_closes_it_when_idle(tmp_path):
+    database = str(tmp_path / "w.duckdb")
+    path = os.path.realpath(database)
+    with kept_open(database):
+        with locked_connection(database) as con:
+            con.execute("create table t as select 1 as x")
+            anchor = duckdb_io._KEPT.open[path].anchor
+        with locked_connection(database) as con:
+            assert con.execute("select x from t").fetchone() == (1,)
+        # The same instance served both transactions (no second open).
+        assert duckdb_io._KEPT.open.get(path) is None or (
+            duckdb_io._KEPT.open[path].anchor is anchor
+        )
+        # Idle, it is closed by the process itself: another process then gets the file.
+        wait_until(lambda: path not in duckdb_io._KEPT.open)
+        assert can_open_elsewhere(database)
+        # Used again, it is opened again, and held: a holder elsewhere is refused meanwhile.
+        with locked_connection(database) as con:
+            con.execute("insert into t values (2)")
+            assert not can_open_elsewhere(database)
+    # Leaving closes it at once: this process, read-only, and others, can open it.
+    assert path not in duckdb_io._KEPT.open
+    con = duckdb.connect(database, read_only=True)
+    assert con.execute("select sum(x) from t").fetchone() == (3,)
+    con.close()
+
+
+def test_a_file_replaced_between_transactions_is_opened_anew(tmp_path):
+    database = str(tmp_path / "w.duckdb")
+    with kept_open(database):
+        with locked_connection(database) as con:
+            con.execute("create table t as select 1 as x")
+        os.unlink(database)
+        wal = Path(f"{database}.wal")
+        if wal.exists():
+            wal.unlink()
+        with locked_connection(database) as con:
+            tables = con.execute("select table_name from information_schema.tables").fetchall()
+        assert tables == []
+
+
+def test_each_transaction_on_a_kept_file_gets_its_own_settings(tmp_path):
+    database = str(tmp_path / "w.duckdb")
+    setting = "select current_setting('memory_limit')"
+    with kept_open(database):
+        with locked_connection(database) as con:
+            default = con.execute(setting).fetchone()[0]
+        with locked_connection(database, {"memory_limit": "1GB"}) as con:
+            limited = con.execute(setting).fetchone()[0]
+        with locked_connection(database) as con:
+            assert con.execute(setting).fetchone()[0] == default
+    assert limited != default and "953" in limited  # 1 GB in DuckDB's MiB
+
+
+def test_an_error_in_a_transaction_on_a_kept_file_rolls_it_back(tmp_path):
+    database = str(tmp_path / "w.duckdb")
+    with kept_open(database):
+        with locked_connection(database) as con:
+            con.execute("create table t as select 1 as x")
+        with pytest.raises(ValueError), locked_connection(database) as con:
+            con.execute("insert into t values (2)")
+            raise ValueError("stop")
+        with locked_connection(database) as con:
+            assert con.execute("select count(*) from t").fetchone() == (1,)
+
+
+def test_another_run_waits_for_a_kept_file_asleep_and_then_gets_it(tmp_path):
+    """The other process waits on ``<database>.open`` (no DuckDB open attempts) until this one
+    closes its idle instance, then writes."""
+    database = str(tmp_path / "w.duckdb")
+    path = os.path.realpath(database)
+    writer = (
+        "import sys\n"
+        "from wildchat_dag.resources.duckdb_io import locked_connection\n"
+        "with locked_connection(sys.argv[1], timeout_s=60) as con:\n"
+        "    con.execute('insert into t values (2)')\n"
+    )
+    with kept_open(database):
+        with locked_connection(database) as con:
+            con.execute("create table t as select 1 as x")
+        other = subprocess.run(
+            [sys.executable, "-c", writer, database], capture_output=True, text=True, timeout=120
+        )
+        assert other.returncode == 0, other.stderr
+        assert path not in duckdb_io._KEPT.open
+        with locked_connection(database) as con:
+            assert con.execute("select sum(x) from t").fetchone() == (3,)

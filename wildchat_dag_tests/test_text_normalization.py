@@ -15,6 +15,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from wildchat_dag.core.text_normalization import (
+    _FAST_BLOCKS,
+    _folded_chars,
+    _folded_chars_fast,
     needs_normalization,
     normalize_for_detection,
     normalized_view,
@@ -151,3 +154,55 @@ def test_every_view_character_comes_from_its_original_stretch(text: str) -> None
             assert char == " " and not stretch.strip()
     # Offsets never go backwards, so a span maps to one stretch of the original.
     assert list(normalized.starts) == sorted(normalized.starts)
+
+
+def test_fast_path_matches_the_cluster_loop_on_every_fast_character() -> None:
+    """Each character the fast path accepts, alone and after a Latin letter and a Han one."""
+    checked = 0
+    for first, last in _FAST_BLOCKS:
+        for cp in range(first, last + 1):
+            for text in (chr(cp), "a" + chr(cp), "中" + chr(cp)):
+                fast = _folded_chars_fast(text)
+                if fast is not None:
+                    assert fast == _folded_chars(text), hex(cp)
+                    checked += 1
+    # Nearly every character of these blocks is fast (not marks, invisible ones and the like).
+    assert checked > 3 * 45_000
+
+
+# Every kind of character the view treats specially, and the common ones it does not.
+MIXED = st.one_of(
+    st.sampled_from([*"aZ09 .-@/_+()\t", "\n", "\r\n", "\r", "\u2028", "\u2029"]),
+    st.characters(min_codepoint=0x20, max_codepoint=0x24F),  # ASCII, Latin-1, Latin Ext-A/B
+    st.characters(min_codepoint=0x300, max_codepoint=0x36F),  # combining diacriticals
+    st.characters(min_codepoint=0x370, max_codepoint=0x52F),  # Greek, Cyrillic (marks too)
+    st.characters(min_codepoint=0x1100, max_codepoint=0x11FF),  # Hangul conjoining jamo
+    st.characters(min_codepoint=0x1E00, max_codepoint=0x206F),  # Vietnamese, punctuation
+    st.characters(min_codepoint=0x3000, max_codepoint=0x318F),  # kana, compatibility jamo
+    st.characters(min_codepoint=0x4E00, max_codepoint=0x4EFF),  # Han
+    st.characters(min_codepoint=0xAC00, max_codepoint=0xAC7F),  # Hangul syllables
+    st.characters(min_codepoint=0xFF00, max_codepoint=0xFFEF),  # full- and half-width forms
+    st.sampled_from(["\u200b", "\u200d", "\u00ad", "\u202e", "\ufeff", "\ufe0f", "\u034f"]),
+    st.sampled_from(["ﬁ", "…", "①", "㈱", "\u0301", "\u3099", "👍", "\U0001f1fa", "\U00020000"]),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(MIXED, max_size=40).map("".join))
+@example("中文a１，ｂ２\n한국어ㄱㄴ")
+@example("Kwame\nVolkov 555-\n0132 x@\ny.com")
+def test_fast_path_is_the_cluster_loop(text: str) -> None:
+    fast = _folded_chars_fast(text)
+    if fast is not None:
+        assert fast == _folded_chars(text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(MIXED.filter(lambda c: _folded_chars_fast(c) is not None), max_size=40).map("".join)
+)
+def test_texts_of_fast_characters_take_the_fast_path(text: str) -> None:
+    """The alphabet above would mostly send a text down the loop; this one never does."""
+    fast = _folded_chars_fast(text)
+    assert fast is not None
+    assert fast == _folded_chars(text)

@@ -14,6 +14,7 @@ The search itself is ``wildchat_dag/core/instance_search.py``.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -232,15 +233,9 @@ def instance_entries(
     outside them (reported without a run, or by a run not tagged with the day)."""
     seen: set[int] = set()
     for run_id in run_ids:
-        cursor = None
-        while True:
-            connection = instance.get_records_for_run(run_id, cursor=cursor, limit=PAGE)
-            for record in connection.records:
-                seen.add(record.storage_id)
-                yield _entry(record)
-            if not connection.has_more:
-                break
-            cursor = connection.cursor
+        for entry in _run_entries(instance, run_id):
+            seen.add(entry.storage_id)
+            yield entry
     for key in instance.get_asset_keys():
         for fetch in (instance.fetch_materializations, instance.fetch_observations):
             cursor = None
@@ -257,6 +252,32 @@ def instance_entries(
                 if not result.has_more:
                     break
                 cursor = result.cursor
+
+
+# A run's entries, as read so far, and the cursor after the last: an event, once stored, never
+# changes, so a warm worker checking day after day (each day's window shares three days with
+# the next) reads and serializes only the entries stored since. Bounded: least recently read
+# runs go first.
+_RUN_ENTRIES: OrderedDict[tuple[int, str], tuple[list[Entry], str | None]] = OrderedDict()
+RUNS_REMEMBERED = 128
+
+
+def _run_entries(instance: DagsterInstance, run_id: str) -> list[Entry]:
+    # Keyed by the storage object too: another instance may hold a run of the same id.
+    key = (id(instance.event_log_storage), run_id)
+    entries, cursor = _RUN_ENTRIES.pop(key, ([], None))
+    entries = list(entries)
+    while True:
+        connection = instance.get_records_for_run(run_id, cursor=cursor, limit=PAGE)
+        entries.extend(_entry(record) for record in connection.records)
+        if connection.records:
+            cursor = connection.cursor
+        if not connection.has_more:
+            break
+    _RUN_ENTRIES[key] = (entries, cursor)
+    while len(_RUN_ENTRIES) > RUNS_REMEMBERED:
+        _RUN_ENTRIES.popitem(last=False)
+    return entries
 
 
 def _entry(record: EventLogRecord) -> Entry:

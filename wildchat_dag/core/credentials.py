@@ -41,7 +41,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -897,11 +897,48 @@ assert set(_DETECTORS) == set(SECRET_DETECTORS) == set(_GATE_PIECES)
 SECRET_GATE: str = "|".join(f"(?:{_GATE_PIECES[name]})" for name in SECRET_DETECTORS)
 
 
+# Words that every match of a detector holds, in lowercase: where the lowercased text has none
+# of them, that detector's scan is skipped. Only detectors whose patterns start case-insensitively
+# or with a class (or, for passwords, many alternatives) have them: Python's re tries those at
+# every position, while a pattern that starts with a literal is found as fast as a word here.
+# ``str.lower`` maps each character on its own (but for Σ), and an ASCII one to ASCII.
+_CUE_WORDS: dict[str, tuple[str, ...]] = {
+    # Both _AWS_SECRET_WORDS hold "secret"; the other pattern starts with AKIA or ASIA.
+    "aws_secret_access_key": ("secret", "akia", "asia"),
+    "stripe_key": ("k_live_", "k_test_", "whsec_"),
+    "basic_auth": ("basic",),
+    "bearer_token": ("bearer",),
+    # _PASSWORD_CUE and _SECRET_CUE.
+    "password_assignment": ("pass", "pw", *sorted({v.lower() for v in _FOREIGN_VARIANTS})),
+    "secret_assignment": ("key", "token", "secret"),
+}
+assert not any("Σ" in v for v in _FOREIGN_VARIANTS)
+
+
+# Python's case-insensitive matching also takes dotless ı and İ for i, and long ſ for s, which
+# str.lower keeps apart: folded here too, so a pattern written (?i) never loses its scan to them.
+_IGNORECASE_EXTRA = str.maketrans({"ı": "i", "ſ": "s", "\u0307": None})
+
+
+def _detectors_for(text: str) -> list[str]:
+    """The detectors that may find something in ``text`` (``_CUE_WORDS``), in priority order."""
+    lowered = text.lower().translate(_IGNORECASE_EXTRA)
+    return [
+        name
+        for name in SECRET_DETECTORS
+        if (cues := _CUE_WORDS.get(name)) is None or any(cue in lowered for cue in cues)
+    ]
+
+
 def find_secrets(text: str) -> list[SecretMatch]:
     """Credentials in ``text``: sorted, non-overlapping; longer spans win, then priority."""
+    return _find(text, _detectors_for(text))
+
+
+def _find(text: str, detectors: Iterable[str]) -> list[SecretMatch]:
     candidates = [
         (start, end, name)
-        for name in SECRET_DETECTORS
+        for name in detectors
         for start, end in _DETECTORS[name](text)
         if end > start
     ]

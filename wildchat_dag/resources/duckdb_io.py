@@ -8,19 +8,31 @@ the step's computation, so partitions still compute in parallel.
 Each write deletes the partition's rows and inserts the new ones in one transaction, so a crash
 leaves the old rows or the new ones, never neither; and an empty frame still creates its table,
 so readers of an empty side table get no rows rather than a missing-table error.
+
+Opening a DuckDB file costs 10 to 25 ms of CPU (the database instance is built anew, its catalog
+read), and a day's steps take some 70 transactions: more than a second per day, whatever the
+day holds. While a run executes, its process therefore keeps the file open between its own
+transactions (``kept_open``, entered by the IO manager and the warehouse for the run), and
+closes it once no transaction of its own has used it for ``KEEP_OPEN_IDLE_S``. Another process
+waiting for the file is kept waiting at most that long after this one's last transaction.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import polars as pl
-from dagster import InputContext, OutputContext
+from dagster import InitResourceContext, InputContext, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
@@ -29,10 +41,35 @@ from pydantic import Field
 from wildchat_dag.assets.text_exit import text_exit_scope
 
 DEFAULT_LOCK_TIMEOUT_S = 900.0
+# How long a run's process keeps the file open after its last transaction. Steps use the file
+# in bursts (inputs, queries, outputs, checks) a few milliseconds apart; the computation between
+# bursts is what another process's transaction may wait for.
+KEEP_OPEN_IDLE_S = 0.2
+# Connection settings that can be changed on an open instance; a connection asking for any
+# other is opened on its own.
+SETTABLE_WHILE_OPEN = frozenset({"memory_limit", "max_memory", "threads", "temp_directory"})
+# How often a process polls for a file that a process outside Dagster holds open (each try
+# builds a database instance: about 10 ms of CPU).
+_OPEN_POLL_S = 0.5
 
 
 class DuckDBLockTimeout(TimeoutError):
     pass
+
+
+def _flock(handle, deadline: float, timeout_s: float, what: str) -> None:
+    """An exclusive ``flock`` on ``handle``, polled (a failed try costs microseconds)."""
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise DuckDBLockTimeout(
+                    f"Waited {timeout_s:.0f} s for the lock on {what}; another process "
+                    f"is holding {handle.name}"
+                ) from None
+            time.sleep(0.02)
 
 
 @contextmanager
@@ -41,21 +78,25 @@ def duckdb_file_lock(database: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     with lock_path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise DuckDBLockTimeout(
-                        f"Waited {timeout_s:.0f} s for the lock on {database}; another process "
-                        f"is holding {lock_path}"
-                    ) from None
-                time.sleep(0.05)
+        _flock(handle, deadline, timeout_s, database)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_slot(database: str, deadline: float, timeout_s: float):
+    """An exclusive ``flock`` on ``<database>.open``, held for as long as this process has the
+    database open. A process whose file another one keeps open between transactions waits
+    here, asleep, until that one closes it; polling ``duckdb.connect`` instead would build a
+    database instance at every try."""
+    handle = Path(f"{database}.open").open("a")  # noqa: SIM115 -- closed by the caller, or on the anchor's close
+    try:
+        _flock(handle, deadline, timeout_s, f"{database} (kept open by another run)")
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def _connect_when_free(database: str, config: dict, deadline: float) -> duckdb.DuckDBPyConnection:
@@ -70,7 +111,152 @@ def _connect_when_free(database: str, config: dict, deadline: float) -> duckdb.D
                 raise DuckDBLockTimeout(
                     f"{database} is held open by another process; close it (DuckDB said: {exc})"
                 ) from exc
-            time.sleep(0.5)
+            time.sleep(_OPEN_POLL_S)
+
+
+@dataclass
+class _OpenFile:
+    """A database file this process keeps open between its transactions."""
+
+    anchor: duckdb.DuckDBPyConnection
+    slot: IO[str]  # the ``_open_slot`` held while it is open
+    identity: tuple[int, int]  # (device, inode): a file replaced meanwhile is opened anew
+    settings: dict = field(default_factory=dict)  # global settings set on it, by name
+    in_use: int = 0
+    last_used: float = 0.0
+
+
+class _KeptOpen:
+    """The files kept open for the runs of this process, and the thread that closes idle ones.
+
+    Every field is guarded by ``lock``; an anchor is closed only while no transaction uses it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wanted: Counter[str] = Counter()  # runs (resources) keeping each file open
+        self.open: dict[str, _OpenFile] = {}
+        self._closer: threading.Thread | None = None
+        self._wake = threading.Condition(self.lock)
+
+    def want(self, path: str) -> None:
+        with self.lock:
+            self.wanted[path] += 1
+            if self._closer is None or not self._closer.is_alive():
+                self._closer = threading.Thread(
+                    target=self._close_idle, name="duckdb-close-idle", daemon=True
+                )
+                self._closer.start()
+
+    def unwant(self, path: str) -> None:
+        with self.lock:
+            self.wanted[path] -= 1
+            if self.wanted[path] <= 0:
+                del self.wanted[path]
+                self._close(path, force=True)
+
+    def _close(self, path: str, force: bool) -> None:
+        kept = self.open.get(path)
+        if kept is None or kept.in_use:
+            return
+        if force or time.monotonic() - kept.last_used >= KEEP_OPEN_IDLE_S:
+            del self.open[path]
+            _close_anchor(kept)
+
+    def _close_idle(self) -> None:
+        with self.lock:
+            while self.wanted or self.open:
+                for path in list(self.open):
+                    self._close(path, force=path not in self.wanted)
+                self._wake.wait(KEEP_OPEN_IDLE_S / 2)
+            self._closer = None
+
+    @contextmanager
+    def connection(
+        self, path: str, config: dict, deadline: float, timeout_s: float
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection on the kept file (opened if need be); the file lock is held."""
+        with self.lock:
+            kept = self.open.get(path)
+            identity = _identity(path)
+            if kept is not None and (kept.in_use == 0 and kept.identity != identity):
+                del self.open[path]
+                _close_anchor(kept)
+                kept = None
+            if kept is None:
+                slot = _open_slot(path, deadline, timeout_s)
+                try:
+                    anchor = _connect_when_free(path, {}, deadline)
+                except BaseException:
+                    slot.close()
+                    raise
+                kept = self.open[path] = _OpenFile(anchor, slot, _identity(path))
+            kept.in_use += 1
+            try:
+                con = kept.anchor.cursor()
+                # Global settings (the warehouse's memory limit) apply to the whole instance:
+                # each transaction sets its own and resets those it does not ask for.
+                for name in set(kept.settings) - set(config):
+                    con.execute(f"RESET GLOBAL {name}")
+                    del kept.settings[name]
+                for name, value in config.items():
+                    if kept.settings.get(name) != value:
+                        con.execute(f"SET GLOBAL {name} = {_literal(value)}")
+                        kept.settings[name] = value
+            except BaseException:
+                kept.in_use -= 1
+                raise
+        try:
+            yield con
+        finally:
+            con.close()
+            with self.lock:
+                kept.in_use -= 1
+                kept.last_used = time.monotonic()
+
+    def is_kept(self, path: str) -> bool:
+        with self.lock:
+            return path in self.wanted
+
+
+def _close_anchor(kept: _OpenFile) -> None:
+    try:
+        kept.anchor.close()
+    finally:
+        kept.slot.close()  # releases the flock
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool | int | float):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _identity(path: str) -> tuple[int, int]:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return (-1, -1)
+    return (stat.st_dev, stat.st_ino)
+
+
+_KEPT = _KeptOpen()
+
+
+def _key(database: str) -> str:
+    return os.path.realpath(database)
+
+
+@contextmanager
+def kept_open(database: str) -> Iterator[None]:
+    """While inside, this process keeps ``database`` open between its transactions (closed
+    when idle for ``KEEP_OPEN_IDLE_S``, and on leaving)."""
+    path = _key(database)
+    _KEPT.want(path)
+    try:
+        yield
+    finally:
+        _KEPT.unwant(path)
 
 
 @contextmanager
@@ -81,16 +267,31 @@ def locked_connection(
     deadline = time.monotonic() + timeout_s
     with duckdb_file_lock(database, timeout_s):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        con = _connect_when_free(database, config or {}, deadline)
-        try:
+        path = _key(database)
+        if _KEPT.is_kept(path) and set(config or {}) <= SETTABLE_WHILE_OPEN:
+            opened = _KEPT.connection(path, config or {}, deadline, timeout_s)
+        else:
+            opened = _connect_and_close(database, config or {}, deadline, timeout_s)
+        with opened as con:
             # Arrow timestamps then come back labelled UTC, as they were written.
             con.execute("SET TimeZone = 'UTC'")
             con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+
+@contextmanager
+def _connect_and_close(
+    database: str, config: dict, deadline: float, timeout_s: float
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    with _open_slot(database, deadline, timeout_s):
+        con = _connect_when_free(database, config, deadline)
+        try:
             yield con
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         finally:
             con.close()
 
@@ -207,6 +408,15 @@ class WildchatDuckDBIOManager(DuckDBIOManager):
     def default_load_type() -> type | None:
         return pl.DataFrame
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Resources are set up once per run (the in-process executor): the file stays open
+        # between the run's transactions, and is closed when the run ends.
+        self._kept = kept_open(self.database)
+        self._kept.__enter__()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self._kept.__exit__(None, None, None)
+
     def create_io_manager(self, context) -> DbIOManager:
         return _SchemaEvolvingDbIOManager(
             lock_timeout_s=self.lock_timeout_s,
@@ -219,4 +429,4 @@ class WildchatDuckDBIOManager(DuckDBIOManager):
         )
 
 
-__all__ = ["WildchatDuckDBIOManager", "duckdb_file_lock", "locked_connection"]
+__all__ = ["WildchatDuckDBIOManager", "duckdb_file_lock", "kept_open", "locked_connection"]

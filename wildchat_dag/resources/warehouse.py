@@ -5,11 +5,11 @@ from contextlib import contextmanager
 
 import duckdb
 import polars as pl
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from wildchat_dag.core.sql import query as run_query
-from wildchat_dag.resources.duckdb_io import DEFAULT_LOCK_TIMEOUT_S, locked_connection
+from wildchat_dag.resources.duckdb_io import DEFAULT_LOCK_TIMEOUT_S, kept_open, locked_connection
 
 
 class Warehouse(ConfigurableResource):
@@ -24,6 +24,14 @@ class Warehouse(ConfigurableResource):
         "of RAM of the file's blocks cached, and a statistics pass over a 1M-conversation "
         "release then holds 10 GB; past the limit it evicts or spills to disk.",
     )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # As the IO manager does: the file stays open between the run's transactions.
+        self._kept = kept_open(self.database)
+        self._kept.__enter__()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self._kept.__exit__(None, None, None)
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
