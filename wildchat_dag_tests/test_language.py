@@ -151,6 +151,35 @@ def test_each_distinct_text_is_predicted_once(identifier):
     assert got.height == 5 and got["language"].unique().to_list() == ["English"]
 
 
+def test_a_text_predicted_before_is_answered_from_memory_alike_and_memory_is_bounded():
+    """Detection and identify_languages predict the same texts in one run: the second answer
+    comes from the process's memory, identical; the least recent are forgotten first."""
+    remembering = LanguageIdentifier(remembered=3)
+    model_calls: list[str] = []
+    real = remembering._model.f.predict
+
+    class CountingModel:
+        def predict(self, line, *args):
+            model_calls.append(line)
+            return real(line, *args)
+
+    remembering._model.f = CountingModel()
+    texts = ["Bonjour tout le monde", "Guten Morgen zusammen", "Buenos días a todos", "", None]
+    first = remembering.predict(texts)
+    assert len(model_calls) == 3
+    again = remembering.predict(list(reversed(texts)))
+    assert len(model_calls) == 3
+    assert again.reverse().equals(first)
+    assert first["language_code"].to_list() == ["fr", "de", "es", None, None]
+    # The reversed call used Spanish least recently: a fourth text evicts it, not German.
+    remembering.predict(["Buongiorno a tutti"])
+    assert len(model_calls) == 4
+    remembering.predict(["Guten Morgen zusammen"])
+    assert len(model_calls) == 4
+    remembering.predict(["Buenos días a todos"])
+    assert model_calls[-1] == "Buenos días a todos\n" and len(model_calls) == 5
+
+
 def test_conversation_language_is_the_most_frequent_and_nolang_only_when_nothing_else():
     frame = pl.DataFrame(
         [

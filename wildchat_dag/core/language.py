@@ -19,8 +19,10 @@ prose (``merci``, ``obrigado``) has no code symbols and keeps fastText's guess.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -83,14 +85,26 @@ def prediction_lines(texts: pl.Series) -> pl.Series:
     )
 
 
+# Predictions this process remembers, by text (about 100 bytes each). fastText is
+# deterministic, and the same texts are predicted twice in one run: detection plans its NER by
+# language, then identify_languages labels the day. 200,000 texts is some two weeks of
+# WildChat's days.
+PREDICTIONS_REMEMBERED = 200_000
+
+
 class LanguageIdentifier:
-    def __init__(self, model_path: str | Path | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path | None = None, remembered: int = PREDICTIONS_REMEMBERED
+    ) -> None:
         import fasttext  # the fasttext-predict wheel; imported late, it is only needed here
 
         self.model_path = model_file(model_path)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"fastText language model not found at {self.model_path}")
         self._model = fasttext.load_model(str(self.model_path))
+        self._remembered = remembered
+        # blake2b of the line fastText is given -> (code, confidence); least recent first.
+        self._predictions: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
 
     def labels(self) -> list[str]:
         """Every language code the model can predict."""
@@ -101,6 +115,7 @@ class LanguageIdentifier:
         """``language_code`` and ``language_confidence`` for each text, in order."""
         lines = prediction_lines(pl.Series(list(texts), dtype=pl.String))
         predict = self._model.f.predict  # the wrapper's per-call checks are done above
+        remembered = self._predictions
         codes: list[str | None] = []
         confidences: list[float | None] = []
         for line in lines.to_list():
@@ -108,10 +123,19 @@ class LanguageIdentifier:
                 codes.append(None)
                 confidences.append(None)
                 continue
-            ((confidence, label),) = predict(line + "\n", 1, 0.0, "replace")
-            codes.append(label.removeprefix(LABEL_PREFIX))
-            # The quantized model's softmax can overshoot 1 by a few parts in a million.
-            confidences.append(min(float(confidence), 1.0))
+            key = hashlib.blake2b(line.encode(), digest_size=16).digest()
+            known = remembered.get(key)
+            if known is None:
+                ((confidence, label),) = predict(line + "\n", 1, 0.0, "replace")
+                # The quantized model's softmax can overshoot 1 by a few parts in a million.
+                known = (label.removeprefix(LABEL_PREFIX), min(float(confidence), 1.0))
+                remembered[key] = known
+                if len(remembered) > self._remembered:
+                    remembered.popitem(last=False)
+            else:
+                remembered.move_to_end(key)
+            codes.append(known[0])
+            confidences.append(known[1])
         return pl.DataFrame(
             {"language_code": codes, "language_confidence": confidences}, schema=PREDICTION_SCHEMA
         )

@@ -1,0 +1,201 @@
+"""What each step costs, measured in one warm process: the CPU a conversation adds to each
+step, and the CPU of a day without traffic. The quiet complement of bench_backfill.py.
+
+bench_backfill.py runs what a user runs (the daemon, the queue, warm workers, the code server),
+so its figures carry the scheduling and the machine's noise; its two sizes differ by a few
+CPU-seconds out of a hundred. Here every step runs in this process, one after another, as a
+warm worker runs them (the real assets and checks, a real DuckDB file, a Dagster instance):
+
+- **volume**: every stage over the same days at two sizes; each step's time from its start to
+  its end event, the larger size's less the smaller's, per conversation added; and the CPU of
+  the whole process (``time.process_time``, every thread) the same way;
+- **fixed**: days with an empty log folder, each in the three runs an asset backfill gives a
+  day (ingest; linking to detection; anonymization to the release records), the day's CPU
+  with a SQLite instance (as ``dagster.yaml``) or an in-memory one.
+
+``--source DIR`` measures another checkout of the project (its ``wildchat_dag`` first on the
+path), so that two versions are compared in the same minutes on the same machine.
+
+    .venv/bin/python benchmarks/bench_steps.py
+    .venv/bin/python benchmarks/bench_steps.py --conversations 300 1500 --empty-days 6
+    .venv/bin/python benchmarks/bench_steps.py --source /tmp/older-checkout
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+START = date(2024, 1, 1)
+MEAN_CHARS = 1015  # the real sample's mean utterance length (bench_backfill reads it)
+
+
+def environment() -> None:
+    os.environ.setdefault("WILDCHAT_IP_SALT", "bench-steps-salt-" + "x" * 16)
+    os.environ["WILDCHAT_RELEASE_INCLUDE_UNSCORED"] = "1"
+    os.environ["WILDCHAT_START_DATE"] = START.isoformat()
+    os.environ["WILDCHAT_MODE"] = "demo"
+    os.environ["WILDCHAT_AUTOMATION"] = "off"
+
+
+def step_seconds(instance, run_id: str, into: Counter) -> None:
+    from dagster import DagsterEventType
+
+    started: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            into[event.step_key] += entry.timestamp - started.pop(event.step_key)
+
+
+def volume(conversations: int, days: int, work: Path) -> dict:
+    """Every stage over ``days`` days of ``conversations`` in all: CPU of the process, and
+    seconds of each step."""
+    from dagster import DagsterInstance
+
+    from wildchat_dag.loggen.generator import generate_logs
+    from wildchat_dag_tests.pipeline import Pipeline
+
+    root = Path(tempfile.mkdtemp(prefix=f"volume-{conversations}-", dir=work))
+    summary = generate_logs(
+        root / "logs",
+        start_date=START,
+        days=days,
+        conversations_per_day=max(1, conversations // days),
+        # Texts of one size are not those of another: what the process remembers of the first
+        # (fastText's predictions) must not make the second look cheaper.
+        seed=17 + conversations,
+        mean_message_chars=MEAN_CHARS,
+    )
+    instance = DagsterInstance.ephemeral()
+    pipeline = Pipeline(root / "logs", root / "w.duckdb", table_checks=True, instance=instance)
+    steps: Counter = Counter()
+    run = pipeline.run
+
+    def timed(keys, partition, raise_on_error=True):
+        result = run(keys, partition, raise_on_error)
+        step_seconds(instance, result.run_id, steps)
+        return result
+
+    pipeline.run = timed
+    started = time.process_time()
+    pipeline.through_release(*[(START + timedelta(days=n)).isoformat() for n in range(days)])
+    return {
+        "conversations": summary.conversations,
+        "cpu_s": time.process_time() - started,
+        "steps": steps,
+    }
+
+
+def fixed(days: int, storage: str, work: Path) -> float:
+    """CPU per day of days without traffic, after two days that warm the process."""
+    from dagster import DagsterInstance
+
+    from wildchat_dag_tests.pipeline import (
+        ANONYMIZATION,
+        DETECTION,
+        GEO,
+        INGEST,
+        LANGUAGE,
+        LINKING,
+        MODERATION,
+        RELEASE_RECORDS,
+        TOXICITY,
+        Pipeline,
+    )
+
+    root = Path(tempfile.mkdtemp(prefix=f"fixed-{storage}-", dir=work))
+    keys = [(START + timedelta(days=n)).isoformat() for n in range(days + 2)]
+    for key in keys:
+        (root / "logs" / key).mkdir(parents=True)
+    if storage == "sqlite":
+        (root / "home").mkdir()
+        instance = DagsterInstance.local_temp(str(root / "home"))
+    else:
+        instance = DagsterInstance.ephemeral()
+    pipeline = Pipeline(root / "logs", root / "w.duckdb", table_checks=True, instance=instance)
+    pipeline.through_release(*keys[:2])
+    # The three runs an asset backfill makes of a day (README, "Backfill policy").
+    runs = [
+        INGEST,
+        LINKING + DETECTION + LANGUAGE + GEO,
+        ANONYMIZATION + MODERATION + TOXICITY + RELEASE_RECORDS,
+    ]
+    started = time.process_time()
+    for key in keys[2:]:
+        for selection in runs:
+            pipeline.run(selection, key)
+    return (time.process_time() - started) / days
+
+
+def measure(args: argparse.Namespace) -> None:
+    environment()
+    work = Path(tempfile.mkdtemp(prefix="bench_steps_"))
+    import logging
+
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    # Warm: engines, imports, the first table of each kind.
+    volume(30, args.days, work)
+    small = volume(args.conversations[0], args.days, work)
+    large = volume(args.conversations[1], args.days, work)
+    added = large["conversations"] - small["conversations"]
+    print(f"# bench_steps: {Path(sys.modules['wildchat_dag'].__file__).parent}")
+    print(
+        f"volume: {small['conversations']:,} and {large['conversations']:,} conversations over "
+        f"{args.days} days, utterances of {MEAN_CHARS:,} characters on average"
+    )
+    print(
+        f"CPU of the process: {small['cpu_s']:.1f} and {large['cpu_s']:.1f} s; "
+        f"{(large['cpu_s'] - small['cpu_s']) / added * 1000:.2f} ms per conversation added"
+    )
+    print("\n| step | s (small) | s (large) | ms per conversation added |\n|---|---:|---:|---:|")
+    keys = sorted(
+        large["steps"].keys() | small["steps"].keys(),
+        key=lambda k: small["steps"][k] - large["steps"][k],
+    )
+    for key in keys:
+        cost = (large["steps"][key] - small["steps"][key]) / added * 1000
+        print(f"| {key} | {small['steps'][key]:.2f} | {large['steps'][key]:.2f} | {cost:.3f} |")
+    for storage in args.storage:
+        day = fixed(args.empty_days, storage, work)
+        print(
+            f"\nfixed: {day:.2f} CPU-s per day without traffic ({args.empty_days} days, three "
+            f"runs each, {storage} instance)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conversations", type=int, nargs=2, default=(300, 1500))
+    parser.add_argument("--days", type=int, default=3, help="days of the two sizes")
+    parser.add_argument("--empty-days", type=int, default=6)
+    parser.add_argument(
+        "--storage", choices=("sqlite", "memory"), action="append", help="default: sqlite"
+    )
+    parser.add_argument("--source", type=Path, help="the checkout to measure (default: this)")
+    args = parser.parse_args()
+    args.storage = args.storage or ["sqlite"]
+    source = (args.source or REPO).resolve()
+    if args.source and not os.environ.get("BENCH_STEPS_CHILD"):
+        # A fresh interpreter with that checkout first on the path.
+        env = {**os.environ, "PYTHONPATH": str(source), "BENCH_STEPS_CHILD": "1"}
+        command = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
+        sys.exit(subprocess.run(command, env=env, cwd=source).returncode)
+    sys.path.insert(0, str(source))
+    measure(args)
+
+
+if __name__ == "__main__":
+    main()
