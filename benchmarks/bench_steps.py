@@ -43,6 +43,8 @@ def environment() -> None:
     os.environ["WILDCHAT_RELEASE_INCLUDE_UNSCORED"] = "1"
     os.environ["WILDCHAT_START_DATE"] = START.isoformat()
     os.environ["WILDCHAT_MODE"] = "demo"
+    # Demo mode would end the partitions at the demo's own log folders; these logs are elsewhere.
+    os.environ["WILDCHAT_END_DATE"] = (START + timedelta(days=400)).isoformat()
     os.environ["WILDCHAT_AUTOMATION"] = "off"
 
 

@@ -5,7 +5,9 @@
 # before it fails CI at random.
 #   bash scripts/fault-soak.sh            # 20 rounds, one busy loop per core
 #   ROUNDS=5 LOAD=4 bash scripts/fault-soak.sh -x
-source "$(dirname "$0")/_env.sh"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_env.sh
 rounds="${ROUNDS:-20}"
 load="${LOAD:-$(nproc)}"
 

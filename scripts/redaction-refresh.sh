@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # After a redaction rule changed: re-apply the rules to every day, re-using stored detections.
-source "$(dirname "$0")/_env.sh"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_env.sh
 export WILDCHAT_MODE="${WILDCHAT_MODE:-demo}"
 python -m wildchat_dag.redaction_refresh "$@"

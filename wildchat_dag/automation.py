@@ -41,7 +41,7 @@ from dagster import (
 from wildchat_dag import settings
 from wildchat_dag.core.log_folders import LOG_FINGERPRINT, changed_days, folder_fingerprint
 from wildchat_dag.jobs import wildchat_nightly_job
-from wildchat_dag.partitions import collection_days, partition_date
+from wildchat_dag.partitions import FIRST_DAY, LAST_DAY, collection_days, partition_date
 from wildchat_dag.resources.log_store import RequestLogStore
 
 FINGERPRINT_TAG = "wildchat/log_fingerprint"
@@ -177,6 +177,15 @@ def already_launched(instance: DagsterInstance, day: str, fingerprint: str) -> b
     return stored is not None and stored.value == fingerprint
 
 
+def outside_the_collection_days(day: str) -> str | None:
+    """Why ``day`` is no partition, if it never will be; None for a day not over yet."""
+    if partition_date(day) < FIRST_DAY:
+        return f"{day} is before the first collection day, {FIRST_DAY} (WILDCHAT_START_DATE)"
+    if LAST_DAY is not None and partition_date(day) > LAST_DAY:
+        return f"{day} is after the last collection day, {LAST_DAY} (WILDCHAT_END_DATE)"
+    return None
+
+
 @schedule(
     name="nightly",
     job=wildchat_nightly_job,
@@ -193,7 +202,7 @@ def nightly_schedule(
 ) -> RunRequest | SkipReason:
     day = (context.scheduled_execution_time.date() - timedelta(days=1)).isoformat()
     if not collection_days.has_partition_key(day):
-        return SkipReason(f"{day} is before the first collection day, {collection_days.start}")
+        return SkipReason(outside_the_collection_days(day))
     # Yesterday's files count however recently they changed: this is the run that reads them.
     fingerprint = folder_fingerprint(log_store.folder(partition_date(day)))
     if already_launched(context.instance, day, fingerprint):
@@ -224,9 +233,10 @@ def new_log_days_sensor(context: SensorEvaluationContext, log_store: RequestLogS
     for day in changed_days(seen, now):
         fingerprint = now[day]
         if not collection_days.has_partition_key(day):
-            if partition_date(day) < settings.partitions_start_date():
+            outside = outside_the_collection_days(day)
+            if outside:
                 handled[day] = fingerprint
-                context.log.warning(f"{day} is before the first collection day: not launched")
+                context.log.warning(f"{outside}: not launched")
             else:
                 waiting.append(day)  # the day is not over yet
             continue

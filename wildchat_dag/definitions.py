@@ -12,6 +12,10 @@ from wildchat_dag.assets.anonymization import build_anonymization_assets
 from wildchat_dag.assets.moderation import build_toxicity_assets
 from wildchat_dag.assets.pii_detection import build_detection_assets
 from wildchat_dag.assets.release import build_release_assets
+from wildchat_dag.assets.stale_days import (
+    build_redaction_staleness_sensor,
+    build_stale_days_check,
+)
 from wildchat_dag.assets.table_checks import build_table_checks
 from wildchat_dag.automation import (
     follow_upstream_sensor,
@@ -53,6 +57,8 @@ def build_assets(rules_path: Path | None = None) -> list:
         *build_anonymization_assets(path, rules),
         *build_toxicity_assets(settings.toxicity_threshold()),
         *build_release_assets(release_policy(), settings.toxicity_threshold()),
+        # Not in a day's run (the jobs leave it out): it judges every day at once.
+        build_stale_days_check(),
     ]
 
 
@@ -112,7 +118,11 @@ defs = Definitions(
         celery_daily_job,
     ],
     schedules=[nightly_schedule],
-    sensors=[new_log_days_sensor, follow_upstream_sensor],
+    sensors=[
+        new_log_days_sensor,
+        follow_upstream_sensor,
+        build_redaction_staleness_sensor(settings.redaction_rules_path()),
+    ],
     resources=build_resources(),
     # A run is one process: its steps share the engines that its warm worker loaded once for
     # every run it executes (wildchat_dag/warm_runs.py). A process per step paid Python's,

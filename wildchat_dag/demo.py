@@ -15,11 +15,11 @@ import duckdb
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-# Before the definitions load: demo mode makes up a per-install IP salt if none is set.
+# Before the definitions load: demo mode makes up a per-install IP salt if none is set, and ends
+# the partitions at the demo's last day of logs.
 os.environ.setdefault("WILDCHAT_MODE", "demo")
 
 from wildchat_dag import settings
-from wildchat_dag.definitions import defs
 from wildchat_dag.local_runs import run_stage
 from wildchat_dag.loggen.generator import generate_logs
 
@@ -70,31 +70,50 @@ def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
             seed=seed,
         )
         _add_malformed_lines(log_root / wanted[0])
-    # Conversations of the last day that run past midnight spill into the next day's folder.
-    partition_keys = sorted(
-        p.name for p in log_root.iterdir() if p.is_dir() and p.name >= wanted[0]
-    )
+    # Only now: in demo mode the partitions end at the last day folder, which the generator may
+    # just have written. The UI (scripts/ui.sh) reads the same folders, so both see these days.
+    from wildchat_dag.definitions import defs
+    from wildchat_dag.partitions import collection_days
+
+    partitions = collection_days.get_partition_keys()
+    partition_keys = [key for key in partitions if (log_root / key).is_dir()]
+    if not partition_keys:
+        print(f"No partition has a log folder under {log_root}: nothing to run", file=sys.stderr)
+        return 1
+    print(f"Days: {partition_keys[0]} .. {partition_keys[-1]} ({len(partition_keys)} partitions)")
+    if len(partition_keys) < len(partitions):
+        # Ingest fails on a day without a folder; such days stay missing.
+        print(f"  {len(partitions) - len(partition_keys)} partition(s) have no logs: skipped")
     instance = DagsterInstance.get()
     job = defs.resolve_job_def("wildchat_daily")
     print(f"IP salt: {settings.ip_salt_source()}")
     for stage, keys, per_day in STAGES:
-        days = partition_keys if per_day else [None]
-        if not run_stage(job, stage, [AssetKey(k) for k in keys], days, instance):
+        days_of_stage = partition_keys if per_day else [None]
+        if not run_stage(job, stage, [AssetKey(k) for k in keys], days_of_stage, instance):
             return 1
-    _print_summary(settings.default_duckdb_path(), partition_keys)
+    database = settings.default_duckdb_path()
+    _print_summary(database, partition_keys)
     _print_releases(Path(settings.release_root()))
+    print(
+        f"\nDuckDB file: {database}\n"
+        "Open the UI with: bash scripts/ui.sh  (then http://127.0.0.1:3000)"
+    )
     return 0
 
 
 def _print_releases(root: Path) -> None:
+    print()
     for release in ("public", "full"):
-        card = root / release / "README.md"
+        folder = root / release
+        card = folder / "README.md"
         header = yaml.safe_load(card.read_text(encoding="utf-8").split("---")[1])
         [split] = header["dataset_info"]["splits"]
-        shards = len(list((root / release / "data").glob("*.parquet")))
+        shards = len(list((folder / "data").glob("*.parquet")))
+        size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
         print(
-            f"{release} release: {split['num_examples']:,} conversations in {shards} Parquet "
-            f"file(s), card {card}"
+            f"{release} release: {split['num_examples']:,} conversations, "
+            f"{size / 1e6:,.2f} MB on disk ({shards} Parquet file(s) and the card README.md) "
+            f"in {folder}"
         )
 
 
@@ -156,17 +175,16 @@ def _print_summary(database: str, partition_keys: list[str]) -> None:
     for _, detail in scorers:
         # "unknown": conversations no scorer could clear; say what would enable scoring.
         print(f"Moderation did not run: {detail}")
-    print(
-        f"\nDuckDB file: {database}\nOpen the UI with: scripts/ui.sh  (then http://127.0.0.1:3000)"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--days", type=int, default=settings.DEMO_DAYS)
     parser.add_argument("--conversations-per-day", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.days < 1 or args.conversations_per_day < 1:
+        parser.error("--days and --conversations-per-day must be at least 1")
     return run_demo(args.days, args.conversations_per_day, args.seed)
 
 

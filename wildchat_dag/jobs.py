@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
+from wildchat_dag.assets.stale_days import STALE_DAY_CHECKS
 from wildchat_dag.partitions import collection_days
 
 # Cut on demand, not nightly: each export rewrites a whole release from every day.
 RELEASE_CUT = AssetSelection.assets("release_statistics", "public_release", "full_release")
+# Every day's staleness is judged by the redaction_staleness sensor, not inside a day's run.
+EVERYTHING = AssetSelection.all() - STALE_DAY_CHECKS
 
 wildchat_daily_job = define_asset_job(
     "wildchat_daily",
-    selection=AssetSelection.all(),
+    selection=EVERYTHING,
     partitions_def=collection_days,
     description=(
         "Every step of the pipeline for one collection day, the release included when selected."
@@ -20,7 +23,7 @@ wildchat_daily_job = define_asset_job(
 
 wildchat_nightly_job = define_asset_job(
     "wildchat_nightly",
-    selection=AssetSelection.all() - RELEASE_CUT,
+    selection=EVERYTHING - RELEASE_CUT,
     partitions_def=collection_days,
     description=(
         "Every per-day step of one collection day, with the PII frequency table that redaction "
@@ -31,7 +34,7 @@ wildchat_nightly_job = define_asset_job(
 
 wildchat_release_job = define_asset_job(
     "wildchat_release",
-    selection=RELEASE_CUT,
+    selection=RELEASE_CUT - STALE_DAY_CHECKS,
     description=(
         "The release statistics and both exports, from the release records of every day built "
         "so far."
@@ -40,7 +43,7 @@ wildchat_release_job = define_asset_job(
 
 redaction_refresh_job = define_asset_job(
     "redaction_refresh",
-    selection=AssetSelection.assets("redaction_rules").downstream(),
+    selection=AssetSelection.assets("redaction_rules").downstream() - STALE_DAY_CHECKS,
     partitions_def=collection_days,
     description=(
         "After a redaction rule changed: re-count the PII frequencies and re-apply the rules to "

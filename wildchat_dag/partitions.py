@@ -1,14 +1,20 @@
 from __future__ import annotations
 
 import warnings
-from datetime import date
+from datetime import date, timedelta
 
 from dagster import BetaWarning, DailyPartitionsDefinition, TimeWindowPartitionMapping
 
 from wildchat_dag import settings
 
+FIRST_DAY = settings.partitions_start_date()
+# The last day, inclusive; None: every day that has ended. DailyPartitionsDefinition's end is
+# exclusive.
+LAST_DAY = settings.partitions_end_date()
+
 collection_days = DailyPartitionsDefinition(
-    start_date=settings.partitions_start_date().isoformat(),
+    start_date=FIRST_DAY.isoformat(),
+    end_date=(LAST_DAY + timedelta(days=1)).isoformat() if LAST_DAY else None,
     timezone="UTC",
     fmt="%Y-%m-%d",
 )

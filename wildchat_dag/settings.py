@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR, ensure_demo_salt, salt_problem
@@ -58,8 +58,61 @@ def env_or_none(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _date_setting(name: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a date, YYYY-MM-DD: {value!r}") from None
+
+
 def partitions_start_date() -> date:
-    return date.fromisoformat(os.environ.get("WILDCHAT_START_DATE", "2024-01-01"))
+    """The first daily partition (UTC)."""
+    return _date_setting("WILDCHAT_START_DATE", os.environ.get("WILDCHAT_START_DATE", "2024-01-01"))
+
+
+# The demo's default number of days of sample logs (``--days``).
+DEMO_DAYS = 3
+
+
+def partitions_end_date() -> date | None:
+    """The last daily partition (UTC, inclusive); None: every day that has ended.
+
+    ``WILDCHAT_END_DATE`` sets it. Otherwise production keeps the range open, while demo mode
+    ends it at the demo's last day of logs: its sample days are long past, and an open range
+    would show every partition since as missing (and make "Materialize all" target each).
+    """
+    start = partitions_start_date()
+    value = os.environ.get("WILDCHAT_END_DATE")
+    end = _date_setting("WILDCHAT_END_DATE", value) if value else None
+    if end is None and demo_mode():
+        end = demo_last_day(start)
+    if end is not None and end < start:
+        raise ValueError(f"WILDCHAT_END_DATE ({end}) is before WILDCHAT_START_DATE ({start})")
+    return end
+
+
+def log_days(log_root: Path, start: date) -> list[str]:
+    """The day folders (``YYYY-MM-DD``) under ``log_root`` from ``start`` on, oldest first."""
+    if not log_root.is_dir():
+        return []
+    days = []
+    for folder in log_root.iterdir():
+        try:
+            day = date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        if folder.is_dir() and day >= start and folder.name == day.isoformat():
+            days.append(folder.name)
+    return sorted(days)
+
+
+def demo_last_day(start: date) -> date:
+    """The demo's last day: its latest log folder, or, before it generated any (the UI may load
+    the code first), the last of its default days."""
+    days = log_days(Path(default_log_root()), start)
+    if days:
+        return date.fromisoformat(days[-1])
+    return start + timedelta(days=DEMO_DAYS - 1)
 
 
 def link_lookahead_days() -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from mmdb_writer import MMDBWriter
+from mmdb_writer import MmdbU32, MMDBWriter
 from netaddr import IPSet
 
 
@@ -21,16 +22,25 @@ class _DatedWriter(MMDBWriter):
         return {**super()._build_meta(), "build_epoch": self.build_epoch}
 
 
-def city(country: str | None, *subdivisions: str, iso: str = "XX") -> dict[str, Any]:
+def city(
+    country: str | None, *subdivisions: str, iso: str = "XX", geonames: Sequence[int] = ()
+) -> dict[str, Any]:
     """A City record as MaxMind shapes it; subdivisions from the largest to the most specific.
-    ``country`` None gives a record with a continent only (no country)."""
+    ``country`` None gives a record with a continent only (no country). ``geonames``: the
+    geoname_id of the country, then of each subdivision, as far as given (none by default, as
+    a database without ids), stored as MaxMind stores them: uint32."""
+    ids = iter(geonames)
     record: dict[str, Any] = {"continent": {"code": "EU", "names": {"en": "Europe"}}}
     if country is not None:
         record["country"] = {"iso_code": iso, "names": {"en": country, "de": f"{country} (de)"}}
+        if (geoname_id := next(ids, None)) is not None:
+            record["country"]["geoname_id"] = MmdbU32(geoname_id)
     if subdivisions:
         record["subdivisions"] = [
             {"iso_code": name[:3].upper(), "names": {"en": name}} for name in subdivisions
         ]
+        for subdivision, geoname_id in zip(record["subdivisions"], ids, strict=False):
+            subdivision["geoname_id"] = MmdbU32(geoname_id)
     return record
 
 

@@ -1,5 +1,6 @@
 """The schedule, the new-logs sensor and the automation conditions, evaluated in-process."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -157,6 +158,56 @@ def test_the_schedule_runs_yesterday_and_skips_what_the_sensor_launched(tmp_path
     assert "before the first collection day" in before_start.skip_message
 
 
+AFTER_THE_LAST_DAY = """
+import json, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from dagster import DagsterInstance, build_schedule_context, build_sensor_context
+from wildchat_dag.automation import new_log_days_sensor, nightly_schedule
+from wildchat_dag.resources.log_store import RequestLogStore
+
+logs, home = Path(sys.argv[1]), sys.argv[2]
+store = {"log_store": RequestLogStore(root=str(logs), settle_seconds=0)}
+instance = DagsterInstance.local_temp(home)
+with build_sensor_context(instance=instance, resources=store) as context:
+    result = new_log_days_sensor(context)
+at = datetime(2024, 1, 9, 2, 0, tzinfo=UTC)
+with build_schedule_context(instance=instance, scheduled_execution_time=at, resources=store) as c:
+    skipped = nightly_schedule(c)
+print(json.dumps({
+    "requested": [r.partition_key for r in result.run_requests],
+    "cursor": json.loads(result.cursor),
+    "schedule": skipped.skip_message,
+}))
+"""
+
+
+def test_a_day_after_the_last_collection_day_is_left_not_awaited(tmp_path):
+    """With WILDCHAT_END_DATE set, a later folder is recorded and left, never 'not over yet'."""
+    logs = tmp_path / "logs"
+    for day in ("2024-01-01", "2024-01-02", "2024-01-05"):
+        write(logs / day / "a.jsonl", "x\n")
+    env = {
+        **os.environ,
+        "WILDCHAT_START_DATE": "2024-01-01",
+        "WILDCHAT_END_DATE": "2024-01-02",
+        "WILDCHAT_HOME": str(tmp_path),
+    }
+    (tmp_path / "home").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", AFTER_THE_LAST_DAY, str(logs), str(tmp_path / "home")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["requested"] == ["2024-01-01", "2024-01-02"]
+    assert "2024-01-05" in seen["cursor"], "recorded, so it is not re-examined every tick"
+    assert "after the last collection day, 2024-01-02" in seen["schedule"]
+
+
 @pytest.mark.slow
 def test_a_late_file_for_a_day_refreshes_the_days_whose_linking_reads_it(tmp_path, ip_salt):
     """Linking day D reads D-2 .. D+1 (lookahead 1): new requests for D re-link D-1 .. D+2, and
@@ -232,14 +283,23 @@ def test_the_code_location_carries_its_jobs_automation_and_pools():
 
     repository = defs.get_repository_def()
     assert {s.name for s in repository.schedule_defs} == {"nightly"}
-    assert {s.name for s in repository.sensor_defs} == {"new_log_days", "follow_upstream_updates"}
+    assert {s.name for s in repository.sensor_defs} == {
+        "new_log_days",
+        "follow_upstream_updates",
+        "redaction_staleness",
+    }
     assert all(s.description for s in [*repository.schedule_defs, *repository.sensor_defs])
     for job in ("wildchat_nightly", "wildchat_release", "wildchat_nightly_celery"):
         assert repository.get_job(job).description
+    graph = repository.asset_graph
     nightly_job = repository.get_job("wildchat_nightly")
     nightly = {k.to_user_string() for k in nightly_job.asset_layer.selected_asset_keys}
     assert "public_release" not in nightly and "pii_entity_frequency" in nightly
-    graph = repository.asset_graph
+    # Every day's staleness is judged by the redaction_staleness sensor, never in a day's run.
+    assert any(c.name == "no_stale_days" for c in graph.asset_check_keys)
+    for job in ("wildchat_daily", "wildchat_nightly", "redaction_refresh", "wildchat_release"):
+        in_run = repository.get_job(job).asset_layer.asset_graph.asset_check_keys
+        assert in_run and not any(c.name == "no_stale_days" for c in in_run), job
     unconditioned = {
         "raw_requests",
         "quarantined_log_lines",

@@ -5,6 +5,8 @@ renders it (JavaScript bundle, routing, graph layout). Screenshots go to test-ar
 """
 
 import os
+import re
+import shutil
 import subprocess
 import time
 import urllib.parse
@@ -23,6 +25,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH
+from wildchat_dag_tests.deployment import free_port
+from wildchat_dag_tests.test_scripts import ui_started
 from wildchat_dag_tests.test_webserver import REPO, dagster_env, run_module, webserver
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -227,3 +232,116 @@ def test_the_ui_draws_the_asset_graph_and_an_assets_latest_metadata(tmp_path, mo
         assert lines_read == str(kept + quarantined), f"lines_read {lines_read}: {asset_shot}"
         page = driver.find_element(By.TAG_NAME, "body").text
         assert "Latest materialization" in page and DAY in page, f"no {DAY} run: {asset_shot}"
+
+
+DEMO_SHOTS = REPO / "test-artifacts" / "browser" / "demo"
+SHOTS = ("catalog", "privacy-before", "privacy-after", "release-after", "anonymized-check")
+PRIVACY_GROUP = ["pii_candidates", "pii_entity_frequency", "anonymized_conversations"]
+
+
+def checks_warning(lines: list[str]) -> int:
+    """How many graph nodes say that not all of their asset checks passed ("2 / 3 Passed")."""
+    counts = [re.fullmatch(r"(\d+) / (\d+) Passed", line) for line in lines]
+    return sum(1 for m in counts if m and int(m.group(1)) < int(m.group(2)))
+
+
+@pytest.mark.slow
+def test_the_demo_looks_finished_and_a_rules_edit_shows_what_is_stale(tmp_path, monkeypatch):
+    """What a new user meets: `bash scripts/demo.sh`, then `bash scripts/ui.sh` (webserver and
+    daemon). Every daily asset is 100% filled; after a rules edit, without a reload, the redaction
+    assets and what follows them show as stale in the graph and on their pages."""
+    require_browser()
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    monkeypatch.setenv("SE_MANAGER_PATH", str(tmp_path / "no-selenium-manager"))
+    DEMO_SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = {name: DEMO_SHOTS / f"{name}.png" for name in SHOTS}
+    rules = tmp_path / "redaction_rules.yaml"
+    shutil.copy(DEFAULT_RULES_PATH, rules)
+    home = tmp_path / "wildchat"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WILDCHAT_", "OPENAI_")) and k != "DAGSTER_HOME"
+    }
+    env.update(
+        WILDCHAT_HOME=str(home),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        WILDCHAT_REDACTION_RULES=str(rules),
+    )
+    subprocess.run(
+        ["bash", "scripts/demo.sh", "--days", "2", "--conversations-per-day", "30"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    days = sorted(p.name for p in (home / "logs").iterdir())
+    port = free_port()
+    extra = {"WILDCHAT_REDACTION_RULES": str(rules)}
+    with (
+        ui_started(tmp_path, in_background=False, port=port, extra_env=extra),
+        chromium(tmp_path / "chromium-profile") as driver,
+    ):
+        ui = f"http://127.0.0.1:{port}"
+        # The catalog: every daily asset has all of the demo's days, and no more.
+        driver.get(f"{ui}/assets")
+        filled = wait_for(
+            driver,
+            lambda d: d.find_elements(By.XPATH, f"//*[normalize-space()='{len(days)} partitions']"),
+            f"assets with {len(days)} partitions",
+            shot["catalog"],
+        )
+        driver.save_screenshot(str(shot["catalog"]))
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert len(filled) >= 8 and "Missing" not in page, shot["catalog"]
+
+        driver.get(f"{ui}/locations/wildchat_dag/asset-groups/privacy")
+        wait_for(driver, graph_shows(PRIVACY_GROUP), "the privacy group", shot["privacy-before"])
+        wait_for(driver, graph_settled, "the graph to stop moving", shot["privacy-before"])
+        lines = driver.execute_script(VISIBLE_GRAPH_LINES)
+        driver.save_screenshot(str(shot["privacy-before"]))
+        assert lines.count("100% filled") == 3, lines
+        assert not any("Unsynced" in line for line in lines), lines
+
+        # A rules edit that changes the released text, not where detection runs.
+        text = rules.read_text()
+        rules.write_text(text.replace('"<PRESIDIO_ANONYMIZED_{entity}>"', '"[{entity}]"'))
+
+        def stale_shown(d: WebDriver) -> bool:
+            d.refresh()
+            time.sleep(3)
+            lines = d.execute_script(VISIBLE_GRAPH_LINES)
+            # pii_entity_frequency reads the rules itself: Dagster marks it Unsynced.
+            # anonymized_conversations: its no_stale_days check warns.
+            return any(line.startswith("Unsynced") for line in lines) and checks_warning(lines) == 1
+
+        # The sensor ticks every 30 s: one tick observes the file, the next judges the days.
+        wait_for(driver, stale_shown, "the privacy group marked stale", shot["privacy-after"])
+        wait_for(driver, graph_settled, "the graph to stop moving", shot["privacy-after"])
+        driver.save_screenshot(str(shot["privacy-after"]))
+
+        driver.get(f"{ui}/locations/wildchat_dag/asset-groups/release")
+        wait_for(
+            driver,
+            # Every asset of the group was built from the stale days.
+            lambda d: checks_warning(d.execute_script(VISIBLE_GRAPH_LINES)) == 5,
+            "the release group marked stale",
+            shot["release-after"],
+        )
+        wait_for(driver, graph_settled, "the graph to stop moving", shot["release-after"])
+        driver.save_screenshot(str(shot["release-after"]))
+
+        # The asset's page: its check says how many days, why, and what rebuilds them.
+        driver.get(f"{ui}/assets/anonymized_conversations?view=checks")
+        click(driver, "//*[normalize-space()='no_stale_days']", shot["anonymized-check"])
+        wait_for(
+            driver,
+            lambda d: "redaction-refresh.sh" in d.find_element(By.TAG_NAME, "body").text,
+            "the no_stale_days result",
+            shot["anonymized-check"],
+        )
+        driver.save_screenshot(str(shot["anonymized-check"]))
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert f"Stale: {len(days)} of {len(days)} days" in page, shot["anonymized-check"]
+        assert "redaction_rules: has a new data version" in page, shot["anonymized-check"]

@@ -98,6 +98,8 @@ def test_every_turn_and_conversation_is_enriched_once_and_no_ip_leaves(tmp_path,
     )
     assert sum(statuses.values()) == meta["user_turns"].value == day_turns.height
     assert meta["embedded_2018_database"].value is True
+    assert meta["geoip_names"].value == "GeoLite2-City built 2018-07-03 (the embedded snapshot)"
+    assert meta["subdivision"].value == "most_specific"
     logs = [
         e.dagster_event.message if e.dagster_event else e.user_message
         for e in p.instance.all_logs(p.instance.get_runs(limit=1)[0].run_id)
@@ -120,16 +122,23 @@ def test_rematerializing_in_any_order_gives_the_same_rows(tmp_path, generated):
 
 
 def test_a_snapshot_folder_places_each_turn_by_its_date(tmp_path, requests_factory):
-    """A conversation across midnight whose address moved country overnight, by snapshot."""
+    """A conversation across midnight whose address moved country overnight, by snapshot; a
+    country renamed in the newer snapshot carries its new name on both days."""
     folder = tmp_path / "geoip"
     write_city_database(
         folder / "2024-04-01.mmdb",
-        {"81.2.69.0/24": city("United Kingdom", "England"), "2a02:1800::/24": city("Belgium")},
+        {
+            "81.2.69.0/24": city("United Kingdom", "England"),
+            "2a02:1800::/24": city("Belgium", geonames=(2802361,)),
+        },
         built=date(2024, 4, 1),
     )
     write_city_database(
         folder / "2024-04-02.mmdb",
-        {"81.2.69.0/24": city("Ireland", "Leinster"), "2a02:1800::/24": city("Belgium")},
+        {
+            "81.2.69.0/24": city("Ireland", "Leinster"),
+            "2a02:1800::/24": city("Kingdom of Belgium", geonames=(2802361,)),
+        },
         built=date(2024, 4, 2),
     )
     first = requests_factory.first("Hi", "Hello!", "2024-04-01T23:58:00", ip="81.2.69.142")
@@ -153,7 +162,8 @@ def test_a_snapshot_folder_places_each_turn_by_its_date(tmp_path, requests_facto
     assert by_turn == {
         first["turn_id"]: ("United Kingdom", "England", "located", date(2024, 4, 1)),
         second["turn_id"]: ("Ireland", "Leinster", "located", date(2024, 4, 2)),
-        other["turn_id"]: ("Belgium", None, "located", date(2024, 4, 1)),
+        # Located by the 04-01 snapshot, named by the newest.
+        other["turn_id"]: ("Kingdom of Belgium", None, "located", date(2024, 4, 1)),
         office["turn_id"]: (None, None, "private", date(2024, 4, 1)),
     }
     conversations = {
@@ -171,6 +181,14 @@ def test_a_snapshot_folder_places_each_turn_by_its_date(tmp_path, requests_facto
     assert latest.metadata["geoip_source"].value == str(folder)
     snapshots_table = latest.metadata["geoip_snapshots"].value
     assert "2024-04-01" in snapshots_table and "2024-04-02" in snapshots_table
+    # Which snapshot named the values: its type and date, not its path.
+    names = latest.metadata["geoip_names"].value
+    assert names.startswith("GeoLite2-City built 2024-04-02 (the newest of 2 snapshots")
+    assert str(tmp_path) not in names
+    assert latest.metadata["geoip_names_build_date"].value == "2024-04-02"
+    assert latest.metadata["geoip_names_database_type"].value == "GeoLite2-City"
+    assert latest.metadata["names_from_newest"].value is True
+    assert latest.metadata["turns_renamed"].value == 1
 
 
 def test_a_raw_ip_written_next_to_the_locations_fails_the_blocking_check(tmp_path, generated):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 from wildchat_dag.core.geo import (
+    DEFAULT_SUBDIVISION,
     SPECIAL_NETWORKS,
     GeoDatabaseError,
     GeoStatus,
@@ -20,6 +22,7 @@ from wildchat_dag.core.geo import (
     status_counts,
 )
 from wildchat_dag.core.geo_reference import ReferenceLocator
+from wildchat_dag.resources.enrichment import GeoIpDatabase
 from wildchat_dag_tests.geo_databases import city, write_city_database
 
 DAY = date(2024, 3, 10)
@@ -38,7 +41,7 @@ NETWORKS = {
 # (address as ingest stores it, expected country, state, geo_status); IPv6 rows need an IPv6
 # database.
 CASES_V4 = [
-    ("81.2.69.142", "United Kingdom", "England", GeoStatus.LOCATED),
+    ("81.2.69.142", "United Kingdom", "Brent", GeoStatus.LOCATED),
     ("114.114.114.114", "China", "Jiangsu", GeoStatus.LOCATED),
     ("77.88.55.55", "Russia", None, GeoStatus.LOCATED),
     ("1.0.0.7", None, None, GeoStatus.NO_COUNTRY),
@@ -62,9 +65,9 @@ CASES_V4 = [
 ]
 CASES_V6 = [
     ("2001:4860:4860::8888", "United States", "California", GeoStatus.LOCATED),
-    ("2a02:1810::1", "Belgium", "Flanders", GeoStatus.LOCATED),
+    ("2a02:1810::1", "Belgium", "Antwerp", GeoStatus.LOCATED),
     # IPv4-mapped, as ipaddress writes it compressed: located as 81.2.69.142.
-    ("::ffff:5102:458e", "United Kingdom", "England", GeoStatus.LOCATED),
+    ("::ffff:5102:458e", "United Kingdom", "Brent", GeoStatus.LOCATED),
     ("::ffff:10.0.0.1", None, None, GeoStatus.PRIVATE),
     ("2a03:2880::1", None, None, GeoStatus.NOT_IN_DATABASE),
     ("::1", None, None, GeoStatus.LOOPBACK),
@@ -129,14 +132,21 @@ def test_ipv6_turns_against_an_ipv4_only_database_are_counted(tmp_path):
     assert result.stats["ipv6_turns_in_ipv4_only_database"] == 1
 
 
-def test_state_is_the_top_level_subdivision_unless_asked_for_the_most_specific(tmp_path):
+def test_state_is_the_most_specific_subdivision_unless_asked_for_the_top_level(tmp_path):
     path = write_city_database(tmp_path / "db.mmdb", NETWORKS, built=DAY)
     snapshots = open_snapshots(str(path))
     turns = turns_at(["81.2.69.142", "2a02:1810::1", "114.114.114.114", "77.88.55.55"])
-    top = locate(turns, snapshots).turns["state"]
-    specific = locate(turns, snapshots, "most_specific").turns["state"]
+    default = locate(turns, snapshots).turns["state"]
+    top = locate(turns, snapshots, "top_level").turns["state"]
+    # One level only (Jiangsu): both levels are the same name.
+    assert default.to_list() == ["Brent", "Antwerp", "Jiangsu", None]
     assert top.to_list() == ["England", "Flanders", "Jiangsu", None]
-    assert specific.to_list() == ["Brent", "Antwerp", "Jiangsu", None]
+    assert GeoIpDatabase().subdivision == DEFAULT_SUBDIVISION == "most_specific"
+    reference = ReferenceLocator(snapshots)
+    try:
+        assert [reference.locate_one(ip, DAY)[1] for ip in turns["ip"]] == default.to_list()
+    finally:
+        reference.close()
 
 
 def test_the_shipped_database_answers_as_geolite2_did_in_2018():
@@ -149,7 +159,7 @@ def test_the_shipped_database_answers_as_geolite2_did_in_2018():
         snapshots,
     )
     assert list(result.turns.select("country", "state").iter_rows()) == [
-        ("United Kingdom", "England"),
+        ("United Kingdom", "Brent"),
         ("China", "Jiangsu"),
         ("United States", "California"),
         ("Russia", None),
@@ -321,3 +331,275 @@ def test_conversation_country_is_the_most_frequent_and_its_state_comes_from_that
     assert got[2] == ("France", None)
     assert 3 not in got
     assert got[4] == ("Japan", "Tokyo")
+
+
+# -- names from the naming snapshot ------------------------------------------------------------
+
+BEFORE, AFTER = date(2024, 1, 2), date(2024, 6, 1)  # build dates of the two snapshots
+TURKEY, MARMARA, ISTANBUL = 298795, 11, 745042  # geoname_ids, as GeoNames numbers them
+NETHERLANDS, NORTH_HOLLAND = 2750405, 2749879
+ESWATINI, HHOHHO = 934841, 934995
+
+
+def write_renaming_snapshots(folder: Path) -> Path:
+    """Turkey and the Netherlands renamed in the newer snapshot; 5.5.5.0/24 moved from
+    Swaziland to South Africa, and Swaziland, renamed Eswatini, is held only at another address;
+    Atlantis's ids are unknown to the newer snapshot; Germany has no ids in the older one."""
+    write_city_database(
+        folder / "GeoLite2-City_20240102" / "GeoLite2-City.mmdb",
+        {
+            "81.2.69.0/24": city(
+                "Turkey", "Marmara Region", "Istanbul Province",
+                iso="TR", geonames=(TURKEY, MARMARA, ISTANBUL),
+            ),
+            "145.0.0.0/16": city(
+                "Netherlands", "North Holland", iso="NL", geonames=(NETHERLANDS, NORTH_HOLLAND)
+            ),
+            "5.5.5.0/24": city("Swaziland", "Hhohho", iso="SZ", geonames=(ESWATINI, HHOHHO)),
+            "6.6.6.0/24": city("Atlantis", "Deep", geonames=(1, 2)),
+            "7.7.7.0/24": city("Germany", "Bavaria", iso="DE"),
+        },
+        built=BEFORE,
+    )  # fmt: skip
+    write_city_database(
+        folder / "GeoLite2-City_20240601" / "GeoLite2-City.mmdb",
+        {
+            "81.2.69.0/24": city(
+                "Türkiye", "Marmara", "Istanbul", iso="TR", geonames=(TURKEY, MARMARA, ISTANBUL)
+            ),
+            "145.0.0.0/16": city(
+                "The Netherlands", "North Holland", iso="NL",
+                geonames=(NETHERLANDS, NORTH_HOLLAND),
+            ),
+            "5.5.5.0/24": city("South Africa", "Gauteng", iso="ZA", geonames=(953987, 1085594)),
+            "9.9.9.0/24": city("Eswatini", "Hhohho", iso="SZ", geonames=(ESWATINI, HHOHHO)),
+            "7.7.7.0/24": city("Germany", "Bavaria", iso="DE", geonames=(2921044, 2951839)),
+        },
+        built=AFTER,
+    )  # fmt: skip
+    return folder
+
+
+def turns_on(rows: list[tuple[str | None, date]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "ip": [ip for ip, _ in rows],
+            "timestamp": [datetime(d.year, d.month, d.day, 12, tzinfo=UTC) for _, d in rows],
+        },
+        schema={"ip": pl.String, "timestamp": pl.Datetime("us", "UTC")},
+    )
+
+
+RENAMING_TURNS = [
+    ("81.2.69.142", date(2024, 3, 1)),
+    ("145.0.1.1", date(2024, 3, 1)),
+    ("5.5.5.5", date(2024, 3, 1)),
+    ("6.6.6.6", date(2024, 3, 1)),
+    ("7.7.7.7", date(2024, 3, 1)),
+    ("81.2.69.142", date(2024, 7, 1)),
+    ("10.0.0.1", date(2024, 3, 1)),
+]
+
+
+def test_names_come_from_the_newest_snapshot_by_geoname_id(tmp_path):
+    snapshots = open_snapshots(str(write_renaming_snapshots(tmp_path / "snapshots")))
+    turns = turns_on(RENAMING_TURNS)
+    named = locate(turns, snapshots)
+    assert list(named.turns.select("country", "state").iter_rows()) == [
+        ("Türkiye", "Istanbul"),
+        ("The Netherlands", "North Holland"),
+        # The address moved; the place it was located at is named as the newest snapshot
+        # names it elsewhere.
+        ("Eswatini", "Hhohho"),
+        ("Atlantis", "Deep"),  # ids the newest snapshot does not know: the dated names
+        ("Germany", "Bavaria"),  # no ids in the dated record: the dated names
+        ("Türkiye", "Istanbul"),  # located by the newest snapshot itself
+        (None, None),
+    ]
+    # Located by the snapshot current on the day, whoever named it.
+    assert named.turns["geoip_snapshot"].to_list() == [BEFORE] * 5 + [AFTER, BEFORE]
+    assert named.stats["turns_renamed"] == 3
+    # Eswatini's ids are held only at an address no turn came from: the whole database was read.
+    assert named.stats["naming_snapshot_walked"] is True
+    unmoved = locate(turns_on(RENAMING_TURNS[:2]), snapshots)
+    assert unmoved.turns["country"].to_list() == ["Türkiye", "The Netherlands"]
+    assert unmoved.stats["naming_snapshot_walked"] is False
+
+    top = locate(turns, snapshots, "top_level")
+    assert top.turns["state"].to_list()[:2] == ["Marmara", "North Holland"]
+
+    dated = locate(turns, snapshots, newest_names=False)
+    assert list(dated.turns.select("country", "state").iter_rows())[:5] == [
+        ("Turkey", "Istanbul Province"),
+        ("Netherlands", "North Holland"),
+        ("Swaziland", "Hhohho"),
+        ("Atlantis", "Deep"),
+        ("Germany", "Bavaria"),
+    ]
+    assert dated.stats["turns_renamed"] == 0
+
+    for subdivision in ("most_specific", "top_level"):
+        for newest_names in (True, False):
+            got = locate(turns, snapshots, subdivision, newest_names).turns
+            reference = ReferenceLocator(snapshots, subdivision, newest_names)
+            try:
+                expected = [(ip, *reference.locate_one(ip, day)) for ip, day in RENAMING_TURNS]
+            finally:
+                reference.close()
+            assert answers(got) == expected, (subdivision, newest_names)
+
+
+def test_one_database_names_what_it_locates(tmp_path):
+    """With one snapshot there is nothing newer to name by: its names, ids or not."""
+    folder = write_renaming_snapshots(tmp_path / "snapshots")
+    older = open_snapshots(str(folder / "GeoLite2-City_20240102" / "GeoLite2-City.mmdb"))
+    result = locate(turns_on(RENAMING_TURNS[:2]), older)
+    assert result.turns["country"].to_list() == ["Turkey", "Netherlands"]
+    assert result.stats["turns_renamed"] == 0
+
+
+def test_the_names_description_says_which_snapshot_named_the_values(tmp_path):
+    shipped = open_snapshots(None)
+    assert shipped.names_description() == "GeoLite2-City built 2018-07-03 (the embedded snapshot)"
+    folder = write_renaming_snapshots(tmp_path / "snapshots")
+    snapshots = open_snapshots(str(folder))
+    assert snapshots.naming.build_date == AFTER
+    described = snapshots.names_description()
+    assert described.startswith("GeoLite2-City built 2024-06-01 (the newest of 2 snapshots")
+    assert snapshots.names_description(newest_names=False) == (
+        "each turn's own snapshot (GeoLite2-City built 2024-01-02 to GeoLite2-City built "
+        "2024-06-01)"
+    )
+    single = open_snapshots(str(folder / "GeoLite2-City_20240601" / "GeoLite2-City.mmdb"))
+    assert single.names_description(False) == "GeoLite2-City built 2024-06-01"
+    # No path: the description goes into metadata and the release card.
+    for text in (described, single.names_description()):
+        assert str(tmp_path) not in text and ".mmdb" not in text
+
+
+def renamed(record: dict) -> dict:
+    """``record`` as a later snapshot might name it: every English name changed."""
+    out = {**record}
+    for key in ("country",):
+        if key in out:
+            out[key] = {**out[key], "names": {"en": out[key]["names"]["en"] + " (new)"}}
+    if "subdivisions" in out:
+        out["subdivisions"] = [
+            {**s, "names": {"en": s["names"]["en"] + " (new)"}} for s in out["subdivisions"]
+        ]
+    return out
+
+
+@pytest.mark.parametrize("subdivision", ["most_specific", "top_level"])
+def test_the_vectorised_renaming_equals_the_per_row_loop(tmp_path, subdivision):
+    """Two snapshots of NETWORKS with ids, the newer renaming every place and moving one
+    network: random turns on either side of the newer one's build date."""
+    with_ids = {
+        "81.2.69.0/24": city("United Kingdom", "England", "Brent", geonames=(10, 11, 12)),
+        "114.114.0.0/16": city("China", "Jiangsu", geonames=(20, 21)),
+        "77.88.0.0/16": city("Russia", geonames=(30,)),
+        "2001:4860::/32": city("United States", "California", geonames=(40, 41)),
+        "2a02:1800::/24": city("Belgium", "Flanders", "Antwerp", geonames=(50, 51, 52)),
+        "1.0.0.0/24": city(None),
+    }
+    folder = tmp_path / "snapshots"
+    write_city_database(folder / "old.mmdb", with_ids, built=BEFORE)
+    newer = {k: renamed(v) for k, v in with_ids.items() if k != "114.114.0.0/16"}
+    newer["114.114.0.0/17"] = renamed(with_ids["77.88.0.0/16"])  # moved to Russia
+    newer["8.8.8.0/24"] = renamed(with_ids["114.114.0.0/16"])  # China, held elsewhere
+    write_city_database(folder / "new.mmdb", newer, built=AFTER)
+    snapshots = open_snapshots(str(folder))
+
+    rng = random.Random(3)
+    pool = [c[0] for c in CASES_V4 + CASES_V6] + random_addresses(2_000, seed=5)
+    pool += [f"114.114.{rng.randrange(256)}.{rng.randrange(256)}" for _ in range(200)]
+    rows = [(ip, rng.choice([date(2024, 3, 1), date(2024, 7, 1)])) for ip in pool]
+    got = locate(turns_on(rows), snapshots, subdivision)
+    reference = ReferenceLocator(snapshots, subdivision)
+    try:
+        expected = [(ip, *reference.locate_one(ip, day)) for ip, day in rows]
+    finally:
+        reference.close()
+    assert answers(got.turns) == expected
+    countries = set(got.turns["country"].drop_nulls())
+    assert {"China (new)", "Russia (new)", "United Kingdom (new)"} <= countries
+    assert not countries & {"China", "United Kingdom"}  # every place renamed
+    assert got.stats["turns_renamed"] > 0
+
+
+# -- WildChat's level, on the real sample -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded_places() -> dict[str, dict[tuple[str, str], str]]:
+    """For each level ('top_level', 'most_specific'): (country, subdivision name) -> an address
+    the embedded 2018 snapshot places there at that level. One walk over the whole database
+    (about 40 s): a sampled set of addresses would miss small subdivisions."""
+    import maxminddb
+
+    places: dict[str, dict[tuple[str, str], str]] = {"top_level": {}, "most_specific": {}}
+    reader = maxminddb.open_database(open_snapshots(None).naming.path)
+    try:
+        for network, record in reader:
+            country = (record.get("country") or {}).get("names", {}).get("en")
+            subdivisions = record.get("subdivisions") or []
+            if country is None or not subdivisions:
+                continue
+            for level, index in (("top_level", 0), ("most_specific", -1)):
+                name = subdivisions[index].get("names", {}).get("en")
+                known = places[level].get((country, name))
+                # An IPv4 address where there is one: as most clients in the sample.
+                if name and (known is None or (":" in known and network.version == 4)):
+                    places[level][(country, name)] = str(network.network_address)
+    finally:
+        reader.close()
+    return places
+
+
+def test_wildchats_states_are_the_most_specific_subdivision_and_the_default(
+    wildchat_sample, embedded_places
+):
+    """WildChat's (country, state) pairs against the embedded GeoLite2 snapshot: those that
+    name a subdivision at one level only name the most specific one, and the default setting
+    gives every pair found at that level, where the top level misses them."""
+    pairs = {(c["country"], c["state"]) for c in wildchat_sample if c["country"] and c["state"]}
+    top, specific = embedded_places["top_level"], embedded_places["most_specific"]
+    only_top = sorted(p for p in pairs if p in top and p not in specific)
+    only_specific = sorted(p for p in pairs if p in specific and p not in top)
+    assert only_top == [], f"{len(only_top)} of {len(pairs)} states are top-level names only"
+    assert len(only_specific) >= 10, only_specific  # 18 of 113 in the 187 conversations
+    assert ("Italy", "Province of Messina") in only_specific
+
+    found = sorted(p for p in pairs if p in specific)
+    addresses = [specific[p] for p in found]
+    snapshots = open_snapshots(None)
+    default = locate(turns_at(addresses), snapshots).turns
+    assert list(default.select("country", "state").iter_rows()) == found
+    top_level = locate(turns_at(addresses), snapshots, "top_level").turns
+    at_top = set(top_level.select("country", "state").iter_rows())
+    assert not at_top & set(only_specific)
+
+
+def test_geoname_ids_stored_otherwise_than_maxmind_fail_naming_the_file(tmp_path):
+    """A home-made database whose ids are not uint32 cannot be named by id: said, with the way
+    out, and without the addresses."""
+    folder = write_renaming_snapshots(tmp_path / "snapshots")
+    odd = folder / "odd" / "GeoLite2-City.mmdb"
+    record = city("Turkey", iso="TR")
+    record["country"]["geoname_id"] = 7  # mmdb-writer stores a small int as uint16
+    write_city_database(odd, {"81.2.69.0/24": record}, built=date(2023, 1, 1))
+    snapshots = open_snapshots(str(folder))
+    turns = turns_on([("81.2.69.142", date(2023, 6, 1))])
+    with pytest.raises(GeoDatabaseError, match="names_from_newest off") as failure:
+        locate(turns, snapshots)
+    assert str(odd) in str(failure.value) and "81.2.69" not in str(failure.value)
+    assert locate(turns, snapshots, newest_names=False).turns["country"].to_list() == ["Turkey"]
+    # The same, where the naming snapshot is the odd one.
+    newest = tmp_path / "newest"
+    write_city_database(newest / "old.mmdb", {"81.2.69.0/24": city("Turkey", iso="TR",
+                        geonames=(TURKEY,))}, built=BEFORE)  # fmt: skip
+    write_city_database(newest / "new.mmdb", {"81.2.69.0/24": record}, built=AFTER)
+    with pytest.raises(
+        GeoDatabaseError, match=re.escape(f"{newest / 'new.mmdb'}: its geoname_ids")
+    ):
+        locate(turns_on([("81.2.69.142", date(2024, 3, 1))]), open_snapshots(str(newest)))

@@ -42,6 +42,9 @@ SENTENCES = {
     "Hindi": "नमस्ते, क्या आप समुद्र के बारे में एक छोटी कविता लिखने में मेरी मदद कर सकते हैं?",
 }
 
+# Of the 187 real conversations in ../shared, how many fastText gives WildChat's language.
+FASTTEXT_AGREES_ON = 185
+
 HTML_MATHS = (
     '<ol start="10"> <li>(a) expand <span class="math-inline "> <asciimath style="display: '
     'none;">(x+2y)(2y-x)</asciimath></span><br> (b) hence, expand <span class="math-inline">'
@@ -215,4 +218,6 @@ def test_real_english_conversations_come_out_english(identifier, wildchat_sample
     wildchat = {cid: c["language"] for cid, c in enumerate(wildchat_sample)}
     assert set(wildchat.values()) == {"English"}
     agree = sum(got[cid] == label for cid, label in wildchat.items())
-    assert agree / len(wildchat) >= 0.98, f"{agree} of {len(wildchat)} agree with WildChat"
+    # Measured: 185 of 187 (two English conversations come out Russian and Persian, where
+    # lingua, WildChat's own detector, gives all 187: test_lingua_language.py).
+    assert agree >= FASTTEXT_AGREES_ON, f"{agree} of {len(wildchat)} agree with WildChat"

@@ -11,12 +11,32 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInvalidConfigError
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInvalidConfigError,
+    Definitions,
+    IdentityPartitionMapping,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+    define_asset_job,
+)
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
+from wildchat_dag.assets.stale_days import (
+    CHECKED_ASSETS,
+    REFRESH_COMMAND,
+    STALE_DAY_CHECKS,
+    build_redaction_staleness_sensor,
+    checked_assets,
+)
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH, load_rules
+from wildchat_dag.definitions import build_assets
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
 from wildchat_dag.redaction_refresh import refresh
@@ -339,3 +359,104 @@ def test_a_day_without_traffic_goes_through_every_step(tmp_path):
     assert p.table("pii_scanned_utterances").is_empty()
     (check,) = check_results(p.run(ANONYMIZATION, START.isoformat()))
     assert check.passed
+
+
+class SensorTicks:
+    """The redaction_staleness sensor ticking as the daemon ticks it: each tick's cursor goes
+    to the next, and the events it returns are stored in the instance."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.sensor = build_redaction_staleness_sensor(pipeline.rules_path)
+        judge = define_asset_job("judge_stale_days", selection=STALE_DAY_CHECKS)
+        self.defs = Definitions.merge(
+            pipeline.defs, Definitions(sensors=[self.sensor], jobs=[judge])
+        )
+        self.instance = pipeline.instance
+        self.cursor: str | None = None
+
+    def tick(self):
+        context = build_sensor_context(
+            instance=self.instance,
+            repository_def=self.defs.get_repository_def(),
+            cursor=self.cursor,
+        )
+        result = self.sensor(context)
+        self.cursor = context.cursor
+        for event in getattr(result, "asset_events", None) or []:
+            self.instance.report_runless_asset_event(event)
+        return result
+
+    def evaluations(self) -> dict[str, AssetCheckEvaluation]:
+        result = self.tick()
+        assert isinstance(result, SensorResult), result
+        return {e.asset_key.to_user_string(): e for e in result.asset_events}
+
+
+def test_the_stale_days_check_shows_a_rules_edit_until_the_refresh(tmp_path, generated):
+    """Dagster's UI marks no daily asset Unsynced; the no_stale_days check shows it instead, on
+    the redaction steps and on everything built from them, releases included."""
+    partitions = partitions_of(generated)
+    rules_path = tmp_path / "rules.yaml"
+    shutil.copy(DEFAULT_RULES_PATH, rules_path)
+    before = Pipeline(generated, tmp_path / "w.duckdb", rules_path=rules_path)
+    before.through_release(*partitions)
+    text = rules_path.read_text()
+    rules_path.write_text(text.replace('"<PRESIDIO_ANONYMIZED_{entity}>"', '"[{entity}]"'))
+    after = Pipeline(
+        generated, tmp_path / "w.duckdb", rules_path=rules_path, instance=before.instance
+    )
+    ticks = SensorTicks(after)
+    # The edit is observed first, without anyone pressing "Observe"...
+    observed = ticks.tick()
+    assert [e.asset_key for e in observed.asset_events] == [AssetKey("redaction_rules")]
+    assets = list(after.defs.resolve_asset_graph().assets_defs)
+    assert (
+        get_stale_status_resolver(after.instance, assets).get_status(
+            AssetKey("pii_entity_frequency")
+        )
+        == StaleStatus.STALE
+    )
+    # ... then every day built under the old rules is reported, with the command to run.
+    judged = ticks.evaluations()
+    assert set(judged) == {k.to_user_string() for k in CHECKED_ASSETS}
+    assert judged["pii_candidates"].passed, "a placeholder edit keeps the detections"
+    assert judged["pii_scanned_utterances"].passed
+    # Dagster itself calls only the redaction's days stale (its input changed); what was built
+    # from them is stale too, with the same root cause.
+    for name in ("anonymized_conversations", "release_records", "release_day_statistics"):
+        stale = judged[name]
+        assert not stale.passed and stale.severity == AssetCheckSeverity.WARN, name
+        assert stale.metadata["stale_days"].value == len(partitions), name
+        assert stale.metadata["first_stale_days"].value == partitions, name
+        assert "redaction_rules: has a new data version" in stale.description, name
+        assert REFRESH_COMMAND in stale.description, name
+    for name in ("release_statistics", "public_release", "full_release"):
+        assert not judged[name].passed, name
+        assert "built from days" in judged[name].description, name
+    assert isinstance(ticks.tick(), SkipReason), "nothing changed: nothing re-judged"
+
+    assert refresh(after.instance, after.defs, after.rules, str(after.database)) == 0
+    cleared = ticks.evaluations()
+    assert all(e.passed for e in cleared.values()), {k: e.description for k, e in cleared.items()}
+    assert cleared["anonymized_conversations"].metadata["built_days"].value == len(partitions)
+    assert cleared["release_records"].metadata["built_days"].value == len(partitions)
+
+    # Run on demand (the UI's "Execute"), the check says the same.
+    result = ticks.defs.resolve_job_def("judge_stale_days").execute_in_process(
+        instance=after.instance
+    )
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == len(CHECKED_ASSETS)
+    assert all(e.passed for e in evaluations)
+
+
+def test_the_checked_assets_are_what_a_rules_edit_reaches_and_read_their_own_day():
+    assets = build_assets()
+    assert checked_assets(assets) == sorted(CHECKED_ASSETS)
+    graph = AssetGraph.from_assets(assets)
+    for key in CHECKED_ASSETS:
+        node = graph.get(key)
+        for parent in node.parent_keys:
+            if parent in CHECKED_ASSETS and node.partitions_def:
+                mapping = node.partition_mappings.get(parent)
+                assert mapping is None or isinstance(mapping, IdentityPartitionMapping), key

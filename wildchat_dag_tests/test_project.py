@@ -1,19 +1,62 @@
 """The project as a user meets it: the code location loads, and the README's demo command runs."""
 
+import json
 import os
+import re
 import stat
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 import yaml
-from dagster import Definitions
+from dagster import AssetKey, DagsterInstance, Definitions, asset, define_asset_job
 
+from wildchat_dag import settings
 from wildchat_dag.definitions import defs
+from wildchat_dag.local_runs import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Run in a process of its own: the partitions are fixed when wildchat_dag.partitions loads, from
+# that process's environment. Prints, as JSON, the days of the partitions (of collection_days and
+# of each partitioned asset) and the days the instance at $DAGSTER_HOME has materialized.
+PARTITIONS_AND_MATERIALIZATIONS = """
+import json
+from dagster import DagsterInstance
+from wildchat_dag.definitions import defs
+from wildchat_dag.local_runs import run_stage
+from wildchat_dag.partitions import collection_days
+
+graph = defs.resolve_asset_graph()
+partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned]
+instance = DagsterInstance.get()
+print(json.dumps({
+    "days": collection_days.get_partition_keys(),
+    "assets": {
+        k.to_user_string(): graph.get(k).partitions_def.get_partition_keys() for k in partitioned
+    },
+    "materialized": {
+        k.to_user_string(): sorted(instance.get_materialized_partitions(k)) for k in partitioned
+    },
+}))
+"""
+
+
+def partitions_and_materializations(env: dict[str, str]) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", PARTITIONS_AND_MATERIALIZATIONS],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def test_definitions_load_with_descriptions_and_partitions():
@@ -118,6 +161,11 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "2024-01-01" in result.stdout and "2024-01-02" in result.stdout
+    # A short report: the stages' one-line results, and of Dagster's event lines (one per
+    # event at the console's default level, DEBUG) only warnings and errors.
+    assert " - DEBUG - " not in result.stderr and " - INFO - " not in result.stderr
+    assert "Days: 2024-01-01 .. 2024-01-02 (2 partitions)" in result.stdout
+    assert "  release        all days  : ok" in result.stdout
     con = duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True)
     conversations = con.sql("SELECT count(*) FROM main.linked_conversations").fetchone()[0]
     anonymized = con.sql("SELECT count(*) FROM main.anonymized_conversations").fetchone()[0]
@@ -140,7 +188,15 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
         assert header["dataset_info"]["splits"][0]["num_examples"] == rows == conversations
         assert f"{rows:,} conversations between users and chatbots" in card
         assert "Do not publish it." in card and "2018-07-03" in card
-        assert f"{release} release: {rows:,} conversations" in result.stdout
+        # The demo says where each release is and how big it is on disk.
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        said = re.search(
+            rf"^{release} release: {rows:,} conversations, ([0-9.,]+) MB on disk .* in (.+)$",
+            result.stdout,
+            re.M,
+        )
+        assert said, result.stdout
+        assert said.group(1) == f"{size / 1e6:,.2f}" and Path(said.group(2)) == folder
     # The embedded 2018 GeoLite2 database was used, and the demo said so.
     assert "GeoLite2-City snapshot of 2018-07-03" in result.stdout + result.stderr
     assert "located" in result.stdout and "languages" in result.stdout
@@ -150,3 +206,95 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
     assert f"per-install IP salt at {salt}" in result.stdout + result.stderr
     runs = list((tmp_path / "home" / "dagster_home" / "storage").iterdir())
     assert runs, "the demo's runs are in the persistent instance for `dagster dev`"
+    # What the UI (scripts/ui.sh: demo mode, the same home) loads: partitions that are exactly
+    # the demo's days, and each of them materialized for every partitioned asset.
+    ui_env = {
+        **env,
+        "WILDCHAT_MODE": "demo",
+        "DAGSTER_HOME": str(tmp_path / "home" / "dagster_home"),
+    }
+    seen = partitions_and_materializations(ui_env)
+    folders = sorted(p.name for p in (tmp_path / "home" / "logs").iterdir() if p.is_dir())
+    assert seen["days"] == folders == ["2024-01-01", "2024-01-02"]
+    assert len(seen["assets"]) >= 15
+    for key, days in seen["assets"].items():
+        assert days == folders, key
+        assert seen["materialized"][key] == folders, f"{key}: not every partition filled"
+
+
+def end_date(monkeypatch, **env: str) -> date | None:
+    for name in ("WILDCHAT_START_DATE", "WILDCHAT_END_DATE", "WILDCHAT_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return settings.partitions_end_date()
+
+
+def test_the_partitions_end_at_the_demos_last_day_in_demo_mode_only(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    monkeypatch.setenv("WILDCHAT_LOG_ROOT", str(logs))
+    # Production: open, up to today, unless told.
+    assert end_date(monkeypatch) is None
+    assert end_date(monkeypatch, WILDCHAT_END_DATE="2024-03-31") == date(2024, 3, 31)
+    # Demo mode before the demo generated any logs (the UI may start first): the demo's
+    # default days.
+    assert settings.DEMO_DAYS == 3
+    assert end_date(monkeypatch, WILDCHAT_MODE="demo") == date(2024, 1, 3)
+    # Then the last day folder from the first day on; what else lies there does not count.
+    for name in ("2023-12-31", "2024-01-01", "2024-01-02", "2024-01-05", "notes", "2024-1-9"):
+        (logs / name).mkdir(parents=True)
+    (logs / "2024-02-01").write_text("a file, not a day folder")
+    assert end_date(monkeypatch, WILDCHAT_MODE="demo") == date(2024, 1, 5)
+    assert end_date(monkeypatch, WILDCHAT_MODE="demo", WILDCHAT_START_DATE="2024-01-06") == date(
+        2024, 1, 8
+    )
+    # WILDCHAT_END_DATE decides in demo mode too.
+    assert end_date(monkeypatch, WILDCHAT_MODE="demo", WILDCHAT_END_DATE="2024-01-02") == date(
+        2024, 1, 2
+    )
+    with pytest.raises(ValueError, match=r"WILDCHAT_END_DATE \(2023-12-31\) is before"):
+        end_date(monkeypatch, WILDCHAT_END_DATE="2023-12-31")
+    with pytest.raises(ValueError, match="WILDCHAT_END_DATE must be a date, YYYY-MM-DD"):
+        end_date(monkeypatch, WILDCHAT_END_DATE="January")
+    with pytest.raises(ValueError, match="WILDCHAT_START_DATE must be a date, YYYY-MM-DD"):
+        end_date(monkeypatch, WILDCHAT_START_DATE="2024-13-01")
+
+
+def test_the_daily_partitions_include_their_last_day(tmp_path):
+    """WILDCHAT_END_DATE is the last partition, not the day after it (Dagster's end_date)."""
+    env = {**os.environ, "WILDCHAT_HOME": str(tmp_path), "WILDCHAT_END_DATE": "2024-01-04"}
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    (tmp_path / "dagster_home").mkdir()
+    env.pop("WILDCHAT_MODE", None)
+    seen = partitions_and_materializations(env)
+    assert seen["days"] == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+    assert all(days == seen["days"] for days in seen["assets"].values())
+
+
+def test_local_runs_print_a_stage_line_and_dagsters_warnings_and_errors_only(capfd):
+    """What the demo and the redaction refresh print of a run: one line for it, the root cause
+    of a failure, and of Dagster's own event lines those at WARNING and above."""
+
+    @asset
+    def fine(context) -> int:
+        context.log.info("an info line")
+        context.log.warning("a warning line")
+        return 1
+
+    @asset
+    def broken() -> int:
+        raise RuntimeError("the failing step's own message")
+
+    job = Definitions(assets=[fine, broken], jobs=[define_asset_job("j")]).resolve_job_def("j")
+    with DagsterInstance.ephemeral() as instance:
+        assert run_stage(job, "fine", [AssetKey("fine")], [None], instance)
+        assert not run_stage(job, "broken", [AssetKey("broken")], [None], instance)
+    out, err = capfd.readouterr()
+    assert out.splitlines() == [
+        "  fine           all days  : ok",
+        "  broken         all days  : FAILED",
+        "    RuntimeError: the failing step's own message",
+    ]
+    assert "a warning line" in err and "STEP_FAILURE" in err
+    assert "the failing step's own message" in err
+    assert "an info line" not in err and " - DEBUG - " not in err and " - INFO - " not in err

@@ -3,6 +3,7 @@ Face ``datasets`` and compared with WildChat-1M's card in ../shared."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -237,3 +238,27 @@ def test_a_rule_change_rebuilds_the_release_under_the_new_rules(released, tmp_pa
     assert export.metadata["redaction_rules_hashes"].value == [after.rules.rules_hash]
     card = (released.releases / "full" / "README.md").read_text()
     assert after.rules.rules_hash in card and released.rules.rules_hash not in card
+
+
+def test_the_card_names_its_sources_portably_and_counts_as_integers(released):
+    """No path of the machine that built the release; which snapshot named the places; Table 1's
+    counts as integers, in the card and in the statistics' metadata."""
+    full = load(released.releases / "full").to_polars()
+    model = released.resources["language_id"].resolved_model_path()
+    names = "GeoLite2-City built 2018-07-03 (the embedded snapshot)"
+    for release in ("public", "full"):
+        text = (released.releases / release / "README.md").read_text()
+        assert str(model.parent) not in text and str(released.database.parent) not in text
+        assert f"({model.name}, sha256 " in text
+        assert f"- Country and state names: {names}\n" in text
+        [export] = materializations(released, f"{release}_release")[-1:]
+        assert names in export.metadata["geoip_names"].value
+    m = materializations(released, "release_statistics")[-1]
+    rows = dict(
+        tuple(c.strip() for c in line.strip("|").split("|"))
+        for line in m.metadata["full/table_1"].value.splitlines()[2:]
+    )
+    assert rows["conversations"] == f"{full.height:,}"
+    for count in ("conversations", "users", "days", "languages"):
+        assert re.fullmatch(r"\d{1,3}(,\d{3})*", rows[count]), rows
+    assert re.fullmatch(r"\d+\.\d\d", rows["mean_turns"]), rows

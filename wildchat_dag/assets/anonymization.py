@@ -77,8 +77,10 @@ def build_anonymization_assets(
             group_name="privacy",
             description=(
                 f"The redaction rules file ({rules_path.name}): which detected PII is replaced "
-                "in the release. Its data version is the hash of its parsed content, so after "
-                "an edit (and an observation) everything that applies it shows as stale."
+                "in the release. Its data version is the hash of its parsed content. The "
+                "redaction_staleness sensor observes an edit within a minute: what applies the "
+                "rules then shows as stale (Unsynced, or the no_stale_days check of the daily "
+                "assets), until `bash scripts/redaction-refresh.sh` rebuilds it."
             ),
         )
         @text_exit
@@ -152,7 +154,9 @@ def build_anonymization_assets(
             "<PRESIDIO_ANONYMIZED_{ENTITY}> placeholders (`redacted` on the utterance and the "
             "conversation), hashed_ip = sha256(salt + ip) instead of the IP, and only "
             "user-agent and accept-language, on user turns. A text whose detection did not "
-            "finish is withheld. First table outside the raw layer."
+            "finish is withheld. First table outside the raw layer. After a rules edit, its "
+            "no_stale_days check lists the days built under the old rules; "
+            "`bash scripts/redaction-refresh.sh` rebuilds them and what follows."
         ),
     )
     @text_exit

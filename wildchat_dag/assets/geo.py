@@ -15,12 +15,29 @@ from dagster import (
 from wildchat_dag.assets.checks import raw_ip_check, raw_ip_check_spec
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview, share_table
 from wildchat_dag.assets.text_exit import log_warning, text_exit
-from wildchat_dag.core.geo import locate_day
+from wildchat_dag.core.geo import GeoSnapshots, locate_day
 from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.core.utterances import counts_of
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.enrichment import GeoIpDatabase
 from wildchat_dag.resources.warehouse import Warehouse
+
+# The release card reads this key of each day's latest user_turn_locations materialization.
+GEOIP_NAMES_KEY = "geoip_names"
+
+
+def names_metadata(snapshots: GeoSnapshots, newest_names: bool) -> dict[str, object]:
+    """Which snapshot named country and state: its type and build date, never its path."""
+    renames = snapshots.renames(newest_names)
+    single = renames or len(snapshots.snapshots) == 1
+    naming = snapshots.naming
+    return {
+        GEOIP_NAMES_KEY: snapshots.names_description(newest_names),
+        "names_from_newest": newest_names,
+        # One snapshot named every turn, or (names_from_newest off) each turn's own did.
+        "geoip_names_build_date": str(naming.build_date) if single else "per turn",
+        "geoip_names_database_type": naming.database_type if single else "per turn",
+    }
 
 
 @multi_asset(
@@ -28,11 +45,14 @@ from wildchat_dag.resources.warehouse import Warehouse
         "user_turn_locations": AssetOut(
             description=(
                 'Country and state of each user turn, as WildChat names them ("United '
-                'States", "California"), from a GeoLite2/GeoIP2 City lookup of the turn\'s '
-                "client IP in the snapshot current on the turn's date. geo_status says why a "
-                "turn has no country (invalid, loopback, private, reserved, not_in_database, "
-                "no_country). The IP is read from linked_conversations and goes no further: "
-                "no address, network or coordinates are stored."
+                'States", "California", "Province of Messina"), from a GeoLite2/GeoIP2 City '
+                "lookup of the turn's client IP in the snapshot current on the turn's date; "
+                "state is the most specific subdivision (WildChat's level) unless the geoip "
+                "resource says top_level, and the names are the newest configured snapshot's "
+                "(metadata geoip_names says which) unless names_from_newest is off. geo_status "
+                "says why a turn has no country (invalid, loopback, private, reserved, "
+                "not_in_database, no_country). The IP is read from linked_conversations and "
+                "goes no further: no address, network or coordinates are stored."
             ),
             metadata=STORAGE,
             group_name="enrichment",
@@ -48,7 +68,7 @@ from wildchat_dag.resources.warehouse import Warehouse
         ),
     },
     partitions_def=collection_days,
-    code_version="geo-v1",
+    code_version="geo-v2",
     check_specs=[
         raw_ip_check_spec(
             "user_turn_locations",
@@ -67,7 +87,9 @@ def locate_turns(
     snapshots = geoip.snapshots()
     if snapshots.warning:
         log_warning(context, snapshots.warning)
-    result = locate_day(day, linked_conversations, snapshots, geoip.subdivision)
+    result = locate_day(
+        day, linked_conversations, snapshots, geoip.subdivision, geoip.names_from_newest
+    )
     stats = result.stats
     by_status = stats.pop("by_status")
     countries = stats.pop("countries")
@@ -90,6 +112,7 @@ def locate_turns(
         "turns_by_snapshot": counts_table(by_snapshot, key="snapshot built", value="turns"),
         "subdivision": geoip.subdivision,
         "embedded_2018_database": snapshots.embedded,
+        **names_metadata(snapshots, geoip.names_from_newest),
     }
     yield Output(
         result.utterances,

@@ -1,6 +1,7 @@
 """The release: WildChat-1M records per day, the paper's statistics, and the two exports."""
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -9,13 +10,18 @@ import pyarrow as pa
 from dagster import (
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
     AssetsDefinition,
+    DagsterEventType,
+    DagsterInstance,
     MaterializeResult,
     MetadataValue,
     Output,
     asset,
 )
 
+from wildchat_dag.assets.geo import GEOIP_NAMES_KEY
 from wildchat_dag.assets.metadata import STORAGE, counts_table, preview
 from wildchat_dag.assets.pools import WAREHOUSE_TABLES_POOL
 from wildchat_dag.assets.release_day_statistics import (
@@ -24,6 +30,7 @@ from wildchat_dag.assets.release_day_statistics import (
     require_current,
 )
 from wildchat_dag.assets.release_gate import (
+    CHUNK,
     GATE_DESCRIPTION,
     enforce_release_gate,
     gate_metadata,
@@ -32,7 +39,12 @@ from wildchat_dag.assets.release_gate import (
 from wildchat_dag.assets.text_exit import text_exit
 from wildchat_dag.core.markdown import share_markdown
 from wildchat_dag.core.release import ReleasePolicy, release_records
-from wildchat_dag.core.release_card import dataset_card, release_facts
+from wildchat_dag.core.release_card import (
+    NAMES_NOT_RECORDED,
+    dataset_card,
+    release_facts,
+    table_1_values,
+)
 from wildchat_dag.core.release_export import staging_folder, swap_in, write_shards
 from wildchat_dag.core.release_schema import RELEASE_SCHEMA, RELEASES
 from wildchat_dag.core.release_statistics import section
@@ -42,6 +54,34 @@ from wildchat_dag.resources.release import ReleaseFolder
 from wildchat_dag.resources.warehouse import Warehouse
 
 GROUP = "release"
+LOCATIONS = AssetKey("user_turn_locations")
+
+
+def geoip_names_of(instance: DagsterInstance, days: list[str]) -> dict[str, int]:
+    """Which GeoIP snapshot named country and state on ``days`` (partition keys), as each
+    day's latest user_turn_locations materialization recorded it: description -> days."""
+    storage = instance.event_log_storage
+    latest: dict[str, int] = {}
+    for start in range(0, len(days), CHUNK):
+        latest.update(
+            storage.get_latest_storage_id_by_partition(
+                LOCATIONS, DagsterEventType.ASSET_MATERIALIZATION, set(days[start : start + CHUNK])
+            )
+        )
+    named: Counter[str] = Counter()
+    ids = sorted(set(latest.values()))
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=LOCATIONS, storage_ids=chunk), limit=len(chunk)
+        ).records
+        for record in records:
+            materialization = record.asset_materialization
+            value = materialization.metadata.get(GEOIP_NAMES_KEY) if materialization else None
+            named[str(value.value) if value is not None else NAMES_NOT_RECORDED] += 1
+    if missing := len(set(days)) - len(latest):
+        named[NAMES_NOT_RECORDED] += missing
+    return dict(named.most_common())
 
 
 def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[AssetsDefinition]:
@@ -148,9 +188,7 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
         for release in RELEASES:
             summary = section(frame, release, "summary")
             metadata[f"{release}/table_1"] = counts_table(
-                {k: f"{v:,.2f}" if v is not None else "n/a" for k, v in summary.items()},
-                key="statistic",
-                value="value",
+                table_1_values(summary), key="statistic", value="value"
             )
             for name, unit, label in (
                 ("language", "user turns", "languages"),
@@ -232,6 +270,10 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             "SELECT * FROM main.release_statistics WHERE release = $r", {"r": release}
         )
         facts = release_facts(warehouse.query, release)
+        released_days = [
+            partition_key_of(d) for d, n in days.select("partition_day", "n").iter_rows() if n
+        ]
+        facts.geoip_names = geoip_names_of(context.instance, released_days)
         card = dataset_card(
             release,
             written,
@@ -239,7 +281,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             facts,
             policy,
             threshold,
-            str(language_id.resolved_model_path()),
+            language_id.model_description(),
             datetime.now(UTC),
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
@@ -257,6 +299,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
                 "scored_by": counts_table(facts.scored_by, key="scorers"),
                 "redaction_rules_hashes": MetadataValue.json(facts.rules_hashes),
                 "geoip_snapshots": MetadataValue.json([str(d) for d in facts.geoip_snapshots]),
+                "geoip_names": counts_table(facts.geoip_names, key="named by", value="days"),
                 "policy": policy.version,
                 "seconds": round(time.perf_counter() - started, 3),
                 "card": MetadataValue.md(card.split("---", 2)[2][:20_000]),

@@ -11,17 +11,16 @@ torch's hub cache if they are there; otherwise the scorer is reported as not con
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import time
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from wildchat_dag.core.hashing import file_sha256
 from wildchat_dag.core.moderation import ScoredText, ScoringReport, Unconfigured
 from wildchat_dag.core.schema import DETOXIFY_FIELDS
 
@@ -35,22 +34,13 @@ WINDOW_OVERLAP = 64
 CHUNK_TEXTS = 1024
 
 
-@cache
-def file_digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_key(model_type: str, checkpoint: str | None) -> str:
     """The cache's model: the model type, and the checkpoint's content when one is given (two
     checkpoints of one type score differently)."""
     if checkpoint is None:
         return f"detoxify-{model_type}"
     stat = os.stat(checkpoint)
-    return f"detoxify-{model_type}@{file_digest(checkpoint, stat.st_size, stat.st_mtime_ns)[:16]}"
+    return f"detoxify-{model_type}@{file_sha256(checkpoint, stat.st_size, stat.st_mtime_ns)[:16]}"
 
 
 def default_checkpoint(model_type: str) -> Path:

@@ -1,9 +1,11 @@
 """Where a user turn came from: GeoLite2 / GeoIP2 City lookups of its client IP, vectorised.
 
 Values are WildChat's: ``country`` is the English country name (``"United States"``) and
-``state`` the English name of a subdivision (``"California"``, ``"England"``). By default that is
-the top-level subdivision, the one WildChat's values hold: 81.2.69.142 is in England and, one
-level down, in Brent; WildChat says England.
+``state`` the English name of a subdivision. By default that is the most specific subdivision,
+the level WildChat's values hold (``"Liverpool"``, ``"Province of Messina"``, ``"Province of
+Cavite"``, where the top level says England, Sicily, Calabarzon); where a country has one level
+only, both are the same (``"California"``). The top level can be chosen instead: 81.2.69.142 is
+in Brent by default, in England at the top level.
 
 Addresses that no database should place are classified first, by the IANA special-purpose
 registries (``SPECIAL_NETWORKS``): loopback, private (RFC 1918, carrier-grade NAT, link-local,
@@ -15,7 +17,11 @@ database does not hold from one it holds without a country, and from a malformed
 
 A folder of dated snapshots is also accepted: each turn is located with the newest snapshot
 built no later than the turn's (UTC) date, as WildChat's later release did. A snapshot's date is
-its build date, read from the database's own metadata.
+its build date, read from the database's own metadata. The names, though, come by default from
+the newest snapshot of the folder (the *naming snapshot*): the place an older snapshot located a
+turn at is looked up there by its ``geoname_id``, so that a country or subdivision renamed since
+(Turkey to Türkiye, Netherlands to The Netherlands) carries the name WildChat's values use. A
+place the naming snapshot does not know keeps the older snapshot's name.
 
 This module reads raw client IPs, so it runs inside the privacy boundary; what it returns holds
 no address, network or coordinates.
@@ -95,6 +101,8 @@ _GLOBAL_UNICAST_TOP32 = (
 )
 
 Subdivision = Literal["top_level", "most_specific"]
+# WildChat's level: its states are the most specific subdivision names GeoLite2 gives.
+DEFAULT_SUBDIVISION: Subdivision = "most_specific"
 NAME_LANGUAGE = "en"
 
 
@@ -130,6 +138,35 @@ class GeoSnapshots:
 
     def first_date(self) -> date:
         return self.snapshots[0].build_date
+
+    @property
+    def naming(self) -> GeoSnapshot:
+        """The snapshot whose names country and state carry by default: the newest."""
+        return self.snapshots[-1]
+
+    def renames(self, newest_names: bool) -> bool:
+        """Whether some turn may be named by another snapshot than the one that located it."""
+        return newest_names and len(self.snapshots) > 1
+
+    def names_description(self, newest_names: bool = True) -> str:
+        """Which snapshot named country and state, for metadata and the release card: no path,
+        the database type and build date (``GeoLite2-City built 2018-07-03``)."""
+        naming = self.naming
+        if self.embedded:
+            return f"{naming.database_type} built {naming.build_date} (the embedded snapshot)"
+        if len(self.snapshots) == 1:
+            return f"{naming.database_type} built {naming.build_date}"
+        if newest_names:
+            return (
+                f"{naming.database_type} built {naming.build_date} (the newest of "
+                f"{len(self.snapshots)} snapshots; each turn located with the one current on "
+                "its date)"
+            )
+        first = self.snapshots[0]
+        return (
+            f"each turn's own snapshot ({first.database_type} built {first.build_date} to "
+            f"{naming.database_type} built {naming.build_date})"
+        )
 
     @property
     def warning(self) -> str | None:
@@ -361,8 +398,8 @@ def classify(addresses: pl.DataFrame) -> pl.DataFrame:
 # -- locating -----------------------------------------------------------------------------------
 
 
-def _subdivision_path(subdivision: Subdivision) -> list[str | int]:
-    return ["subdivisions", 0 if subdivision == "top_level" else -1, "names", NAME_LANGUAGE]
+def _subdivision_index(subdivision: Subdivision) -> int:
+    return 0 if subdivision == "top_level" else -1
 
 
 def _misses_status(snapshot: GeoSnapshot) -> pl.Expr:
@@ -384,35 +421,165 @@ def _misses_status(snapshot: GeoSnapshot) -> pl.Expr:
     )
 
 
-def _lookup(addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subdivision):
-    """``country``, ``state`` and ``geo_status`` for addresses worth looking up."""
+_NO_IDS = {"country_id": pl.lit(None, pl.Int64), "state_id": pl.lit(None, pl.Int64)}
+
+
+def _odd_ids(snapshot: GeoSnapshot) -> GeoDatabaseError:
+    return GeoDatabaseError(
+        f"{snapshot.path}: its geoname_ids are not stored as MaxMind stores them (uint32), so "
+        "places cannot be named by id; turn the geoip resource's names_from_newest off"
+    )
+
+
+def _lookup(
+    addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subdivision, with_ids: bool
+) -> pl.DataFrame:
+    """``country``, ``state`` and ``geo_status`` for addresses worth looking up, and the
+    geoname_id of country and state (``country_id``, ``state_id``) when ``with_ids``."""
     if snapshot.ip_version == 4:
         # maxminddb refuses IPv6 lookups in an IPv4-only database, even non-strict.
         ipv6 = pl.col("address").str.contains(":", literal=True)
         outside = addresses.filter(ipv6).with_columns(
             country=pl.lit(None, pl.String),
             state=pl.lit(None, pl.String),
+            **_NO_IDS,
             geo_status=pl.lit(GeoStatus.NOT_IN_DATABASE),
         )
-        return pl.concat([_lookup_in(addresses.filter(~ipv6), snapshot, subdivision), outside])
-    return _lookup_in(addresses, snapshot, subdivision)
+        inside = _lookup_in(addresses.filter(~ipv6), snapshot, subdivision, with_ids)
+        return pl.concat([inside, outside])
+    return _lookup_in(addresses, snapshot, subdivision, with_ids)
 
 
-def _lookup_in(addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subdivision):
-    def path(parts: list[str | int]) -> pl.Expr:
-        return pl.col("address").mmdb.lookup_path(
-            snapshot.path, parts, dtype=pl.String, strict=False
-        )
+def _lookup_in(
+    addresses: pl.DataFrame, snapshot: GeoSnapshot, subdivision: Subdivision, with_ids: bool
+) -> pl.DataFrame:
+    def path(parts: list[str | int], dtype: pl.DataType = pl.String) -> pl.Expr:
+        return pl.col("address").mmdb.lookup_path(snapshot.path, parts, dtype=dtype, strict=False)
 
+    level = _subdivision_index(subdivision)
     found = addresses.with_columns(
         country=path(["country", "names", NAME_LANGUAGE]),
-        state=path(_subdivision_path(subdivision)),
+        state=path(["subdivisions", level, "names", NAME_LANGUAGE]),
     )
+    if with_ids:
+        # Ids are only read where another snapshot will name the place: a lookup each costs.
+        try:
+            found = found.with_columns(
+                country_id=path(["country", "geoname_id"], pl.UInt32).cast(pl.Int64),
+                state_id=path(["subdivisions", level, "geoname_id"], pl.UInt32).cast(pl.Int64),
+            )
+        except pl.exceptions.ComputeError:
+            raise _odd_ids(snapshot) from None  # polars' message may quote the data
+    else:
+        found = found.with_columns(**_NO_IDS)
     located = found.filter(pl.col("country").is_not_null()).with_columns(
         geo_status=pl.lit(GeoStatus.LOCATED)
     )
     misses = found.filter(pl.col("country").is_null())
     return pl.concat([located, misses.with_columns(geo_status=_misses_status(snapshot))])
+
+
+# -- names from the naming snapshot ---------------------------------------------------------------
+
+_NAMED = pl.Struct({"geoname_id": pl.UInt32, "names": pl.Struct({NAME_LANGUAGE: pl.String})})
+
+
+def _names_at(snapshot: GeoSnapshot, addresses: pl.Series) -> dict[int, str]:
+    """geoname_id -> English name of every country and subdivision ``snapshot`` places
+    ``addresses`` in."""
+    frame = pl.DataFrame({"address": addresses}).unique()
+    if snapshot.ip_version == 4:
+        frame = frame.filter(~pl.col("address").str.contains(":", literal=True))
+    try:
+        records = frame.select(
+            record=pl.col("address").mmdb.lookup(
+                snapshot.path,
+                dtype={"country": _NAMED, "subdivisions": pl.List(_NAMED)},
+                strict=False,
+            )
+        ).unnest("record")
+    except pl.exceptions.ComputeError:
+        raise _odd_ids(snapshot) from None  # polars' message may quote the data
+    places = pl.concat(
+        [
+            records.select(place=pl.col("country")),
+            records.select(place=pl.col("subdivisions").explode()),
+        ]
+    ).select(
+        geoname_id=pl.col("place").struct.field("geoname_id").cast(pl.Int64),
+        name=pl.col("place").struct.field("names").struct.field(NAME_LANGUAGE),
+    )
+    return dict(places.drop_nulls().unique("geoname_id").iter_rows())
+
+
+@functools.lru_cache(maxsize=4)
+def _all_names(path: str, mtime_ns: int, size: int) -> dict[int, str]:
+    """geoname_id -> English name of every country and subdivision in a database, from a walk
+    over all of its networks: about 40 s for a GeoLite2-City, once per process and file
+    (``mtime_ns`` and ``size`` tell a replaced file)."""
+    names: dict[int, str] = {}
+    reader = maxminddb.open_database(path)
+    try:
+        for _, record in reader:
+            if not isinstance(record, dict):
+                continue
+            places = [record.get(k) for k in ("country", "registered_country")]
+            for place in [*places, *(record.get("subdivisions") or ())]:
+                if not isinstance(place, dict) or "geoname_id" not in place:
+                    continue
+                name = (place.get("names") or {}).get(NAME_LANGUAGE)
+                if name is not None:
+                    names.setdefault(int(place["geoname_id"]), name)
+    finally:
+        reader.close()
+    return names
+
+
+def names_in(
+    snapshot: GeoSnapshot, geoname_ids: set[int], addresses: pl.Series
+) -> tuple[dict[int, str], bool]:
+    """The English names ``snapshot`` gives the places ``geoname_ids``; a place it does not
+    know is left out. First from where ``snapshot`` places ``addresses`` (the addresses that
+    were located at those places: most have not moved, and then this is all it takes); for the
+    rest, from a walk over the whole database. Also says whether that walk was needed."""
+    found = _names_at(snapshot, addresses)
+    missing = geoname_ids - found.keys()
+    if missing:
+        stat = Path(snapshot.path).stat()
+        every = _all_names(snapshot.path, stat.st_mtime_ns, stat.st_size)
+        found.update({i: every[i] for i in missing if i in every})
+    return {i: found[i] for i in geoname_ids if i in found}, bool(missing)
+
+
+def _rename(answers: pl.DataFrame, naming: GeoSnapshot) -> tuple[pl.DataFrame, bool]:
+    """``answers`` with country and state named by ``naming`` where it knows their place, and
+    ``renamed``: whether that changed a name. Rows without ids (located by ``naming`` itself,
+    or by a database without geoname_ids) keep their names."""
+    ids = pl.concat([answers["country_id"], answers["state_id"]]).drop_nulls()
+    has_id = pl.col("country_id").is_not_null() | pl.col("state_id").is_not_null()
+    names, walked = names_in(naming, set(ids.unique().to_list()), answers.filter(has_id)["address"])
+    table = pl.DataFrame(
+        {"geoname_id": list(names), "name": list(names.values())},
+        schema={"geoname_id": pl.Int64, "name": pl.String},
+    )
+
+    def named(column: str, as_: str) -> pl.DataFrame:
+        return table.rename({"geoname_id": column, "name": as_})
+
+    renamed = (
+        answers.join(named("country_id", "new_country"), on="country_id", how="left")
+        .join(named("state_id", "new_state"), on="state_id", how="left")
+        .with_columns(
+            country=pl.coalesce("new_country", "country"),
+            state=pl.coalesce("new_state", "state"),
+        )
+        .with_columns(
+            renamed=pl.col("country").ne_missing(pl.col("dated_country"))
+            | pl.col("state").ne_missing(pl.col("dated_state"))
+        )
+        .drop("new_country", "new_state")
+    )
+    return renamed, walked
 
 
 @dataclass
@@ -435,12 +602,16 @@ def _attach(keyed: pl.DataFrame, answers: pl.DataFrame) -> pl.DataFrame:
 
 
 def locate(
-    turns: pl.DataFrame, snapshots: GeoSnapshots, subdivision: Subdivision = "top_level"
+    turns: pl.DataFrame,
+    snapshots: GeoSnapshots,
+    subdivision: Subdivision = DEFAULT_SUBDIVISION,
+    newest_names: bool = True,
 ) -> Located:
     """``turns`` with ``ip`` (canonical, as ingest stores it, or null) and ``timestamp``: each
     gets ``country``, ``state``, ``geo_status`` and ``geoip_snapshot`` (the build date of the
-    database used). Row order and count are kept; each distinct address and snapshot is
-    looked up once."""
+    database that located it). With ``newest_names``, the names are the naming snapshot's
+    (``GeoSnapshots.naming``). Row order and count are kept; each distinct address and
+    snapshot is looked up once."""
     dates = turns["timestamp"].dt.date()
     keyed = turns.with_columns(snapshots.choose(dates)).with_columns(
         key=pl.struct("ip", "snapshot").hash()
@@ -450,12 +621,24 @@ def locate(
         distinct.filter(pl.col("special").is_not_null()).with_columns(
             country=pl.lit(None, pl.String),
             state=pl.lit(None, pl.String),
+            **_NO_IDS,
             geo_status=pl.col("special"),
         )
     ]
+    renames = snapshots.renames(newest_names)
+    naming_index = len(snapshots.snapshots) - 1
     for index, snapshot in enumerate(snapshots.snapshots):
         worth = distinct.filter(pl.col("special").is_null() & (pl.col("snapshot") == index))
-        parts.append(_lookup(worth, snapshot, subdivision))
+        parts.append(_lookup(worth, snapshot, subdivision, renames and index != naming_index))
+    columns = ["key", "ip", "snapshot", "address", "country", "state", "country_id", "state_id"]
+    answers = pl.concat([p.select(*columns, "geo_status") for p in parts]).with_columns(
+        dated_country=pl.col("country"), dated_state=pl.col("state")
+    )
+    walked = False
+    if renames:
+        answers, walked = _rename(answers, snapshots.naming)
+    else:
+        answers = answers.with_columns(renamed=pl.lit(False))
     built = pl.DataFrame(
         {
             "snapshot": range(len(snapshots.snapshots)),
@@ -463,24 +646,26 @@ def locate(
         },
         schema={"snapshot": pl.Int64, "geoip_snapshot": pl.Date},
     )
-    answers = (
-        pl.concat(parts)
-        .select("key", "ip", "snapshot", "country", "state", "geo_status")
-        .join(built, on="snapshot")
-    )
+    answers = answers.select(
+        "key", "ip", "snapshot", "country", "state", "geo_status", "renamed"
+    ).join(built, on="snapshot")
     located = _attach(keyed, answers)
     if located.height != turns.height:
         raise RuntimeError(f"locating {turns.height} turns gave {located.height} rows")
     ipv4_only = [i for i, s in enumerate(snapshots.snapshots) if s.ip_version == 4]
     ipv6 = pl.col("ip").str.contains(":", literal=True) & ~pl.col("ip").str.starts_with(_MAPPED)
     return Located(
-        located,
+        located.drop("renamed"),
         {
             "distinct_addresses": distinct.height,
             "turns_before_first_snapshot": int((dates < snapshots.first_date()).sum()),
             "ipv6_turns_in_ipv4_only_database": keyed.filter(
                 pl.col("snapshot").is_in(ipv4_only) & ipv6
             ).height,
+            # Turns whose country or state the naming snapshot names otherwise than the
+            # snapshot that located them.
+            "turns_renamed": int(located["renamed"].sum()),
+            "naming_snapshot_walked": walked,
         },
     )
 
@@ -506,7 +691,8 @@ def locate_day(
     day: date,
     linked: pl.DataFrame,
     snapshots: GeoSnapshots,
-    subdivision: Subdivision = "top_level",
+    subdivision: Subdivision = DEFAULT_SUBDIVISION,
+    newest_names: bool = True,
 ) -> EnrichedDay:
     """``user_turn_locations`` and ``conversation_locations`` rows for one partition of
     ``linked_conversations``. The client IP is read here and goes no further."""
@@ -516,7 +702,7 @@ def locate_day(
         .filter(pl.col("role") == "user")
         .select("conversation_id", "utterance_index", "turn_identifier", "timestamp", "ip")
     )
-    located = locate(user_turns, snapshots, subdivision)
+    located = locate(user_turns, snapshots, subdivision, newest_names)
     turns = day_table(
         located.turns, day, USER_TURN_LOCATIONS_SCHEMA, "conversation_id", "utterance_index"
     )

@@ -2,7 +2,9 @@
 
 The vectorised path (``geo.py``) is held to this in the tests, and measured against it in
 ``benchmarks/bench_enrichment.py``. Its classification uses the same ``SPECIAL_NETWORKS`` table,
-through ``ipaddress`` containment instead of polars arithmetic.
+through ``ipaddress`` containment instead of polars arithmetic; its names from the naming
+snapshot come from one walk over that whole database, where ``geo.py`` asks it only about the
+addresses at hand first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import date
 import maxminddb
 
 from wildchat_dag.core.geo import (
+    DEFAULT_SUBDIVISION,
     GLOBAL_UNICAST_V6,
     NAME_LANGUAGE,
     SPECIAL_NETWORKS,
@@ -42,11 +45,30 @@ def reference_status(ip: str | None) -> tuple[str | None, str | None]:
     return str(address), None
 
 
+def _every_name(reader: maxminddb.Reader) -> dict[int, str]:
+    """geoname_id -> English name of every country and subdivision the database holds."""
+    names: dict[int, str] = {}
+    for _, record in reader:
+        places = [record.get("country"), record.get("registered_country")]
+        places += record.get("subdivisions") or []
+        for place in places:
+            if place and "geoname_id" in place and NAME_LANGUAGE in place.get("names", {}):
+                names.setdefault(place["geoname_id"], place["names"][NAME_LANGUAGE])
+    return names
+
+
 class ReferenceLocator:
-    def __init__(self, snapshots: GeoSnapshots, subdivision: Subdivision = "top_level") -> None:
+    def __init__(
+        self,
+        snapshots: GeoSnapshots,
+        subdivision: Subdivision = DEFAULT_SUBDIVISION,
+        newest_names: bool = True,
+    ) -> None:
         self.snapshots = snapshots
         self.readers = [maxminddb.open_database(s.path) for s in snapshots.snapshots]
         self.subdivision = subdivision
+        self.naming_index = len(self.readers) - 1
+        self.names = _every_name(self.readers[-1]) if snapshots.renames(newest_names) else {}
 
     def close(self) -> None:
         for reader in self.readers:
@@ -59,6 +81,13 @@ class ReferenceLocator:
                 chosen = index
         return chosen
 
+    def name(self, place: dict, index: int) -> str | None:
+        """The place's name: the naming snapshot's for its geoname_id when it has one."""
+        dated = place.get("names", {}).get(NAME_LANGUAGE)
+        if index == self.naming_index or "geoname_id" not in place:
+            return dated
+        return self.names.get(place["geoname_id"], dated)
+
     def locate_one(self, ip: str | None, day: date) -> tuple[str | None, str | None, str]:
         """(country, state, geo_status) of one turn."""
         address, status = reference_status(ip)
@@ -70,10 +99,10 @@ class ReferenceLocator:
         record = self.readers[index].get(address)
         if record is None:
             return None, None, GeoStatus.NOT_IN_DATABASE
-        country = record.get("country", {}).get("names", {}).get(NAME_LANGUAGE)
+        dated_country = record.get("country", {}).get("names", {}).get(NAME_LANGUAGE)
         subdivisions = record.get("subdivisions") or []
         chosen = subdivisions[0 if self.subdivision == "top_level" else -1] if subdivisions else {}
-        state = chosen.get("names", {}).get(NAME_LANGUAGE)
-        if country is None:
+        state = self.name(chosen, index)
+        if dated_country is None:
             return None, state, GeoStatus.NO_COUNTRY
-        return country, state, GeoStatus.LOCATED
+        return self.name(record["country"], index), state, GeoStatus.LOCATED

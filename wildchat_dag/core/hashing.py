@@ -12,6 +12,7 @@ vectorised ingest path builds the same bytes with polars (``json_array_body``);
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -56,3 +57,14 @@ def history_hashes(messages: list[Mapping[str, str]], response: str) -> tuple[st
 
 
 EMPTY_HISTORY_HASH = sha256_hex("[]")
+
+
+@functools.cache
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, read in 1 MiB blocks; remembered per (path, size, mtime), so a model
+    file is hashed once per process unless it changes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

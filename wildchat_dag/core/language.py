@@ -3,11 +3,13 @@
 Nothing is downloaded: the compressed model (``lid.176.ftz``, 938 KB, CC BY-SA 3.0) ships inside
 the wheel. fastText reads one line, so line breaks (and NULs, which end a C string) become
 spaces before predicting; empty or whitespace-only text has no language: code ``None``, name
-``"Nolang"``. Detection (which rules apply to a text) and enrichment (the released ``language``)
-both predict through ``LanguageIdentifier.predict``, so they never disagree about a text.
+``"Nolang"``. Detection (which rules apply to a text) and enrichment (the released ``language``,
+with the fastText backend) both predict through ``LanguageIdentifier.predict``, so they never
+disagree about a text.
 
 Names are WildChat's (``language_names.py``); a conversation's language is the most frequent
-language of its utterances.
+language of its utterances. ``lingua_language.py`` is the other backend, lingua as WildChat ran it;
+``identify_day`` takes either as a ``Labeller``.
 
 fastText is trained on prose and guesses at random on code and markup (an HTML list of maths
 comes out Japanese at 10% confidence). WildChat's labels call such text English, the language of
@@ -23,7 +25,7 @@ import hashlib
 import importlib.util
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
 
@@ -58,7 +60,13 @@ class LanguageSource:
 
     FASTTEXT = "fasttext"
     CODE_OR_MARKUP = "code_or_markup"
+    LINGUA = "lingua"
     EMPTY = "empty"
+
+
+# A backend: utterances (conversation_id, utterance_index, content, ...) in, the same rows out
+# with language, language_code, language_confidence and language_source.
+Labeller = Callable[[pl.DataFrame], pl.DataFrame]
 
 
 def bundled_model_path() -> Path:
@@ -200,19 +208,24 @@ def conversation_languages(utterances: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def identify_day(
-    day: date,
-    linked: pl.DataFrame,
-    identifier: LanguageIdentifier,
-    code_fallback_confidence: float = CODE_FALLBACK_CONFIDENCE,
-) -> EnrichedDay:
+def fasttext_labeller(
+    identifier: LanguageIdentifier, code_fallback_confidence: float = CODE_FALLBACK_CONFIDENCE
+) -> Labeller:
+    def label(utterances: pl.DataFrame) -> pl.DataFrame:
+        return identify(utterances, identifier, code_fallback_confidence)
+
+    return label
+
+
+def identify_day(day: date, linked: pl.DataFrame, label: Labeller) -> EnrichedDay:
     """``utterance_languages`` and ``conversation_languages`` rows for one partition of
-    ``linked_conversations``."""
+    ``linked_conversations``, each utterance labelled by ``label`` (``fasttext_labeller``, or
+    lingua's from ``lingua_language.lingua_labeller``)."""
     started = time.perf_counter()
     utterances = conversation_utterances(linked).select(
         "conversation_id", "utterance_index", "turn_identifier", "role", "content"
     )
-    identified = identify(utterances, identifier, code_fallback_confidence)
+    identified = label(utterances)
     table = day_table(
         identified, day, UTTERANCE_LANGUAGES_SCHEMA, "conversation_id", "utterance_index"
     )

@@ -3,13 +3,15 @@ check the release against."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 
 import polars as pl
 import yaml
 
+from wildchat_dag.core.hashing import file_sha256
 from wildchat_dag.core.markdown import markdown_table, share_markdown
 from wildchat_dag.core.release import ReleasePolicy
 from wildchat_dag.core.release_export import WrittenRelease
@@ -24,6 +26,14 @@ DESCRIPTIONS = {
     "full": "every conversation, toxic ones included, except those with an utterance OpenAI "
     "Moderation flagged sexual/minors",
 }
+# What a conversation's ``toxic`` says, as ``ReleaseFacts.toxicity`` counts it.
+TOXIC, NON_TOXIC, UNSCORED = "toxic", "non-toxic", "unscored"
+SCORERS = {"detoxify": "Detoxify", "openai": "OpenAI"}
+SIDES = ("user", "chatbot")
+# Table 1's counts; its other values are means and standard deviations.
+TABLE_1_COUNTS = ("conversations", "users", "days", "languages")
+# For a day located before wildchat-dag recorded which snapshot named its values.
+NAMES_NOT_RECORDED = "not recorded (the day was located before this was recorded)"
 
 
 @dataclass
@@ -36,6 +46,14 @@ class ReleaseFacts:
     scored_by: dict[str, int] = field(default_factory=dict)
     rules_hashes: list[str] = field(default_factory=list)
     geoip_snapshots: list[date] = field(default_factory=list)
+    # Conversations by TOXIC, NON_TOXIC, UNSCORED.
+    toxicity: dict[str, int] = field(default_factory=dict)
+    # Non-empty turns each scorer scored, by "<user|chatbot>/<openai|detoxify>".
+    scored_turns: dict[str, int] = field(default_factory=dict)
+    # Which GeoIP snapshot named country and state (``GeoSnapshots.names_description``), with
+    # the number of the release's days it named; read from the Dagster instance, not the
+    # records.
+    geoip_names: dict[str, int] = field(default_factory=dict)
 
 
 def release_facts(query: Query, release: str) -> ReleaseFacts:
@@ -59,6 +77,20 @@ def release_facts(query: Query, release: str) -> ReleaseFacts:
         "SELECT DISTINCT unnest(geoip_snapshots) AS d FROM main.release_records "
         f"WHERE {member} ORDER BY 1"
     )
+    toxicity = query(
+        f"SELECT CASE WHEN toxic THEN '{TOXIC}' WHEN NOT toxic THEN '{NON_TOXIC}' "
+        f"ELSE '{UNSCORED}' END, count(*) FROM main.release_records WHERE {member} "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    # Only a scored text has a result (an empty one has none): no text needs to be read.
+    scored = query(
+        "SELECT CASE r WHEN 'user' THEN 'user' ELSE 'chatbot' END AS side, "
+        "count(*) FILTER (WHERE o.flagged IS NOT NULL) AS openai, "
+        "count(*) FILTER (WHERE d.toxicity IS NOT NULL) AS detoxify "
+        "FROM (SELECT unnest(list_transform(conversation, lambda u: u.role)) AS r, "
+        "unnest(openai_moderation) AS o, unnest(detoxify_moderation) AS d "
+        f"FROM main.release_records WHERE {member}) GROUP BY 1"
+    )
     return ReleaseFacts(
         first_day=days[0],
         last_day=days[1],
@@ -66,7 +98,105 @@ def release_facts(query: Query, release: str) -> ReleaseFacts:
         scored_by=dict(scored_by.iter_rows()),
         rules_hashes=[r for (r,) in rules.iter_rows() if r],
         geoip_snapshots=[d for (d,) in snapshots.iter_rows()],
+        toxicity=dict(toxicity.iter_rows()),
+        scored_turns={
+            f"{side}/{scorer}": int(n)
+            for row in scored.iter_rows(named=True)
+            for side in (row["side"],)
+            for scorer, n in row.items()
+            if scorer != "side"
+        },
     )
+
+
+def file_provenance(path: Path | str) -> str:
+    """A file as a card names it: its name and a content hash, the same on every machine (a
+    path would say where the release was built, and nothing a reader can check)."""
+    path = Path(path)
+    stat = path.stat()
+    return f"{path.name}, sha256 {file_sha256(str(path), stat.st_size, stat.st_mtime_ns)[:16]}"
+
+
+def table_1_values(summary: Mapping[str, float | None]) -> dict[str, str]:
+    """Table 1's values as text: counts as integers with thousands separators, means and
+    standard deviations with two decimals, n/a where there is none."""
+
+    def text(key: str, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        return f"{round(value):,}" if key in TABLE_1_COUNTS else f"{value:,.2f}"
+
+    return {key: text(key, value) for key, value in summary.items()}
+
+
+def release_description(release: str, facts: ReleaseFacts) -> str:
+    """What the release holds, true of what was scored: a public release is only non-toxic as
+    far as its conversations were scored."""
+    if release == "full":
+        unscreened = sum(n for k, n in facts.scored_by.items() if "openai" not in k.split())
+        if not unscreened:
+            return DESCRIPTIONS["full"]
+        return (
+            f"{DESCRIPTIONS['full']}; {unscreened:,} of them were not screened by OpenAI "
+            "Moderation, so an utterance flagged sexual/minors cannot be ruled out there"
+        )
+    unscored = facts.toxicity.get(UNSCORED, 0)
+    total = sum(facts.toxicity.values())
+    if not unscored:
+        return DESCRIPTIONS["public"]
+    if unscored == total:
+        return (
+            "conversations whose toxicity was not scored: neither OpenAI Moderation nor "
+            "Detoxify scored them, so no toxic filter was applied and toxic conversations may "
+            "be among them"
+        )
+    return (
+        f"{total - unscored:,} conversations scored non-toxic (neither OpenAI Moderation nor "
+        f"Detoxify flagged any utterance) and {unscored:,} whose toxicity was not scored, to "
+        "which no toxic filter was applied"
+    )
+
+
+def _toxicity_cell(
+    toxicity: Mapping[str, float], scored: Mapping[str, int], side: str, flag: str
+) -> str:
+    """A share of flagged turns, or n/a where no turn was scored by the scorers it needs (a
+    turn nobody scored counts as not flagged, and 0% would claim it was clean)."""
+    turns = toxicity.get(f"{side}/turns") or 0
+    by = {name: scored.get(f"{side}/{name}", 0) > 0 for name in SCORERS}
+    needed = {"detoxify": by["detoxify"], "openai": by["openai"]}
+    needed["either"] = by["detoxify"] or by["openai"]
+    needed["both"] = by["detoxify"] and by["openai"]
+    if not turns or not needed[flag]:
+        return "n/a"
+    return f"{toxicity.get(f'{side}/{flag}', 0.0):.2%}"
+
+
+def _coverage_note(toxicity: Mapping[str, float], scored: Mapping[str, int]) -> str:
+    """Which scorers did not score every non-empty turn, said under the toxicity table."""
+    partial = []
+    for side in SIDES:
+        turns = int(toxicity.get(f"{side}/turns") or 0)
+        for name, label in SCORERS.items():
+            n = scored.get(f"{side}/{name}", 0)
+            if turns and n < turns:
+                partial.append(f"{label} scored {n:,} of {turns:,} non-empty {side} turns")
+    if not partial:
+        return ""
+    return (
+        "Not every turn was scored: "
+        + "; ".join(partial)
+        + ". n/a: that scorer scored no turn; a share counts a turn its scorer did not score "
+        "as not flagged.\n\n"
+    )
+
+
+def _geoip_names(facts: ReleaseFacts) -> str:
+    if not facts.geoip_names:
+        return "none"
+    if len(facts.geoip_names) == 1:
+        return next(iter(facts.geoip_names))
+    return "; ".join(f"{name} ({days:,} days)" for name, days in facts.geoip_names.items())
 
 
 def size_category(n: int) -> str:
@@ -122,7 +252,10 @@ def dataset_card(
     language_model: str,
     built_at: datetime,
 ) -> str:
+    """``language_model``: the model as the card names it (the language resource's
+    ``model_description``: name and version or content hash, no path)."""
     summary = section(statistics, release, "summary")
+    table_1 = table_1_values(summary)
     toxicity = section(statistics, release, "toxicity")
     header = yaml.safe_dump(card_header(release, written), sort_keys=False, allow_unicode=True)
     lines = [f"---\n{header}---", f"# wildchat-dag: the {release} release", ""]
@@ -151,7 +284,7 @@ def dataset_card(
     lines += [
         f"{written.rows:,} conversations between users and chatbots, collected {days}, "
         f"de-identified, enriched and moderated by wildchat-dag. This release holds "
-        f"{DESCRIPTIONS[release]}. Built {built_at:%Y-%m-%d %H:%M} UTC, in "
+        f"{release_description(release, facts)}. Built {built_at:%Y-%m-%d %H:%M} UTC, in "
         f"{len(written.shards)} Parquet file(s) under `data/`, in WildChat-1M's schema.",
         "",
         "## Statistics",
@@ -172,15 +305,15 @@ def dataset_card(
             ],
             [
                 [
-                    f"{int(summary.get('conversations') or 0):,}",
-                    f"{int(summary.get('users') or 0):,}",
-                    f"{int(summary.get('days') or 0):,}",
-                    _number(summary.get("mean_turns"), 2),
+                    table_1.get("conversations", "0"),
+                    table_1.get("users", "0"),
+                    table_1.get("days", "0"),
+                    table_1.get("mean_turns", "n/a"),
                     f"{_number(summary.get('user_tokens_mean'))} ± "
                     f"{_number(summary.get('user_tokens_std'))}",
                     f"{_number(summary.get('chatbot_tokens_mean'))} ± "
                     f"{_number(summary.get('chatbot_tokens_std'))}",
-                    f"{int(summary.get('languages') or 0):,}",
+                    table_1.get("languages", "0"),
                 ]
             ],
         ),
@@ -200,15 +333,16 @@ def dataset_card(
         _table(
             ["turns", "Detoxify", "OpenAI", "either", "both"],
             [
-                [turns]
+                [side]
                 + [
-                    f"{toxicity.get(f'{turns}/{n}', 0.0):.2%}"
-                    for n in ("detoxify", "openai", "either", "both")
+                    _toxicity_cell(toxicity, facts.scored_turns, side, flag)
+                    for flag in ("detoxify", "openai", "either", "both")
                 ]
-                for turns in ("user", "chatbot")
+                for side in SIDES
             ],
         ),
-        f"Detoxify flags a turn when its toxicity is above {threshold:g}.",
+        _coverage_note(toxicity, facts.scored_turns)
+        + f"Detoxify flags a turn when its toxicity is above {threshold:g}.",
         "",
         "### Top flagged OpenAI categories (utterances)",
         "",
@@ -227,9 +361,10 @@ def dataset_card(
         "",
         "- Redaction rules (hash of the parsed rules file): "
         + (", ".join(f"`{h}`" for h in facts.rules_hashes) or "none"),
-        "- GeoLite2 snapshot(s) used for country and state: "
+        "- GeoIP snapshot(s) that located the user turns (build dates): "
         + (", ".join(str(d) for d in facts.geoip_snapshots) or "none"),
-        f"- Language identification: fastText lid.176 ({language_model})",
+        f"- Country and state names: {_geoip_names(facts)}",
+        f"- Language identification: {language_model}",
         f"- Release policy: `{policy.version}`",
         "",
         "## Personal and sensitive information",
