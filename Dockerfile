@@ -21,12 +21,13 @@ ENV PYTHONUNBUFFERED=1 \
 # pin satisfied (2.13.0+cpu matches ==2.13.0). A layer of its own, so code changes reuse it.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
-# Installed from a scratch folder, not the working directory: `dagster api grpc` puts its working
-# directory on sys.path, and a source tree there would shadow the installed package.
-COPY pyproject.toml README.md /tmp/build/
-COPY wildchat_dag /tmp/build/wildchat_dag
-# The default redaction rules come with the package (package data in pyproject.toml).
-RUN pip install /tmp/build && rm -rf /tmp/build
+# Installed editable, with pyproject.toml beside the package: the code location loads
+# wildchat_dag/defs/ with load_from_defs_folder, which finds the project by its pyproject.toml
+# ([tool.dg]), as Dagster's own project images do. Not in the working directory: `dagster api
+# grpc` puts its working directory on sys.path.
+COPY pyproject.toml README.md /opt/dagster/project/
+COPY wildchat_dag /opt/dagster/project/wildchat_dag
+RUN pip install -e /opt/dagster/project
 
 # The unprivileged user every Dagster service runs as, with a fixed uid/gid (10001) so that
 # volumes and secret files can be given to it. It owns only what it writes: the data folder,

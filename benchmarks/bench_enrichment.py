@@ -53,7 +53,7 @@ DAY = date(2024, 1, 1)
 
 
 def client_addresses(n: int, per_address: float, seed: int = 0) -> list[str]:
-    from wildchat_dag.core.ingest import normalize_ip
+    from wildchat_dag.defs.ingest.parsing import normalize_ip
     from wildchat_dag.loggen.generator import random_client_ip
 
     rng = random.Random(seed)
@@ -92,8 +92,8 @@ def loop_get(addresses: list[str], path: str) -> list[tuple]:
 
 
 def bench_geo(turns: int, loop_turns: int) -> None:
-    from wildchat_dag.core.geo import locate, open_snapshots
-    from wildchat_dag.core.geo_reference import ReferenceLocator
+    from wildchat_dag.defs.geo.geo import locate, open_snapshots
+    from wildchat_dag.defs.geo.geo_reference import ReferenceLocator
 
     snapshots = open_snapshots(None)
     path = snapshots.snapshots[0].path
@@ -179,9 +179,10 @@ def bench_language(copies: int) -> None:
     import fasttext
     from dagster import AssetKey, DagsterInstance, Definitions
 
-    from wildchat_dag.core.language import bundled_model_path
     from wildchat_dag.core.utterances import conversation_utterances
-    from wildchat_dag.definitions import build_assets, build_resources, wildchat_daily_job
+    from wildchat_dag.definitions import build_assets, build_resources
+    from wildchat_dag.defs.automation.jobs import wildchat_daily_job
+    from wildchat_dag.defs.language.language import bundled_model_path
 
     with tempfile.TemporaryDirectory() as tmp:
         source = language_logs(Path(tmp) / "logs", copies)

@@ -41,15 +41,15 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from wildchat_dag.core import checks_reference
-from wildchat_dag.core.anonymization import anonymize_conversations
-from wildchat_dag.core.checks import scan_raw_ips
 from wildchat_dag.core.hashing import sha256_column
-from wildchat_dag.core.ingest import ingest_day
-from wildchat_dag.core.linking import link_window
-from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES
 from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.core.utterances import linked_utterances
+from wildchat_dag.defs.anonymization.anonymization import anonymize_conversations
+from wildchat_dag.defs.checks import raw_ip_scan_reference as checks_reference
+from wildchat_dag.defs.checks.raw_ip_scan import scan_raw_ips
+from wildchat_dag.defs.ingest.log_contract import DEFAULT_MAX_LINE_BYTES
+from wildchat_dag.defs.ingest.parsing import ingest_day
+from wildchat_dag.defs.linking.linking import link_window
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.resources.warehouse import Warehouse
 

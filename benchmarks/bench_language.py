@@ -87,9 +87,9 @@ def peak_rss_mb() -> float:
 
 def worker(backend: str, copies: int) -> dict:
     """One backend in this process: its labels of the sample, load and speed."""
-    from wildchat_dag.core import language
-    from wildchat_dag.core.language import conversation_languages, fasttext_labeller
-    from wildchat_dag.core.lingua_language import LinguaIdentifier, lingua_labeller
+    from wildchat_dag.defs.language import language
+    from wildchat_dag.defs.language.language import conversation_languages, fasttext_labeller
+    from wildchat_dag.defs.language.lingua_language import LinguaIdentifier, lingua_labeller
 
     frame, wildchat = sample()
     big = copies_of(frame, copies)

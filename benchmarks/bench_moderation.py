@@ -42,9 +42,12 @@ import openai
 import polars as pl
 from report_tables import print_table
 
-from wildchat_dag.core.detoxify_scoring import DetoxifyScorer
-from wildchat_dag.core.moderation import ResultCache, texts_to_score
-from wildchat_dag.core.openai_moderation import ModerationSettings, OpenAIModerationScorer
+from wildchat_dag.defs.moderation.detoxify_scoring import DetoxifyScorer
+from wildchat_dag.defs.moderation.moderation import ResultCache, texts_to_score
+from wildchat_dag.defs.moderation.openai_moderation import (
+    ModerationSettings,
+    OpenAIModerationScorer,
+)
 from wildchat_dag.resources.duckdb_io import locked_connection
 
 REPO = Path(__file__).resolve().parents[1]

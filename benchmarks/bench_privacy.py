@@ -37,11 +37,11 @@ from pathlib import Path
 
 import polars as pl
 
-from wildchat_dag.core.ingest import ingest_day
-from wildchat_dag.core.linking import link_window
-from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES
-from wildchat_dag.core.pii_detection import UTTERANCE_COLUMNS
 from wildchat_dag.core.utterances import conversation_utterances
+from wildchat_dag.defs.ingest.log_contract import DEFAULT_MAX_LINE_BYTES
+from wildchat_dag.defs.ingest.parsing import ingest_day
+from wildchat_dag.defs.linking.linking import link_window
+from wildchat_dag.defs.pii_detection.pii_detection import UTTERANCE_COLUMNS
 from wildchat_dag.loggen.generator import generate_logs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,11 +132,15 @@ def contents_of(utterances: pl.DataFrame, found) -> pl.DataFrame:
 
 def run_phase(work: Path, phase: str, workers: int) -> dict:
     """Load the engines, then detect and apply the rules, timing each part."""
-    from wildchat_dag.core.anonymization import redact_batch
-    from wildchat_dag.core.language import LanguageIdentifier
-    from wildchat_dag.core.pii_detection import DetectorSettings, PiiDetector, build_full_engine
-    from wildchat_dag.core.pii_detection_reference import detect_everywhere
-    from wildchat_dag.core.redaction_rules import load_rules
+    from wildchat_dag.defs.anonymization.anonymization import redact_batch
+    from wildchat_dag.defs.anonymization.redaction_rules import load_rules
+    from wildchat_dag.defs.language.language import LanguageIdentifier
+    from wildchat_dag.defs.pii_detection.pii_detection import (
+        DetectorSettings,
+        PiiDetector,
+        build_full_engine,
+    )
+    from wildchat_dag.defs.pii_detection.pii_detection_reference import detect_everywhere
 
     utterances = pl.read_parquet(work / "utterances.parquet")
     rules = load_rules()

@@ -47,7 +47,13 @@ import polars as pl
 import pyarrow.parquet as pq
 from report_tables import print_table
 
-from wildchat_dag.core.release_schema import (
+from wildchat_dag.core.schema import (
+    DETOXIFY_FIELDS,
+    OPENAI_CATEGORIES,
+    PARTITION_COLUMN,
+    SPEC_CATEGORY_KEYS,
+)
+from wildchat_dag.defs.release.release_schema import (
     DETOXIFY_RESULT,
     HEADER,
     OPENAI_RESULT,
@@ -55,12 +61,6 @@ from wildchat_dag.core.release_schema import (
     RELEASE_RECORDS_SCHEMA,
     RELEASE_SCHEMA,
     RELEASE_UTTERANCE,
-)
-from wildchat_dag.core.schema import (
-    DETOXIFY_FIELDS,
-    OPENAI_CATEGORIES,
-    PARTITION_COLUMN,
-    SPEC_CATEGORY_KEYS,
 )
 from wildchat_dag.loggen.text import TextMaker, random_accept_language, random_user_agent
 
@@ -326,9 +326,9 @@ def child_export(database: str, root: str, shard_rows: int, out: str) -> int:
     from dagster import AssetKey, AssetsDefinition, DagsterEventType, DagsterInstance, materialize
 
     from wildchat_dag.definitions import build_assets
+    from wildchat_dag.defs.language.resource import FastTextLanguageId
+    from wildchat_dag.defs.release.resource import ReleaseFolder
     from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
-    from wildchat_dag.resources.enrichment import FastTextLanguageId
-    from wildchat_dag.resources.release import ReleaseFolder
     from wildchat_dag.resources.warehouse import Warehouse
 
     instance = DagsterInstance.ephemeral()

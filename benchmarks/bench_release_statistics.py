@@ -38,8 +38,8 @@ import polars as pl
 from bench_release import generate
 from report_tables import print_table
 
-from wildchat_dag.core.release_schema import RELEASES
-from wildchat_dag.core.release_statistics import (
+from wildchat_dag.defs.release.release_schema import RELEASES
+from wildchat_dag.defs.release.release_statistics import (
     DAY_RECORDS_SQL,
     day_statistics,
     merge_day_statistics,

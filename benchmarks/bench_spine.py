@@ -26,15 +26,15 @@ from pathlib import Path
 import polars as pl
 
 from wildchat_dag.core.hashing import history_hashes
-from wildchat_dag.core.ingest import ingest_day, normalize_ip
-from wildchat_dag.core.linking import link_window
-from wildchat_dag.core.linking_reference import link_sequential
-from wildchat_dag.core.log_contract import (
+from wildchat_dag.defs.ingest.log_contract import (
     DEFAULT_MAX_LINE_BYTES,
     REQUIRED_FIELDS,
     RFC3339_RE,
     list_log_files,
 )
+from wildchat_dag.defs.ingest.parsing import ingest_day, normalize_ip
+from wildchat_dag.defs.linking.linking import link_window
+from wildchat_dag.defs.linking.linking_reference import link_sequential
 from wildchat_dag.loggen.generator import generate_logs
 
 START = date(2024, 1, 1)

@@ -77,7 +77,7 @@ def format_ranges(ranges: list[tuple[str, str]], most: int = 5) -> str:
 
 def days_with_logs(days: Iterable[str], log_root: str | Path) -> list[str]:
     """The days whose log folder holds anything ingest reads or fails on."""
-    from wildchat_dag.resources.log_store import RequestLogStore
+    from wildchat_dag.defs.ingest.resource import RequestLogStore
 
     store = RequestLogStore(root=str(log_root))
     return [day for day in days if store.has_logs(date.fromisoformat(day))]

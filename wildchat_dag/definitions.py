@@ -1,70 +1,70 @@
-"""The wildchat-dag code location: one Definitions object for `dagster dev` and the CLI."""
+"""The wildchat-dag code location, for `dg dev`, `dagster dev`, the daemon and the CLI.
+
+Each pipeline step is a folder of wildchat_dag/defs/ (Dagster's project shape, loaded with
+``load_from_defs_folder``): its assets and checks, its resource and its pure logic. What holds
+across steps is added here: the automation condition every derived asset follows, the checks on
+every table, the resources and the executor.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import Definitions, EnvVar, in_process_executor, load_assets_from_modules
+from dagster import (
+    Definitions,
+    EnvVar,
+    in_process_executor,
+    load_assets_from_modules,
+    load_from_defs_folder,
+)
 
 from wildchat_dag import settings
-from wildchat_dag.assets import geo, ingest, language, linking, moderation
-from wildchat_dag.assets.anonymization import build_anonymization_assets
-from wildchat_dag.assets.moderation import build_toxicity_assets
-from wildchat_dag.assets.pii_detection import build_detection_assets
-from wildchat_dag.assets.release import build_release_assets
-from wildchat_dag.assets.stale_days import (
-    build_redaction_staleness_sensor,
-    build_stale_days_check,
-)
-from wildchat_dag.assets.table_checks import build_table_checks
-from wildchat_dag.automation import (
-    follow_upstream_sensor,
-    new_log_days_sensor,
-    nightly_schedule,
-    with_automation,
-)
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
-from wildchat_dag.core.redaction_rules import load_rules
-from wildchat_dag.core.release import ReleasePolicy
-from wildchat_dag.jobs import (
-    redaction_refresh_job,
-    wildchat_daily_job,
-    wildchat_nightly_job,
-    wildchat_release_job,
-)
-from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
-from wildchat_dag.resources.enrichment import FastTextLanguageId, GeoIpDatabase
-from wildchat_dag.resources.log_store import RequestLogStore
-from wildchat_dag.resources.moderation import (
+from wildchat_dag.defs.anonymization.assets import build_anonymization_assets
+from wildchat_dag.defs.anonymization.redaction_rules import load_rules
+from wildchat_dag.defs.anonymization.resource import IpHasher
+from wildchat_dag.defs.anonymization.stale_days import build_stale_days_check
+from wildchat_dag.defs.automation.automation import with_automation
+from wildchat_dag.defs.checks.table_checks import build_table_checks
+from wildchat_dag.defs.geo import assets as geo_assets
+from wildchat_dag.defs.geo.resource import GeoIpDatabase
+from wildchat_dag.defs.ingest import assets as ingest_assets
+from wildchat_dag.defs.ingest.resource import RequestLogStore
+from wildchat_dag.defs.language import assets as language_assets
+from wildchat_dag.defs.language.resource import FastTextLanguageId
+from wildchat_dag.defs.linking import assets as linking_assets
+from wildchat_dag.defs.moderation import assets as moderation_assets
+from wildchat_dag.defs.moderation.assets import build_toxicity_assets
+from wildchat_dag.defs.moderation.resources import (
     API_KEY_ENV_VAR,
     DEFAULT_BASE_URL,
     DetoxifyResource,
     OpenAIModerationResource,
 )
-from wildchat_dag.resources.privacy import IpHasher, PresidioDetector
-from wildchat_dag.resources.release import ReleaseFolder
+from wildchat_dag.defs.pii_detection.assets import build_detection_assets
+from wildchat_dag.defs.pii_detection.resource import PresidioDetector
+from wildchat_dag.defs.release.assets import build_release_assets
+from wildchat_dag.defs.release.definitions import release_policy
+from wildchat_dag.defs.release.resource import ReleaseFolder
+from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
 from wildchat_dag.resources.warehouse import Warehouse
-from wildchat_dag.scale_out import celery_daily_job
 
 
 def build_assets(rules_path: Path | None = None) -> list:
-    """Every asset; the privacy ones apply the rules file as it reads now."""
+    """Every step's assets, the privacy ones applying ``rules_path`` (default: the configured
+    rules file): what the defs folder loads, for a pipeline built with other rules (the tests;
+    a test holds the two to the same assets)."""
     path = rules_path or settings.redaction_rules_path()
     rules = load_rules(path)
+    modules = [ingest_assets, linking_assets, geo_assets, language_assets, moderation_assets]
     return [
-        *load_assets_from_modules([ingest, linking, geo, language, moderation]),
+        *load_assets_from_modules(modules),
         *build_detection_assets(rules),
         *build_anonymization_assets(path, rules),
         *build_toxicity_assets(settings.toxicity_threshold()),
         *build_release_assets(release_policy(), settings.toxicity_threshold()),
-        # Not in a day's run (the jobs leave it out): it judges every day at once.
         build_stale_days_check(),
     ]
-
-
-def release_policy() -> ReleasePolicy:
-    unscored = settings.release_includes_unscored()
-    return ReleasePolicy(include_unscored=unscored, include_unscreened=unscored)
 
 
 def build_resources(
@@ -106,26 +106,22 @@ def openai_moderation_resource() -> OpenAIModerationResource:
     )
 
 
-all_assets = with_automation(build_assets())
-defs = Definitions(
-    assets=all_assets,
-    asset_checks=build_table_checks(all_assets),
-    jobs=[
-        wildchat_daily_job,
-        wildchat_nightly_job,
-        wildchat_release_job,
-        redaction_refresh_job,
-        celery_daily_job,
-    ],
-    schedules=[nightly_schedule],
-    sensors=[
-        new_log_days_sensor,
-        follow_upstream_sensor,
-        build_redaction_staleness_sensor(settings.redaction_rules_path()),
-    ],
-    resources=build_resources(),
-    # A run is one process: its steps share the engines that its warm worker loaded once for
-    # every run it executes (wildchat_dag/warm_runs.py). A process per step paid Python's,
-    # dagster's and the engines' start-up again for every step of every day.
-    executor=in_process_executor,
-)
+def build_definitions() -> Definitions:
+    """The steps of wildchat_dag/defs/, with what holds across them."""
+    steps = load_from_defs_folder(path_within_project=Path(__file__).parent)
+    assets = with_automation(list(steps.assets or []))
+    return Definitions(
+        assets=assets,
+        asset_checks=[*(steps.asset_checks or []), *build_table_checks(assets)],
+        jobs=steps.jobs,
+        schedules=steps.schedules,
+        sensors=steps.sensors,
+        resources=build_resources(),
+        # A run is one process: its steps share the engines that its warm worker loaded once
+        # for every run it executes (wildchat_dag/warm_runs.py). A process per step paid
+        # Python's, dagster's and the engines' start-up again for every step of every day.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -21,7 +21,7 @@ collection_days = DailyPartitionsDefinition(
 
 LOOKAHEAD_DAYS = settings.link_lookahead_days()
 
-# Linking day D reads D-(N+1) .. D+N; see wildchat_dag/core/linking.py for why.
+# Linking day D reads D-(N+1) .. D+N; see wildchat_dag/defs/linking/linking.py for why.
 # The window reaches before the first partition and past the last; those days hold no rows.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", BetaWarning)

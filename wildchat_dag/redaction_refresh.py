@@ -21,8 +21,8 @@ import duckdb
 from dagster import AssetKey, AssetSelection, DagsterInstance, Definitions
 
 from wildchat_dag import settings
-from wildchat_dag.core.pii_detection import detection_version
-from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
+from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules, load_rules
+from wildchat_dag.defs.pii_detection.pii_detection import detection_version
 from wildchat_dag.local_runs import run_stage
 
 DETECTION = [AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")]

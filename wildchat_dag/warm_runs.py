@@ -351,9 +351,9 @@ def preload(packages: tuple[str, ...] = ()) -> None:
 
     for package in packages:
         importlib.import_module(package)
-    from wildchat_dag.core import person_names
-    from wildchat_dag.core.pii_detection import build_ner_engine, build_pattern_engine
     from wildchat_dag.definitions import defs
+    from wildchat_dag.defs.pii_detection import person_names
+    from wildchat_dag.defs.pii_detection.pii_detection import build_ner_engine, build_pattern_engine
 
     resources = defs.resources or {}
     build_pattern_engine()

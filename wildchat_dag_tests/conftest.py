@@ -9,8 +9,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from wildchat_dag.core.ingest import parse_lines
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
+from wildchat_dag.defs.ingest.parsing import parse_lines
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "data" / "wildchat-sample" / "conversations.jsonl"
@@ -121,7 +121,7 @@ def _private_request_limit(tmp_path_factory):
     """The OpenAI request limit's lock folder, this session's own: by default it lives under the
     checkout's WILDCHAT_HOME, where a demo or a second test session on the same checkout would
     share (and slow down) it. Set in os.environ so that the runs tests start inherit it."""
-    from wildchat_dag.core.inflight_limit import LOCK_DIR_ENV_VAR
+    from wildchat_dag.defs.moderation.inflight_limit import LOCK_DIR_ENV_VAR
 
     previous = os.environ.get(LOCK_DIR_ENV_VAR)
     os.environ[LOCK_DIR_ENV_VAR] = str(tmp_path_factory.mktemp("request-limit-locks"))

@@ -1,4 +1,5 @@
-"""A labelled set for the cue-anchored PERSON recognizer (``wildchat_dag.core.person_names``).
+"""A labelled set for the cue-anchored PERSON recognizer
+(``wildchat_dag.defs.pii_detection.person_names``).
 
 Positives are generated: full names of several origins x every cue of the PERSON rule x gaps
 x positions in the text x what follows the name, each with its exact span. Hand-written
@@ -13,7 +14,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from wildchat_dag.core.redaction_rules import EntityRule
+from wildchat_dag.defs.anonymization.redaction_rules import EntityRule
 
 # Full names, given name first except where the origin writes the surname first (Chinese).
 NAMES_BY_ORIGIN: dict[str, tuple[str, ...]] = {

@@ -10,11 +10,12 @@ import duckdb
 import polars as pl
 from dagster import AssetKey, DagsterInstance, Definitions
 
-from wildchat_dag.assets.checks import RAW_IP_CHECK
-from wildchat_dag.assets.table_checks import build_table_checks
-from wildchat_dag.core.redaction_rules import RedactionRules, load_rules
-from wildchat_dag.definitions import build_assets, build_resources, wildchat_daily_job
-from wildchat_dag.resources.release import ReleaseFolder
+from wildchat_dag.definitions import build_assets, build_resources
+from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules, load_rules
+from wildchat_dag.defs.automation.jobs import wildchat_daily_job
+from wildchat_dag.defs.checks.raw_ip_check import RAW_IP_CHECK
+from wildchat_dag.defs.checks.table_checks import build_table_checks
+from wildchat_dag.defs.release.resource import ReleaseFolder
 
 INGEST = [AssetKey("raw_requests"), AssetKey("quarantined_log_lines")]
 LINKING = [AssetKey("linked_conversations"), AssetKey("orphaned_requests")]

@@ -129,7 +129,7 @@ def redact_like_the_pipeline(found, contents: pl.DataFrame, rules, client_ips: I
     When ``redact_batch`` takes ``client_ips`` it is called as it is; otherwise the same steps it
     runs are composed here with the client IPs added.
     """
-    from wildchat_dag.core import anonymization as a
+    from wildchat_dag.defs.anonymization import anonymization as a
 
     ips = set(client_ips)
     if "client_ips" in inspect.signature(a.redact_batch).parameters:
@@ -158,17 +158,17 @@ def redact_cases(cases: PiiCaseSet, *, full: bool = False, detector=None, rules=
     ``full``, Presidio on every utterance (``pii_detection_reference.detect_everywhere``)."""
     import time
 
-    from wildchat_dag.core.redaction_rules import load_rules
+    from wildchat_dag.defs.anonymization.redaction_rules import load_rules
 
     rules = rules or load_rules()
     utterances = utterances_of(cases)
     started = time.perf_counter()
     if full:
-        from wildchat_dag.core.pii_detection_reference import detect_everywhere
+        from wildchat_dag.defs.pii_detection.pii_detection_reference import detect_everywhere
 
         found = detect_everywhere(utterances, rules)
     else:
-        from wildchat_dag.core.pii_detection import PiiDetector
+        from wildchat_dag.defs.pii_detection.pii_detection import PiiDetector
 
         found = (detector or PiiDetector(rules)).detect(utterances)
     contents = (

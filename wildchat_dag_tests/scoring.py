@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from wildchat_dag.core.hashing import sha256_hex
-from wildchat_dag.core.moderation import ScoredText, texts_to_score
+from wildchat_dag.defs.moderation.moderation import ScoredText, texts_to_score
 
 
 def texts(*contents: str) -> pl.DataFrame:

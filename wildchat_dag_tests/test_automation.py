@@ -21,16 +21,16 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from wildchat_dag.automation import (
+from wildchat_dag.definitions import build_assets, build_resources
+from wildchat_dag.defs.automation.automation import (
     FINGERPRINT_TAG,
     new_log_days_sensor,
     nightly_schedule,
     with_automation,
 )
-from wildchat_dag.core.log_folders import changed_days, day_fingerprints
-from wildchat_dag.definitions import build_assets, build_resources
+from wildchat_dag.defs.ingest.log_folders import changed_days, day_fingerprints
+from wildchat_dag.defs.ingest.resource import RequestLogStore
 from wildchat_dag.loggen.generator import generate_logs
-from wildchat_dag.resources.log_store import RequestLogStore
 from wildchat_dag_tests.deployment import REPO
 from wildchat_dag_tests.pipeline import (
     ANONYMIZATION,
@@ -163,8 +163,8 @@ import json, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
-from wildchat_dag.automation import new_log_days_sensor, nightly_schedule
-from wildchat_dag.resources.log_store import RequestLogStore
+from wildchat_dag.defs.automation.automation import new_log_days_sensor, nightly_schedule
+from wildchat_dag.defs.ingest.resource import RequestLogStore
 
 logs, home = Path(sys.argv[1]), sys.argv[2]
 store = {"log_store": RequestLogStore(root=str(logs), settle_seconds=0)}

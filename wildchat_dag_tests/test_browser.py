@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH
+from wildchat_dag.defs.anonymization.redaction_rules import DEFAULT_RULES_PATH
 from wildchat_dag_tests.deployment import free_port
 from wildchat_dag_tests.test_scripts import ui_started
 from wildchat_dag_tests.test_webserver import REPO, dagster_env, run_module, webserver

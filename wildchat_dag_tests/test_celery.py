@@ -30,8 +30,8 @@ import redis
 from celery import Celery
 from dagster import DagsterEventType, DagsterInstance
 
+from wildchat_dag.defs.automation.scale_out import BACKEND_ENV_VAR, BROKER_ENV_VAR, QUEUE_ENV_VAR
 from wildchat_dag.loggen.generator import generate_logs
-from wildchat_dag.scale_out import BACKEND_ENV_VAR, BROKER_ENV_VAR, QUEUE_ENV_VAR
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

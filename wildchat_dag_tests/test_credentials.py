@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wildchat_dag.core.credentials import (
+from wildchat_dag.defs.pii_detection.credentials import (
     _CUE_WORDS,
     FOREIGN_PASSWORD_CUES,
     SECRET_DETECTORS,
@@ -660,7 +660,7 @@ def test_labels_and_names() -> None:
 
 def test_module_imports_neither_dagster_nor_presidio() -> None:
     code = (
-        "import sys, wildchat_dag.core.credentials\n"
+        "import sys, wildchat_dag.defs.pii_detection.credentials\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'presidio_analyzer'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -672,7 +672,7 @@ def secret_engine():
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NoOpNlpEngine
 
-    from wildchat_dag.core.pii_detection import configure_offline
+    from wildchat_dag.defs.pii_detection.pii_detection import configure_offline
 
     configure_offline()
     registry = RecognizerRegistry(supported_languages=["en"])
@@ -706,7 +706,7 @@ def test_presidio_analyzer_reports_secrets(secret_engine) -> None:
 
 def test_recognizer_alongside_presidio_patterns_and_candidate_rows() -> None:
     RNG.seed("test_recognizer_alongside_presidio_patterns_and_candidate_rows")
-    from wildchat_dag.core.pii_detection import build_pattern_engine, candidate_rows
+    from wildchat_dag.defs.pii_detection.pii_detection import build_pattern_engine, candidate_rows
 
     engine = build_pattern_engine()
     engine.registry.add_recognizer(build_secret_recognizer())

@@ -278,7 +278,7 @@ def test_secrets_come_from_secret_files_and_only_user_code_gets_the_pipelines():
     assert {"wildchat_ip_salt", "openai_api_key"} <= set(service("user_code")["secrets"])
     assert "WILDCHAT_IP_SALT" in entrypoint_reads()
     # The openai resource reads the key file itself when a step runs.
-    from wildchat_dag.resources.moderation import API_KEY_FILE_ENV_VAR
+    from wildchat_dag.defs.moderation.resources import API_KEY_FILE_ENV_VAR
 
     assert API_KEY_FILE_ENV_VAR == "OPENAI_API_KEY_FILE"
     # None of the others runs the pipeline's code, so they get none of its secrets.
@@ -417,7 +417,7 @@ def test_dockerfile_installs_the_pinned_cpu_torch_before_the_project():
     installs = [
         i
         for i, (text, workdir) in enumerate(dockerfile().runs)
-        for arg in re.findall(r"pip install (\S+)", text)
+        for arg in re.findall(r"pip install (?:-e |--editable )?(\S+)", text)
         if (workdir / arg.rstrip("/")) == project[0]
     ]
     assert installs and min(installs) > torch_runs[0], "the project is installed before torch"

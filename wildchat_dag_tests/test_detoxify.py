@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from wildchat_dag.core.detoxify_scoring import DetoxifyScorer, model_key
-from wildchat_dag.core.moderation import (
+from wildchat_dag.core.schema import DETOXIFY_FIELDS
+from wildchat_dag.defs.moderation.detoxify_scoring import DetoxifyScorer, model_key
+from wildchat_dag.defs.moderation.moderation import (
     ResultCache,
     ScoredText,
     Unconfigured,
     detoxify_moderation_table,
     score_day,
 )
-from wildchat_dag.core.schema import DETOXIFY_FIELDS
+from wildchat_dag.defs.moderation.resources import DetoxifyResource
 from wildchat_dag.resources.duckdb_io import locked_connection
-from wildchat_dag.resources.moderation import DetoxifyResource
 from wildchat_dag_tests.detoxify_checkpoints import build_tiny_checkpoint
 from wildchat_dag_tests.scoring import SavedResults, texts
 from wildchat_dag_tests.test_toxicity import DAY, linked

@@ -9,8 +9,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from wildchat_dag.core.geo import GeoStatus
 from wildchat_dag.core.utterances import conversation_utterances
+from wildchat_dag.defs.geo.geo import GeoStatus
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
 from wildchat_dag_tests.geo_databases import city, write_city_database

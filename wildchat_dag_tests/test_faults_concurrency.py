@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from wildchat_dag.assets.pools import OPENAI_POOL
-from wildchat_dag.core.inflight_limit import (
+from wildchat_dag.common.pools import OPENAI_POOL
+from wildchat_dag.defs.moderation.inflight_limit import (
     LOCK_DIR_ENV_VAR,
     InflightLimit,
     InflightLimitTimeout,

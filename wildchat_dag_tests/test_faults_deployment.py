@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from wildchat_dag.resources.moderation import API_KEY_FILE_ENV_VAR
+from wildchat_dag.defs.moderation.resources import API_KEY_FILE_ENV_VAR
 from wildchat_dag_tests import test_deployment_files as files
 from wildchat_dag_tests.deployment import free_port, graphql, wait_for, webserver_process
 from wildchat_dag_tests.test_webserver import dagster_env
@@ -415,16 +415,21 @@ def test_the_proxy_asks_for_a_password_on_every_path():
 
 
 def ui_command(tmp_path: Path, *args: str) -> list[str]:
-    """The command line scripts/ui.sh runs, with a stand-in `dagster` that records it."""
+    """The command line scripts/ui.sh runs, with a stand-in `dg` that records it."""
     scripts, stub = tmp_path / "scripts", tmp_path / "bin"
     scripts.mkdir(parents=True)
     stub.mkdir()
     shutil.copy(UI_SCRIPT, scripts / "ui.sh")
     recorded = tmp_path / "argv"
-    (stub / "dagster").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > "{recorded}"\n')
-    (stub / "dagster").chmod(0o755)
-    # Instead of the real _env.sh (which would install the venv): the stand-in on PATH.
-    (scripts / "_env.sh").write_text(f'set -euo pipefail\nexport PATH="{stub}:$PATH"\n')
+    (stub / "dg").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > "{recorded}"\n')
+    (stub / "dg").chmod(0o755)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # Instead of the real _env.sh (which would install the venv): the stand-in on PATH, and
+    # what the real one sets for the scripts.
+    (scripts / "_env.sh").write_text(
+        f'REPO="{tmp_path}"\nexport DAGSTER_HOME="{home}"\nexport PATH="{stub}:$PATH"\n'
+    )
     subprocess.run(["bash", str(scripts / "ui.sh"), *args], check=True, timeout=30)
     return recorded.read_text().split("\0")[:-1]
 
@@ -441,12 +446,12 @@ def test_the_ui_script_listens_on_loopback_unless_told_otherwise(tmp_path):
         argv = ui_command(tmp_path / flag, flag, "0.0.0.0")
         assert argv.count(flag) == 1 and files.option(argv, flag) == "0.0.0.0"
         assert "127.0.0.1" not in argv
-    # `dagster dev`'s -h is the webserver's host, and without it the webserver's default is
+    # `dg dev`'s -h is the webserver's host, and without it the webserver's default is
     # loopback too.
-    help_text = subprocess.run(
-        [str(files.BIN / "dagster"), "dev", "--help"], capture_output=True, text=True, timeout=60
-    ).stdout
-    assert re.search(r"-h, --host\b.*\n?.*Host to use for the Dagster webserver", help_text)
+    from dagster_dg_cli.cli.dev import dev_command
+
+    [host] = [p for p in dev_command.params if "--host" in p.opts]
+    assert "-h" in host.opts and host.help == "Host to use for the Dagster webserver."
     assert DEFAULT_WEBSERVER_HOST == "127.0.0.1"
 
 

@@ -26,9 +26,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from wildchat_dag.core.ingest import IngestResult, LogFileError, ingest_day, parse_lines
-from wildchat_dag.core.log_contract import MAX_JSON_DEPTH
-from wildchat_dag.core.log_folders import day_fingerprints
+from wildchat_dag.defs.ingest.log_contract import MAX_JSON_DEPTH
+from wildchat_dag.defs.ingest.log_folders import day_fingerprints
+from wildchat_dag.defs.ingest.parsing import IngestResult, LogFileError, ingest_day, parse_lines
 
 DAY = date(2024, 3, 1)
 SECRET = "alice.secret@example.com"

@@ -20,7 +20,8 @@ import polars as pl
 import pytest
 
 from wildchat_dag.core.hashing import history_hashes
-from wildchat_dag.core.linking import (
+from wildchat_dag.core.schema import PARTITION_COLUMN, RAW_REQUESTS_SCHEMA, partition_day_value
+from wildchat_dag.defs.linking.linking import (
     COPY_COLUMNS,
     DuplicateTurnIdError,
     LinkResult,
@@ -30,7 +31,6 @@ from wildchat_dag.core.linking import (
     link_window,
     window_days,
 )
-from wildchat_dag.core.schema import PARTITION_COLUMN, RAW_REQUESTS_SCHEMA, partition_day_value
 from wildchat_dag_tests.conftest import RequestFactory
 
 N = 1  # the lookahead the cases are written for
@@ -382,7 +382,7 @@ def test_without_the_horizon_a_window_edge_copy_is_linked(requests_factory: Requ
 def test_real_assets_set_aside_a_copy_and_conserve_counts(
     tmp_path: Path, requests_factory: RequestFactory
 ):
-    from wildchat_dag.core.table_checks import ORPHANED_OF_DAY_SQL, PLACEMENT_SQL
+    from wildchat_dag.defs.checks.table_rules import ORPHANED_OF_DAY_SQL, PLACEMENT_SQL
     from wildchat_dag.resources.warehouse import Warehouse
     from wildchat_dag_tests.pipeline import Pipeline, materializations, write_json_lines
 

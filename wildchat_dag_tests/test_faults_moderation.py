@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 from dagster import asset, materialize
 
-from wildchat_dag.core.moderation import (
+from wildchat_dag.defs.moderation.moderation import (
     ResultCache,
     ScoredText,
     Unconfigured,
@@ -30,17 +30,17 @@ from wildchat_dag.core.moderation import (
     score_day,
     toxic_flags,
 )
-from wildchat_dag.core.openai_moderation import (
+from wildchat_dag.defs.moderation.openai_moderation import (
     ModerationSettings,
     OpenAIModerationScorer,
     result_problem,
 )
-from wildchat_dag.resources.duckdb_io import locked_connection
-from wildchat_dag.resources.moderation import (
+from wildchat_dag.defs.moderation.resources import (
     OpenAIConfigError,
     OpenAIModerationResource,
     base_url_problem,
 )
+from wildchat_dag.resources.duckdb_io import locked_connection
 from wildchat_dag_tests.moderation_server import Fault, ModerationServer
 
 DAY = date(2024, 5, 1)

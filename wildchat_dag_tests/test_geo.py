@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from wildchat_dag.core.geo import (
+from wildchat_dag.defs.geo.geo import (
     DEFAULT_SUBDIVISION,
     SPECIAL_NETWORKS,
     GeoDatabaseError,
@@ -21,8 +21,8 @@ from wildchat_dag.core.geo import (
     open_snapshots,
     status_counts,
 )
-from wildchat_dag.core.geo_reference import ReferenceLocator
-from wildchat_dag.resources.enrichment import GeoIpDatabase
+from wildchat_dag.defs.geo.geo_reference import ReferenceLocator
+from wildchat_dag.defs.geo.resource import GeoIpDatabase
 from wildchat_dag_tests.geo_databases import city, write_city_database
 
 DAY = date(2024, 3, 10)

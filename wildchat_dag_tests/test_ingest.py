@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wildchat_dag.core.hashing import history_hashes
-from wildchat_dag.core.ingest import (
+from wildchat_dag.defs.ingest.parsing import (
     _CANONICAL_IPV4,
     LogFileError,
     _fast_path,

@@ -1,7 +1,7 @@
-"""``no_raw_values_in_instance`` (wildchat_dag/assets/instance_check.py): a day materialized
+"""``no_raw_values_in_instance`` (wildchat_dag/defs/checks/instance_check.py): a day materialized
 through its release records on a real instance passes; a client IP or a redacted e-mail planted
 in the instance, in a notation of its own, makes it fail naming the event, and the value is
-nowhere in the check's own result. The search (wildchat_dag/core/instance_search.py) is also
+nowhere in the check's own result. The search (wildchat_dag/defs/checks/instance_search.py) is also
 tested alone."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dagster import (
 )
 from dagster._serdes import serialize_value
 
-from wildchat_dag.assets.instance_check import INSTANCE_CHECK, days_reading, entry_text
-from wildchat_dag.core.instance_search import (
+from wildchat_dag.defs.checks.instance_check import INSTANCE_CHECK, days_reading, entry_text
+from wildchat_dag.defs.checks.instance_search import (
     CLIENT_IP,
     FOUND_SCHEMA,
     ip_needles,

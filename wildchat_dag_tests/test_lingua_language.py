@@ -9,22 +9,22 @@ import polars as pl
 import pytest
 from lingua import LanguageDetectorBuilder
 
-from wildchat_dag.assets.language import BACKEND, identify_languages, language_code_version
-from wildchat_dag.core import lingua_language
-from wildchat_dag.core.language import LanguageSource, conversation_languages
-from wildchat_dag.core.language_names import NOLANG, WILDCHAT_LANGUAGES
-from wildchat_dag.core.lingua_language import (
+from wildchat_dag.defs.language import lingua_language
+from wildchat_dag.defs.language.assets import BACKEND, identify_languages, language_code_version
+from wildchat_dag.defs.language.language import LanguageSource, conversation_languages
+from wildchat_dag.defs.language.language_names import NOLANG, WILDCHAT_LANGUAGES
+from wildchat_dag.defs.language.lingua_language import (
     LinguaIdentifier,
     identify_lingua,
     lingua_version,
     names_and_codes,
 )
-from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
-from wildchat_dag.resources.enrichment import (
+from wildchat_dag.defs.language.resource import (
     LANGUAGE_BACKEND_ENV_VAR,
     FastTextLanguageId,
     configured_backend,
 )
+from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
 from wildchat_dag_tests.conftest import SAMPLE
 from wildchat_dag_tests.pipeline import Pipeline, materializations, partitions_of
 from wildchat_dag_tests.test_language import HTML_MATHS, SENTENCES, utterances

@@ -5,9 +5,9 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wildchat_dag.core.ingest import ingest_day
-from wildchat_dag.core.linking import link_window
-from wildchat_dag.core.linking_reference import link_sequential
+from wildchat_dag.defs.ingest.parsing import ingest_day
+from wildchat_dag.defs.linking.linking import link_window
+from wildchat_dag.defs.linking.linking_reference import link_sequential
 from wildchat_dag.loggen import generate_logs
 from wildchat_dag_tests.conftest import RequestFactory, raw_frame
 

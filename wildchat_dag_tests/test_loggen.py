@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from wildchat_dag.core.log_contract import REQUIRED_FIELDS
+from wildchat_dag.defs.ingest.log_contract import REQUIRED_FIELDS
 from wildchat_dag.loggen import (
     FeatureRates,
     fill_missing_turns,

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from wildchat_dag.core.moderation import merge_openai_results
-from wildchat_dag.core.openai_moderation import (
+from wildchat_dag.defs.moderation.moderation import merge_openai_results
+from wildchat_dag.defs.moderation.openai_moderation import (
     ModerationFailed,
     ModerationSettings,
     OpenAIModerationScorer,

@@ -13,8 +13,11 @@ import time
 import polars as pl
 import pytest
 
-import wildchat_dag.core.person_names as person_names
-from wildchat_dag.core.person_names import (
+import wildchat_dag.defs.pii_detection.person_names as person_names
+from wildchat_dag.core.text_normalization import normalize_for_detection
+from wildchat_dag.defs.anonymization.redaction import Decision, qualify_candidates
+from wildchat_dag.defs.anonymization.redaction_rules import MAX_CONTEXT_CHARS, load_rules
+from wildchat_dag.defs.pii_detection.person_names import (
     PERSON_NAMES_VERSION,
     RECOGNIZER_NAME,
     SCORE,
@@ -22,9 +25,6 @@ from wildchat_dag.core.person_names import (
     cued_name_spans,
     looks_like_a_name,
 )
-from wildchat_dag.core.redaction import Decision, qualify_candidates
-from wildchat_dag.core.redaction_rules import MAX_CONTEXT_CHARS, load_rules
-from wildchat_dag.core.text_normalization import normalize_for_detection
 from wildchat_dag_tests.person_name_cases import (
     DECOYS,
     EDGE_POSITIVES,
@@ -227,7 +227,7 @@ def test_through_presidio_analyzer_engine(rule):
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import NoOpNlpEngine
 
-    from wildchat_dag.core.pii_detection import configure_offline
+    from wildchat_dag.defs.pii_detection.pii_detection import configure_offline
 
     configure_offline()
     registry = RecognizerRegistry(supported_languages=["en"])

@@ -8,15 +8,19 @@ import time
 import polars as pl
 import pytest
 
-from wildchat_dag.core.anonymization import redact_batch
-from wildchat_dag.core.pii_detection import (
+from wildchat_dag.defs.anonymization.anonymization import redact_batch
+from wildchat_dag.defs.anonymization.redaction_rules import (
+    UNSCANNED_ENTITY,
+    load_rules,
+    parse_rules,
+)
+from wildchat_dag.defs.pii_detection.pii_detection import (
     DetectorSettings,
     PiiDetector,
     ScanStatus,
     detection_digest,
 )
-from wildchat_dag.core.pii_detection_reference import detect_everywhere
-from wildchat_dag.core.redaction_rules import UNSCANNED_ENTITY, load_rules, parse_rules
+from wildchat_dag.defs.pii_detection.pii_detection_reference import detect_everywhere
 from wildchat_dag.loggen.text import celebrity_snippet, pii_snippet
 from wildchat_dag_tests.conftest import utterance_frame
 from wildchat_dag_tests.test_redaction import NEGATIVES, POSITIVES

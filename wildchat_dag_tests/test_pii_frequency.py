@@ -21,14 +21,18 @@ import duckdb
 import polars as pl
 import pytest
 
-from wildchat_dag.core.pii_frequency import (
+from wildchat_dag.core.schema import PII_CANDIDATES_SCHEMA, PII_SCANNED_UTTERANCES_SCHEMA
+from wildchat_dag.defs.anonymization.pii_frequency import (
     FrequencyNotCurrent,
     FrequencyStore,
     skip_list_version,
 )
-from wildchat_dag.core.redaction import Decision, apply_frequencies, qualify_candidates
-from wildchat_dag.core.redaction_rules import RedactionRules, load_rules, parse_rules
-from wildchat_dag.core.schema import PII_CANDIDATES_SCHEMA, PII_SCANNED_UTTERANCES_SCHEMA
+from wildchat_dag.defs.anonymization.redaction import (
+    Decision,
+    apply_frequencies,
+    qualify_candidates,
+)
+from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules, load_rules, parse_rules
 from wildchat_dag.resources.duckdb_io import locked_connection
 
 DAY1, DAY2, DAY3 = datetime(2024, 5, 1), datetime(2024, 5, 2), datetime(2024, 5, 3)

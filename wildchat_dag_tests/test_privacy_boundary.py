@@ -37,6 +37,7 @@ from dagster import DagsterInstance
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.core.schema import RAW_LAYER_TABLES
+from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag.loggen.pii_cases import (
     CaseLogs,
     PiiCaseSet,
@@ -44,7 +45,6 @@ from wildchat_dag.loggen.pii_cases import (
     normalized_form,
     write_case_logs,
 )
-from wildchat_dag.resources.moderation import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag_tests.conftest import TEST_SALT
 from wildchat_dag_tests.detoxify_checkpoints import build_tiny_checkpoint
 from wildchat_dag_tests.moderation_server import ModerationServer

@@ -23,10 +23,10 @@ import orjson
 import polars as pl
 import pytest
 
-from wildchat_dag.core.ingest import ingest_day
-from wildchat_dag.core.linking import link_window
-from wildchat_dag.core.log_contract import DEFAULT_MAX_LINE_BYTES
-from wildchat_dag.core.redaction_rules import load_rules
+from wildchat_dag.defs.anonymization.redaction_rules import load_rules
+from wildchat_dag.defs.ingest.log_contract import DEFAULT_MAX_LINE_BYTES
+from wildchat_dag.defs.ingest.parsing import ingest_day
+from wildchat_dag.defs.linking.linking import link_window
 from wildchat_dag.loggen.pii_cases import (
     DECOY_KINDS,
     ENTITY_TYPES,

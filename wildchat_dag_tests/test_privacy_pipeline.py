@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckKey,
     AssetCheckSeverity,
     AssetKey,
     DagsterInvalidConfigError,
@@ -27,16 +28,17 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from wildchat_dag.assets.stale_days import (
+from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
+from wildchat_dag.definitions import build_assets
+from wildchat_dag.defs.anonymization.redaction_rules import DEFAULT_RULES_PATH, load_rules
+from wildchat_dag.defs.anonymization.stale_days import (
+    CARRIED_OVER,
     CHECKED_ASSETS,
     REFRESH_COMMAND,
     STALE_DAY_CHECKS,
     build_redaction_staleness_sensor,
     checked_assets,
 )
-from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
-from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH, load_rules
-from wildchat_dag.definitions import build_assets
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
 from wildchat_dag.redaction_refresh import refresh
@@ -436,6 +438,12 @@ def test_the_stale_days_check_shows_a_rules_edit_until_the_refresh(tmp_path, gen
     assert isinstance(ticks.tick(), SkipReason), "nothing changed: nothing re-judged"
 
     assert refresh(after.instance, after.defs, after.rules, str(after.database)) == 0
+    # The refresh's day runs carried the sensor's judgment over (judging every day in every
+    # run would cost each run the whole history); the sensor's next tick clears it.
+    carried = after.instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey("anonymized_conversations"), "no_stale_days"), limit=1
+    )[0].event.dagster_event.event_specific_data
+    assert not carried.passed and carried.description.endswith(CARRIED_OVER)
     cleared = ticks.evaluations()
     assert all(e.passed for e in cleared.values()), {k: e.description for k, e in cleared.items()}
     assert cleared["anonymized_conversations"].metadata["built_days"].value == len(partitions)

@@ -14,20 +14,20 @@ import polars as pl
 import pytest
 import yaml
 
-from wildchat_dag.core.anonymization import redact_batch
-from wildchat_dag.core.pii_detection import PiiDetector, detection_version
-from wildchat_dag.core.redaction import (
+from wildchat_dag.defs.anonymization.anonymization import redact_batch
+from wildchat_dag.defs.anonymization.redaction import (
     Decision,
     Span,
     merge_spans,
     qualify_candidates,
 )
-from wildchat_dag.core.redaction_rules import (
+from wildchat_dag.defs.anonymization.redaction_rules import (
     DEFAULT_RULES_PATH,
     RulesError,
     load_rules,
     parse_rules,
 )
+from wildchat_dag.defs.pii_detection.pii_detection import PiiDetector, detection_version
 from wildchat_dag_tests.conftest import utterance_frame
 
 PERSON = "<PRESIDIO_ANONYMIZED_PERSON>"

@@ -16,13 +16,13 @@ import yaml
 from dagster import AssetKey
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
-from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH
-from wildchat_dag.core.release import conversation_hash
-from wildchat_dag.core.release_export import write_shards
-from wildchat_dag.core.release_schema import RELEASE_ARROW_SCHEMA, card_features
+from wildchat_dag.defs.anonymization.redaction_rules import DEFAULT_RULES_PATH
+from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.release.release import conversation_hash
+from wildchat_dag.defs.release.release_export import write_shards
+from wildchat_dag.defs.release.release_schema import RELEASE_ARROW_SCHEMA, card_features
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.redaction_refresh import refresh
-from wildchat_dag.resources.moderation import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag_tests.conftest import SHARED, TEST_SALT, RequestFactory
 from wildchat_dag_tests.detoxify_checkpoints import build_tiny_checkpoint
 from wildchat_dag_tests.moderation_server import ModerationServer

@@ -13,19 +13,19 @@ import duckdb
 import polars as pl
 import pytest
 
-from wildchat_dag.core.release import ReleasePolicy
-from wildchat_dag.core.release_card import (
+from wildchat_dag.core.schema import DETOXIFY_FIELDS, SPEC_CATEGORY_KEYS
+from wildchat_dag.defs.language.resource import FastTextLanguageId
+from wildchat_dag.defs.release.release import ReleasePolicy
+from wildchat_dag.defs.release.release_card import (
     DESCRIPTIONS,
     NAMES_NOT_RECORDED,
     dataset_card,
     release_facts,
     table_1_values,
 )
-from wildchat_dag.core.release_export import WrittenRelease
-from wildchat_dag.core.release_schema import RELEASE_RECORDS_SCHEMA, RELEASES
-from wildchat_dag.core.release_statistics import release_statistics_full_scan
-from wildchat_dag.core.schema import DETOXIFY_FIELDS, SPEC_CATEGORY_KEYS
-from wildchat_dag.resources.enrichment import FastTextLanguageId
+from wildchat_dag.defs.release.release_export import WrittenRelease
+from wildchat_dag.defs.release.release_schema import RELEASE_RECORDS_SCHEMA, RELEASES
+from wildchat_dag.defs.release.release_statistics import release_statistics_full_scan
 
 DAY = datetime(2024, 7, 1)
 THRESHOLD = 0.1

@@ -1,4 +1,4 @@
-"""The release gate (wildchat_dag/assets/release_gate.py): an export, run on its own, refuses a
+"""The release gate (wildchat_dag/defs/release/gate.py): an export, run on its own, refuses a
 day whose blocking checks did not pass on its latest materialization, and writes nothing.
 
 The pipeline runs once over two generated days with the table checks on, its warehouse, its
@@ -19,7 +19,9 @@ import polars as pl
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
-from wildchat_dag.assets.release_gate import (
+from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
+from wildchat_dag.core.schema import ANONYMIZED_CONVERSATIONS_SCHEMA, partition_day_value
+from wildchat_dag.defs.release.gate import (
     GATED_ASSETS,
     TABLE_ROWS,
     CheckHistory,
@@ -32,8 +34,6 @@ from wildchat_dag.assets.release_gate import (
     partition_key_of,
     read_gate,
 )
-from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
-from wildchat_dag.core.schema import ANONYMIZED_CONVERSATIONS_SCHEMA, partition_day_value
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag_tests.conftest import TEST_SALT
 from wildchat_dag_tests.pipeline import (

@@ -20,8 +20,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
-from wildchat_dag.core.release_schema import RELEASES
-from wildchat_dag.core.release_statistics import (
+from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.release.release_schema import RELEASES
+from wildchat_dag.defs.release.release_statistics import (
     COUNTS_DIFFER,
     DAY_RECORDS_SQL,
     MISSING,
@@ -32,7 +33,6 @@ from wildchat_dag.core.release_statistics import (
     unmergeable_days,
 )
 from wildchat_dag.loggen.generator import generate_logs
-from wildchat_dag.resources.moderation import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag_tests.conftest import TEST_SALT, RequestFactory
 from wildchat_dag_tests.detoxify_checkpoints import build_tiny_checkpoint
 from wildchat_dag_tests.moderation_server import ModerationServer

@@ -1,4 +1,4 @@
-"""The one exit for text (wildchat_dag/core/sanitize.py, wildchat_dag/assets/text_exit.py): raw
+"""The one exit for text (wildchat_dag/core/sanitize.py, wildchat_dag/common/text_exit.py): raw
 values are masked in every notation, our own tokens stay readable, real DuckDB and polars errors
 leave sanitized, every asset and check goes through the exit, and a real failing run leaves the
 client IP nowhere in the instance: not in its event log, its compute logs or its SQLite files."""
@@ -24,9 +24,8 @@ from dagster import (
 )
 from dagster._serdes import serialize_value
 
-from wildchat_dag.assets import ingest as assets_ingest
-from wildchat_dag.assets.metadata import RawPreviewRefused, preview, sanitize_metadata
-from wildchat_dag.assets.text_exit import (
+from wildchat_dag.common.metadata import RawPreviewRefused, preview, sanitize_metadata
+from wildchat_dag.common.text_exit import (
     SanitizedCause,
     is_behind_text_exit,
     log_warning,
@@ -43,6 +42,7 @@ from wildchat_dag.core.sanitize import (
     sanitize_text,
     sanitize_value,
 )
+from wildchat_dag.defs.ingest import assets as assets_ingest
 from wildchat_dag_tests.conftest import RequestFactory
 from wildchat_dag_tests.pipeline import INGEST, Pipeline, write_json_lines
 
@@ -355,7 +355,7 @@ def test_no_asset_module_logs_around_the_exit():
                 and node.value.id == "context"
             ):
                 direct.append(f"{path.name}:{node.lineno}")
-    assert direct == [], "use log_info/log_warning from wildchat_dag.assets.text_exit"
+    assert direct == [], "use log_info/log_warning from wildchat_dag.common.text_exit"
 
 
 def test_every_asset_and_check_op_is_behind_the_exit(ip_salt):

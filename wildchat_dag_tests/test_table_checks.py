@@ -1,6 +1,6 @@
-"""The asset checks on the tables (wildchat_dag/assets/table_checks.py): a clean run passes every
-one, and real damage to a real warehouse makes the right one fail, saying where. The core rules
-are also tested on their own, with no Dagster instance."""
+"""The asset checks on the tables (wildchat_dag/defs/checks/table_checks.py): a clean run passes
+every one, and real damage to a real warehouse makes the right one fail, saying where. The core
+rules are also tested on their own, with no Dagster instance."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, AssetsDefinition, DagsterEventType
 
 from wildchat_dag import settings
-from wildchat_dag.assets.table_checks import (
+from wildchat_dag.core.schema import ANONYMIZED_CONVERSATIONS_SCHEMA, partition_day_value
+from wildchat_dag.definitions import build_assets
+from wildchat_dag.defs.anonymization.pii_frequency import FrequencyStore
+from wildchat_dag.defs.anonymization.redaction import Decision
+from wildchat_dag.defs.anonymization.redaction_rules import load_rules
+from wildchat_dag.defs.checks.table_checks import (
     CONSERVATION_CHECK,
     PII_CHECK,
     QUARANTINE_CHECK,
     SCHEMA_CHECK,
 )
-from wildchat_dag.core.pii_frequency import FrequencyStore
-from wildchat_dag.core.redaction import Decision
-from wildchat_dag.core.redaction_rules import load_rules
-from wildchat_dag.core.release_schema import RELEASE_RECORDS_SCHEMA
-from wildchat_dag.core.schema import ANONYMIZED_CONVERSATIONS_SCHEMA, partition_day_value
-from wildchat_dag.core.table_checks import (
+from wildchat_dag.defs.checks.table_rules import (
     CANDIDATES_SQL,
     NOT_TABLES,
     SCANNED_SQL,
@@ -40,7 +40,7 @@ from wildchat_dag.core.table_checks import (
     redaction_decisions,
     values_left,
 )
-from wildchat_dag.definitions import build_assets
+from wildchat_dag.defs.release.release_schema import RELEASE_RECORDS_SCHEMA
 from wildchat_dag.resources.warehouse import Warehouse
 from wildchat_dag_tests.conftest import TEST_SALT, RequestFactory
 from wildchat_dag_tests.pipeline import (

@@ -9,7 +9,8 @@ from datetime import date
 import polars as pl
 import pytest
 
-from wildchat_dag.core.moderation import (
+from wildchat_dag.core.schema import OPENAI_MODERATION_SCHEMA, SPEC_CATEGORY_KEYS
+from wildchat_dag.defs.moderation.moderation import (
     ResultCache,
     ScoredText,
     ScoringReport,
@@ -22,7 +23,6 @@ from wildchat_dag.core.moderation import (
     spec_categories,
     toxic_flags,
 )
-from wildchat_dag.core.schema import OPENAI_MODERATION_SCHEMA, SPEC_CATEGORY_KEYS
 from wildchat_dag.resources.duckdb_io import locked_connection
 
 DAY = date(2024, 5, 1)

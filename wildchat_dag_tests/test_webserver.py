@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from wildchat_dag.core.redaction_rules import DEFAULT_RULES_PATH
+from wildchat_dag.defs.anonymization.redaction_rules import DEFAULT_RULES_PATH
 from wildchat_dag_tests.deployment import free_port, graphql
 
 REPO = Path(__file__).resolve().parents[1]

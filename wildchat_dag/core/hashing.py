@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import polars as pl
 
@@ -68,3 +69,11 @@ def file_sha256(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_provenance(path: Path | str) -> str:
+    """A file as a card names it: its name and a content hash, the same on every machine (a
+    path would say where the release was built, and nothing a reader can check)."""
+    path = Path(path)
+    stat = path.stat()
+    return f"{path.name}, sha256 {file_sha256(str(path), stat.st_size, stat.st_mtime_ns)[:16]}"

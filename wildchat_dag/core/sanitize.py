@@ -25,7 +25,7 @@ dates and times (partition keys), version strings, file paths with line numbers,
 (``1,234,567``).
 
 Pure: no Dagster. The Dagster side (the step exit, the log helpers, metadata) is
-``wildchat_dag/assets/text_exit.py`` and ``wildchat_dag/assets/metadata.py``.
+``wildchat_dag/common/text_exit.py`` and ``wildchat_dag/common/metadata.py``.
 """
 
 from __future__ import annotations

@@ -358,7 +358,8 @@ CONVERSATION_TOXICITY_SCHEMA = pl.Schema(
 )
 
 # Tables that hold raw client IPs or raw PII. Every other table in the warehouse is scanned for
-# raw IP addresses (wildchat_dag/core/checks.py), so a new table is checked unless listed here.
+# raw IP addresses (wildchat_dag/defs/checks/raw_ip_scan.py), so a new table is checked unless
+# listed here.
 RAW_LAYER_TABLES = frozenset(
     {
         "raw_requests",

@@ -38,7 +38,7 @@ from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 from pydantic import Field
 
-from wildchat_dag.assets.text_exit import text_exit_scope
+from wildchat_dag.common.text_exit import text_exit_scope
 
 DEFAULT_LOCK_TIMEOUT_S = 900.0
 # How long a run's process keeps the file open after its last transaction. Steps use the file
