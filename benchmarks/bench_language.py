@@ -50,16 +50,10 @@ FIRST_TEXT = "Can you help me write a short poem about the sea and the wind?"
 def sample() -> tuple[pl.DataFrame, dict[int, str]]:
     """Every utterance of the sample (conversation_id, utterance_index, content), and
     WildChat's language of each conversation."""
-    conversations = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
-    rows = [
-        (cid, i, u["content"])
-        for cid, c in enumerate(conversations)
-        for i, u in enumerate(c["conversation"])
-    ]
-    frame = pl.DataFrame(
-        rows, schema=["conversation_id", "utterance_index", "content"], orient="row"
-    )
-    return frame, {cid: c["language"] for cid, c in enumerate(conversations)}
+    from wildchat_dag_tests.language_sample import sample_utterances
+
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    return sample_utterances([json.loads(line) for line in lines])
 
 
 def copies_of(frame: pl.DataFrame, copies: int) -> pl.DataFrame:

@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR, ensure_demo_salt, salt_problem
+from wildchat_dag.defs.anonymization.redaction_rules import DEFAULT_RULES_PATH
 
 
 def home() -> Path:
@@ -124,8 +125,7 @@ def link_lookahead_days() -> int:
 
 def redaction_rules_path() -> Path:
     """The redaction rules file; its hash versions the redaction assets."""
-    default = Path(__file__).resolve().parent / "redaction_rules.yaml"
-    return Path(os.environ.get("WILDCHAT_REDACTION_RULES", default)).resolve()
+    return Path(os.environ.get("WILDCHAT_REDACTION_RULES", DEFAULT_RULES_PATH)).resolve()
 
 
 def demo_mode() -> bool:

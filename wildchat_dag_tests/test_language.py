@@ -21,6 +21,7 @@ from wildchat_dag.defs.language.language_names import (
     WILDCHAT_LANGUAGES,
     WILDCHAT_NAMES,
 )
+from wildchat_dag_tests.language_sample import sample_utterances
 
 SENTENCES = {
     "English": "Can you help me write a short poem about the sea and the wind?",
@@ -135,8 +136,10 @@ def test_unsure_code_and_markup_is_english_and_short_prose_keeps_its_guess(ident
     assert off["language"][0] == LANGUAGE_NAMES[raw["language_code"][0]]
 
 
-def test_each_distinct_text_is_predicted_once(identifier):
-    class Counting(LanguageIdentifier):
+def counting_identifier(identifier_class: type):
+    """An identifier of ``identifier_class`` that counts the texts it is asked to predict."""
+
+    class Counting(identifier_class):
         def __init__(self) -> None:
             super().__init__()
             self.texts = 0
@@ -146,7 +149,11 @@ def test_each_distinct_text_is_predicted_once(identifier):
             self.texts += len(texts)
             return super().predict(texts)
 
-    counting = Counting()
+    return Counting()
+
+
+def test_each_distinct_text_is_predicted_once(identifier):
+    counting = counting_identifier(LanguageIdentifier)
     history = ["Tell me a joke.", "Why did the chicken cross the road?"]
     frame = pl.concat([utterances([*history, "Another one"], 1), utterances(history, 2)])
     got = identify(frame, counting)
@@ -206,16 +213,8 @@ def test_conversation_language_is_the_most_frequent_and_nolang_only_when_nothing
 
 
 def test_real_english_conversations_come_out_english(identifier, wildchat_sample):
-    rows = [
-        (cid, i, u["content"])
-        for cid, c in enumerate(wildchat_sample)
-        for i, u in enumerate(c["conversation"])
-    ]
-    frame = pl.DataFrame(
-        rows, schema=["conversation_id", "utterance_index", "content"], orient="row"
-    )
+    frame, wildchat = sample_utterances(wildchat_sample)
     got = dict(conversation_languages(identify(frame, identifier)).iter_rows())
-    wildchat = {cid: c["language"] for cid, c in enumerate(wildchat_sample)}
     assert set(wildchat.values()) == {"English"}
     agree = sum(got[cid] == label for cid, label in wildchat.items())
     # Measured: 185 of 187 (two English conversations come out Russian and Persian, where

@@ -26,8 +26,14 @@ from wildchat_dag.defs.language.resource import (
 )
 from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
 from wildchat_dag_tests.conftest import SAMPLE
+from wildchat_dag_tests.language_sample import sample_utterances
 from wildchat_dag_tests.pipeline import Pipeline, materializations, partitions_of
-from wildchat_dag_tests.test_language import HTML_MATHS, SENTENCES, utterances
+from wildchat_dag_tests.test_language import (
+    HTML_MATHS,
+    SENTENCES,
+    counting_identifier,
+    utterances,
+)
 
 # Measured on the 187 real conversations of ../shared (benchmarks/bench_language.py): lingua
 # gives WildChat's conversation language to every one, fastText to 185 (test_language.py).
@@ -62,16 +68,7 @@ def sample_frame() -> tuple[pl.DataFrame, dict[int, str]]:
     # Module-scoped, unlike conftest's wildchat_sample: lingua labels the sample once.
     if not SAMPLE.is_file():
         pytest.skip(f"the real WildChat sample is not at {SAMPLE} (../shared is absent)")
-    sample = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    rows = [
-        (cid, i, u["content"])
-        for cid, c in enumerate(sample)
-        for i, u in enumerate(c["conversation"])
-    ]
-    frame = pl.DataFrame(
-        rows, schema=["conversation_id", "utterance_index", "content"], orient="row"
-    )
-    return frame, {cid: c["language"] for cid, c in enumerate(sample)}
+    return sample_utterances([json.loads(line) for line in SAMPLE.read_text().splitlines()])
 
 
 def test_every_lingua_language_is_named_as_wildchat_names_it_with_an_iso_code():
@@ -147,17 +144,7 @@ def test_code_and_markup_are_english_without_fasttexts_rule(lingua):
 
 
 def test_each_distinct_text_is_detected_once(lingua):
-    class Counting(LinguaIdentifier):
-        def __init__(self) -> None:
-            super().__init__()
-            self.texts = 0
-
-        def predict(self, texts):
-            texts = list(texts)
-            self.texts += len(texts)
-            return super().predict(texts)
-
-    counting = Counting()
+    counting = counting_identifier(LinguaIdentifier)
     # Long enough to be English to lingua: "Tell me a joke." alone is Finnish to it.
     history = ["Tell me a joke about the weather, please.", "Why did the chicken cross the road?"]
     frame = pl.concat(
