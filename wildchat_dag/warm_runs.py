@@ -362,7 +362,7 @@ def preload(packages: tuple[str, ...] = ()) -> None:
             build_ner_engine(language, model)
     person_names.preload()
     if (language_id := resources.get("language_id")) is not None:
-        language_id.identifier()
+        language_id.preload()
     if (geoip := resources.get("geoip")) is not None:
         geoip.snapshots()
 

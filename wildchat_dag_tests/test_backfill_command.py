@@ -152,3 +152,57 @@ def test_a_range_without_logs_submits_nothing(workspace, tmp_path):
     [(days, unpartitioned)] = targets(home)
     assert days == {"raw_requests": ["2024-01-01"], "quarantined_log_lines": ["2024-01-01"]}
     assert unpartitioned == set()
+
+
+UI_BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_a_ui_backfill_of_the_demos_last_day_reaches_no_day_after_it(workspace):
+    """What the UI's Materialize → one day sends: partition names and an asset selection, which
+    dagster carries downstream through linking's window (raw_requests D feeds the linking of
+    D-1 .. D+2: each of those days reads D). In demo mode the partitions end at the last log
+    folder, so a backfill of that day targets no day after it, where there are no logs."""
+    import json
+
+    home, env = workspace
+    env = {**env, "WILDCHAT_MODE": "demo"}
+    env.pop("WILDCHAT_END_DATE", None)
+    last = max(LOGS)
+    params = {
+        "partitionNames": [last],
+        "assetSelection": [{"path": key.split("/")} for key in nightly_assets()],
+        "title": "as the UI sends it",
+    }
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster-graphql")),
+            "-w",
+            "workspace.yaml",
+            "-t",
+            UI_BACKFILL,
+            "-v",
+            json.dumps({"params": params}),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    answers = [line for line in done.stdout.splitlines() if line.startswith('{"data"')]
+    assert answers, done.stdout[-2000:] + done.stderr[-2000:]
+    answer = json.loads(answers[-1])["data"]["launchPartitionBackfill"]
+    assert answer["__typename"] == "LaunchBackfillSuccess", answer
+
+    [(days, unpartitioned)] = targets(home)
+    assert max(max(v) for v in days.values()) == last
+    assert days["raw_requests"] == [last]
+    # Linking of the day before reads the last day's requests: dagster re-links it, rightly.
+    assert days["linked_conversations"] == ["2024-01-07", last]
+    assert unpartitioned == {AssetKey("pii_entity_frequency")}

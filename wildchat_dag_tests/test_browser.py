@@ -52,7 +52,16 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--window-size=1600,1000",
 ]
-GROUPS = ["ingest", "linking", "privacy", "enrichment", "moderation", "release"]
+GROUPS = [
+    "ingest",
+    "linking",
+    "pii_detection",
+    "anonymization",
+    "geo",
+    "language",
+    "moderation",
+    "release",
+]
 # One path through the pipeline, raw layer to release, each asset in its own group.
 LINEAGE_PATH = [
     "raw_requests",
@@ -235,8 +244,15 @@ def test_the_ui_draws_the_asset_graph_and_an_assets_latest_metadata(tmp_path, mo
 
 
 DEMO_SHOTS = REPO / "test-artifacts" / "browser" / "demo"
-SHOTS = ("catalog", "privacy-before", "privacy-after", "release-after", "anonymized-check")
-PRIVACY_GROUP = ["pii_candidates", "pii_entity_frequency", "anonymized_conversations"]
+SHOTS = (
+    "catalog",
+    "lineage",
+    "anonymization-before",
+    "anonymization-after",
+    "release-after",
+    "anonymized-check",
+)
+ANONYMIZATION_GROUP = ["redaction_rules", "pii_entity_frequency", "anonymized_conversations"]
 
 
 def checks_warning(lines: list[str]) -> int:
@@ -296,12 +312,21 @@ def test_the_demo_looks_finished_and_a_rules_edit_shows_what_is_stale(tmp_path, 
         page = driver.find_element(By.TAG_NAME, "body").text
         assert len(filled) >= 8 and "Missing" not in page, shot["catalog"]
 
-        driver.get(f"{ui}/locations/wildchat_dag/asset-groups/privacy")
-        wait_for(driver, graph_shows(PRIVACY_GROUP), "the privacy group", shot["privacy-before"])
-        wait_for(driver, graph_settled, "the graph to stop moving", shot["privacy-before"])
+        # The whole lineage on one screen: a box per step, each named after its folder in
+        # wildchat_dag/defs/.
+        driver.get(f"{ui}/asset-groups")
+        wait_for(driver, graph_shows(GROUPS), f"the step groups {GROUPS}", shot["lineage"])
+        wait_for(driver, graph_settled, "the graph to stop moving", shot["lineage"])
+        driver.save_screenshot(str(shot["lineage"]))
+
+        before, after = shot["anonymization-before"], shot["anonymization-after"]
+        driver.get(f"{ui}/locations/wildchat_dag/asset-groups/anonymization")
+        wait_for(driver, graph_shows(ANONYMIZATION_GROUP), "the anonymization group", before)
+        wait_for(driver, graph_settled, "the graph to stop moving", before)
         lines = driver.execute_script(VISIBLE_GRAPH_LINES)
-        driver.save_screenshot(str(shot["privacy-before"]))
-        assert lines.count("100% filled") == 3, lines
+        driver.save_screenshot(str(before))
+        # anonymized_conversations is the group's one daily asset.
+        assert lines.count("100% filled") == 1, lines
         assert not any("Unsynced" in line for line in lines), lines
 
         # A rules edit that changes the released text, not where detection runs.
@@ -317,9 +342,9 @@ def test_the_demo_looks_finished_and_a_rules_edit_shows_what_is_stale(tmp_path, 
             return any(line.startswith("Unsynced") for line in lines) and checks_warning(lines) == 1
 
         # The sensor ticks every 30 s: one tick observes the file, the next judges the days.
-        wait_for(driver, stale_shown, "the privacy group marked stale", shot["privacy-after"])
-        wait_for(driver, graph_settled, "the graph to stop moving", shot["privacy-after"])
-        driver.save_screenshot(str(shot["privacy-after"]))
+        wait_for(driver, stale_shown, "the anonymization group marked stale", after)
+        wait_for(driver, graph_settled, "the graph to stop moving", after)
+        driver.save_screenshot(str(after))
 
         driver.get(f"{ui}/locations/wildchat_dag/asset-groups/release")
         wait_for(

@@ -261,3 +261,47 @@ def test_the_asset_labels_real_conversations_with_lingua_when_configured(tmp_pat
     logs = [e.user_message for e in p.instance.all_logs(run.run_id)]
     warned = any(f"{LANGUAGE_BACKEND_ENV_VAR}=lingua" in (m or "") for m in logs)
     assert warned == (BACKEND != "lingua")
+
+
+WARM_WORKER_PRELOAD = """
+import json, os, psutil
+from wildchat_dag import warm_runs
+from wildchat_dag.defs.language.lingua_language import WARM_TEXTS
+from wildchat_dag.defs.language.resource import _lingua_identifier
+
+process = psutil.Process()
+before = process.memory_info().rss
+warm_runs.preload()
+preloaded = process.memory_info().rss
+_lingua_identifier().predict(WARM_TEXTS + tuple(%r))
+print(json.dumps([before, preloaded, process.memory_info().rss]))
+"""
+
+
+@pytest.mark.slow
+def test_a_warm_worker_with_lingua_configured_loads_its_models_before_its_first_run(tmp_path):
+    """A warm worker's preload loads lingua's models when lingua is the configured backend, so
+    its first run does not: labelling a day's texts afterwards adds next to no memory, where
+    loading the models takes about a gigabyte."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WILDCHAT_")},
+        "WILDCHAT_MODE": "demo",
+        "WILDCHAT_HOME": str(tmp_path),
+        LANGUAGE_BACKEND_ENV_VAR: "lingua",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_WORKER_PRELOAD % list(SCRIPTS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, preloaded, labelled = json.loads(done.stdout.strip().splitlines()[-1])
+    mib = 1 << 20
+    assert labelled - preloaded < 100 * mib, (before, preloaded, labelled)
+    assert preloaded - before > 500 * mib, (before, preloaded, labelled)

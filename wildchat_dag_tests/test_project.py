@@ -333,20 +333,23 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+PIPELINE_FOLDERS = [
+    "anonymization",
+    "automation",
+    "checks",
+    "geo",
+    "ingest",
+    "language",
+    "linking",
+    "moderation",
+    "pii_detection",
+    "release",
+]
+
+
 def test_each_step_is_a_folder_of_defs_and_its_pure_logic_imports_no_dagster():
     steps = sorted(p.name for p in (PACKAGE / "defs").iterdir() if (p / "__init__.py").exists())
-    assert steps == [
-        "anonymization",
-        "automation",
-        "checks",
-        "geo",
-        "ingest",
-        "language",
-        "linking",
-        "moderation",
-        "pii_detection",
-        "release",
-    ]
+    assert steps == PIPELINE_FOLDERS
     pure = [
         path
         for path in [*(PACKAGE / "core").glob("*.py"), *(PACKAGE / "defs").glob("*/*.py")]
@@ -361,6 +364,34 @@ def test_each_step_is_a_folder_of_defs_and_its_pure_logic_imports_no_dagster():
         for module in project:
             target = PACKAGE.parent / (module.replace(".", "/") + ".py")
             assert target.name not in DAGSTER_SIDE or not target.exists(), (path, module)
+
+
+def test_each_assets_group_is_the_step_folder_that_defines_it():
+    """The UI's groups are the steps a newcomer finds in wildchat_dag/defs/: one box per step in
+    the global lineage, and a group page that shows one step."""
+    from dagster import SourceAsset
+
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, set[str]] = {}
+    for definition in defs.assets or []:
+        if isinstance(definition, SourceAsset):  # the rules file, an observable source
+            keys, fn = [definition.key], definition.observe_fn
+        else:
+            keys, fn = list(definition.keys), definition.op.compute_fn
+        module = getattr(fn, "decorated_fn", fn).__module__
+        assert module.startswith("wildchat_dag.defs."), (keys, module)
+        step = module.split(".")[2]
+        for key in keys:
+            assert graph.get(key).group_name == step, (key, module)
+            groups.setdefault(step, set()).add(key.to_user_string())
+    assert set().union(*groups.values()) == {k.to_user_string() for k in graph.get_all_asset_keys()}
+    # Every step folder but the two that hold no assets.
+    assert sorted(groups) == [s for s in PIPELINE_FOLDERS if s not in {"automation", "checks"}]
+    assert groups["anonymization"] == {
+        "redaction_rules",
+        "pii_entity_frequency",
+        "anonymized_conversations",
+    }
 
 
 def test_the_defs_folder_holds_every_asset_that_build_assets_builds():

@@ -93,8 +93,8 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         }
         assert all(n["isPartitioned"] == (k not in unpartitioned) for k, n in nodes.items())
         assert nodes[("raw_requests",)]["groupName"] == "ingest"
-        assert nodes[("anonymized_conversations",)]["groupName"] == "privacy"
-        assert nodes[("user_turn_locations",)]["groupName"] == "enrichment"
+        assert nodes[("anonymized_conversations",)]["groupName"] == "anonymization"
+        assert nodes[("user_turn_locations",)]["groupName"] == "geo"
         assert nodes[("conversation_toxicity",)]["groupName"] == "moderation"
         assert "Daily" in nodes[("linked_conversations",)]["partitionDefinition"]["description"]
         errors = graphql(

@@ -74,7 +74,7 @@ def build_anonymization_assets(
 
         @observable_source_asset(
             key="redaction_rules",
-            group_name="privacy",
+            group_name="anonymization",
             description=(
                 f"The redaction rules file ({rules_path.name}): which detected PII is replaced "
                 "in the release. Its data version is the hash of its parsed content. The "
@@ -93,7 +93,7 @@ def build_anonymization_assets(
     @asset(
         key="pii_entity_frequency",
         deps=[redaction_rules, AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")],
-        group_name="privacy",
+        group_name="anonymization",
         code_version=f"pii-frequency-v1-{rules_version}",
         pool=WAREHOUSE_TABLES_POOL,
         description=(
@@ -141,7 +141,7 @@ def build_anonymization_assets(
         deps=[redaction_rules, pii_entity_frequency],
         partitions_def=collection_days,
         metadata=STORAGE,
-        group_name="privacy",
+        group_name="anonymization",
         code_version=f"anonymization-v1-{rules_version}",
         check_specs=[
             raw_ip_check_spec(

@@ -55,7 +55,7 @@ def names_metadata(snapshots: GeoSnapshots, newest_names: bool) -> dict[str, obj
                 "goes no further: no address, network or coordinates are stored."
             ),
             metadata=STORAGE,
-            group_name="enrichment",
+            group_name="geo",
         ),
         "conversation_locations": AssetOut(
             description=(
@@ -64,7 +64,7 @@ def names_metadata(snapshots: GeoSnapshots, newest_names: bool) -> dict[str, obj
                 "earliest turn; turns without a country do not count)."
             ),
             metadata=STORAGE,
-            group_name="enrichment",
+            group_name="geo",
         ),
     },
     partitions_def=collection_days,

@@ -46,7 +46,7 @@ BACKEND = configured_backend()
                 "empty). Metadata `backend` and `model` say which labelled the day."
             ),
             metadata=STORAGE,
-            group_name="enrichment",
+            group_name="language",
         ),
         "conversation_languages": AssetOut(
             description=(
@@ -56,7 +56,7 @@ BACKEND = configured_backend()
                 "utterance_languages."
             ),
             metadata=STORAGE,
-            group_name="enrichment",
+            group_name="language",
         ),
     },
     partitions_def=collection_days,

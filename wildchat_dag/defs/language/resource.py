@@ -89,6 +89,13 @@ class FastTextLanguageId(ConfigurableResource):
             return lingua_labeller(_lingua_identifier())
         return fasttext_labeller(self.identifier(), self.code_fallback_confidence)
 
+    def preload(self) -> None:
+        """Load what this backend's runs use, once per process: a warm worker calls it before
+        its first run, so no run pays the load. fastText always (detection plans by it)."""
+        self.identifier()
+        if self.backend == "lingua":
+            _lingua_identifier().warm()
+
     def model_description(self) -> str:
         """Which model labels the languages, for metadata and the dataset card: its name and
         version or content hash, never a path (the card must not say where it was built).

@@ -40,7 +40,7 @@ def build_detection_assets(rules: RedactionRules) -> list[AssetsDefinition]:
                     "re-uses these. Inside the privacy boundary: holds raw PII."
                 ),
                 metadata=STORAGE,
-                group_name="privacy",
+                group_name="pii_detection",
             ),
             "pii_scanned_utterances": AssetOut(
                 description=(
@@ -50,7 +50,7 @@ def build_detection_assets(rules: RedactionRules) -> list[AssetsDefinition]:
                     "from release)."
                 ),
                 metadata=STORAGE,
-                group_name="privacy",
+                group_name="pii_detection",
             ),
         },
         partitions_def=collection_days,
