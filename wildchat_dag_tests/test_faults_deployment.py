@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from wildchat_dag.defs.moderation.resources import API_KEY_FILE_ENV_VAR
+from wildchat_dag.defs.moderation.resource import API_KEY_FILE_ENV_VAR
 from wildchat_dag_tests import test_deployment_files as files
 from wildchat_dag_tests.deployment import free_port, graphql, wait_for, webserver_process
 from wildchat_dag_tests.test_webserver import dagster_env

@@ -35,7 +35,7 @@ from wildchat_dag.defs.moderation.openai_moderation import (
     OpenAIModerationScorer,
     result_problem,
 )
-from wildchat_dag.defs.moderation.resources import (
+from wildchat_dag.defs.moderation.resource import (
     OpenAIConfigError,
     OpenAIModerationResource,
     base_url_problem,

@@ -21,7 +21,7 @@ from wildchat_dag.defs.language.lingua_language import (
 )
 from wildchat_dag.defs.language.resource import (
     LANGUAGE_BACKEND_ENV_VAR,
-    FastTextLanguageId,
+    LanguageIdModels,
     configured_backend,
 )
 from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
@@ -189,9 +189,9 @@ def test_lingua_gives_wildchats_language_to_the_real_conversations(lingua, sampl
 
 
 def test_the_resource_picks_the_backend():
-    lingua_id, fasttext_id = (FastTextLanguageId(backend=b) for b in ("lingua", "fasttext"))
+    lingua_id, fasttext_id = (LanguageIdModels(backend=b) for b in ("lingua", "fasttext"))
     # Unset in the launchpad, the backend is the environment's (fastText unless it says).
-    assert FastTextLanguageId().backend == configured_backend()
+    assert LanguageIdModels().backend == configured_backend()
     frame = utterances(["Привет, как дела? Помоги мне написать письмо.", ""])
     by_lingua = lingua_id.labeller()(frame)
     assert by_lingua["language"].to_list() == ["Russian", NOLANG]
@@ -235,7 +235,7 @@ def test_the_asset_labels_real_conversations_with_lingua_when_configured(tmp_pat
     p = Pipeline(
         tmp_path / "logs",
         tmp_path / "w.duckdb",
-        resources={"language_id": FastTextLanguageId(backend="lingua")},
+        resources={"language_id": LanguageIdModels(backend="lingua")},
     )
     p.ingest(*partitions)
     p.link(*partitions)

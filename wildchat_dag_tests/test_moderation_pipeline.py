@@ -12,7 +12,7 @@ import pytest
 from dagster import AssetKey
 
 from wildchat_dag.core.utterances import linked_utterances
-from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.moderation.resource import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag_tests.detoxify_checkpoints import build_tiny_checkpoint
 from wildchat_dag_tests.moderation_server import ModerationServer

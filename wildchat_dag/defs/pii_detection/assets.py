@@ -16,7 +16,7 @@ from wildchat_dag.common.metadata import STORAGE, counts_table, preview
 from wildchat_dag.common.text_exit import log_warning, text_exit
 from wildchat_dag.core.utterances import conversation_utterances
 from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules
-from wildchat_dag.defs.language.resource import FastTextLanguageId
+from wildchat_dag.defs.language.resource import LanguageIdModels
 from wildchat_dag.defs.pii_detection.pii_detection import (
     detection_tables,
     detection_version,
@@ -60,7 +60,7 @@ def build_detection_assets(rules: RedactionRules) -> list[AssetsDefinition]:
     def detect_pii(
         context: AssetExecutionContext,
         pii_detector: PresidioDetector,
-        language_id: FastTextLanguageId,
+        language_id: LanguageIdModels,
         linked_conversations: pl.DataFrame,
     ) -> Iterator[Output]:
         day = partition_date(context.partition_key)

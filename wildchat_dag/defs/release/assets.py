@@ -26,7 +26,7 @@ from wildchat_dag.common.pools import WAREHOUSE_TABLES_POOL
 from wildchat_dag.common.text_exit import text_exit
 from wildchat_dag.core.markdown import share_markdown
 from wildchat_dag.defs.geo.assets import GEOIP_NAMES_KEY
-from wildchat_dag.defs.language.resource import FastTextLanguageId
+from wildchat_dag.defs.language.resource import LanguageIdModels
 from wildchat_dag.defs.release.day_statistics import (
     build_day_statistics,
     merge_days,
@@ -235,7 +235,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
         context: AssetExecutionContext,
         warehouse: Warehouse,
         release_folder: ReleaseFolder,
-        language_id: FastTextLanguageId,
+        language_id: LanguageIdModels,
     ) -> MaterializeResult:
         started = time.perf_counter()
         member = f"in_{release}"
