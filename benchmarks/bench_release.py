@@ -328,6 +328,7 @@ def child_export(database: str, root: str, shard_rows: int, out: str) -> int:
     from wildchat_dag.definitions import build_assets
     from wildchat_dag.defs.language.resource import LanguageIdModels
     from wildchat_dag.defs.release.resource import ReleaseFolder
+    from wildchat_dag.defs.takedowns.resource import TakedownLedger
     from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
     from wildchat_dag.resources.warehouse import Warehouse
 
@@ -348,6 +349,8 @@ def child_export(database: str, root: str, shard_rows: int, out: str) -> int:
         "warehouse": Warehouse(database=database),
         "release_folder": ReleaseFolder(root=root, shard_rows=shard_rows),
         "language_id": LanguageIdModels(),
+        # An empty ledger: the exports' takedown check still reads every record.
+        "takedowns": TakedownLedger(path=str(Path(root) / "takedowns.jsonl")),
     }
     con = duckdb.connect(database, read_only=True)
     days = [d for (d,) in con.execute(

@@ -89,7 +89,7 @@ def backfill_params(
     """``LaunchBackfillParams`` targeting exactly ``days`` (as ranges of consecutive days) of
     each asset, and once each asset of ``unpartitioned``, with no downstream expansion."""
     ranges = [{"start": first, "end": last} for first, last in day_ranges(days)]
-    if not ranges:
+    if not ranges and set(assets) - set(unpartitioned):
         raise ValueError("a backfill needs at least one day")
     return {
         "partitionsByAssets": [
@@ -101,6 +101,38 @@ def backfill_params(
         ],
         "title": title,
     }
+
+
+class BackfillRefused(RuntimeError):
+    """dagster-graphql failed, or the instance refused the backfill; the message says which."""
+
+
+def submit_backfill(workspace: Path, params: dict, env: dict[str, str] | None = None) -> str:
+    """Launch ``params`` (``LaunchBackfillParams``) through ``dagster-graphql`` against
+    ``workspace`` and the instance at $DAGSTER_HOME (of ``env``, default this process's
+    environment); the backfill's id."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster-graphql")),
+            "-w",
+            str(workspace),
+            "-t",
+            LAUNCH,
+            "-v",
+            json.dumps({"params": params}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    # dagster-graphql prints its code server's log lines around the answer.
+    answers = [line for line in result.stdout.splitlines() if line.startswith('{"data"')]
+    if result.returncode or not answers:
+        raise BackfillRefused(result.stdout[-2000:] + result.stderr[-2000:])
+    answer = json.loads(answers[-1])["data"]["launchPartitionBackfill"]
+    if answer["__typename"] != "LaunchBackfillSuccess":
+        raise BackfillRefused(f"the backfill was refused: {answer}")
+    return answer["backfillId"]
 
 
 def nightly_assets() -> list[str]:
@@ -176,30 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     if len(ranges) > 1:
         print(f"targeted: {len(ranges)} ranges, {format_ranges(ranges)}")
     title = f"wildchat_nightly {span}"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("dagster-graphql")),
-            "-w",
-            str(args.workspace),
-            "-t",
-            LAUNCH,
-            "-v",
-            json.dumps({"params": backfill_params(days, assets, title, unpartitioned)}),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    # dagster-graphql prints its code server's log lines around the answer.
-    answers = [line for line in result.stdout.splitlines() if line.startswith('{"data"')]
-    if result.returncode or not answers:
-        print(result.stdout[-2000:] + result.stderr[-2000:], file=sys.stderr)
-        return 1
-    answer = json.loads(answers[-1])["data"]["launchPartitionBackfill"]
-    if answer["__typename"] != "LaunchBackfillSuccess":
-        print(f"the backfill was refused: {answer}", file=sys.stderr)
+    try:
+        backfill_id = submit_backfill(
+            args.workspace, backfill_params(days, assets, title, unpartitioned)
+        )
+    except BackfillRefused as error:
+        print(error, file=sys.stderr)
         return 1
     print(
-        f"backfill {answer['backfillId']}: {len(days)} days ({days[0]} .. {days[-1]}), "
+        f"backfill {backfill_id}: {len(days)} days ({days[0]} .. {days[-1]}), "
         f"{len(assets)} assets; a running daemon executes it"
     )
     return 0

@@ -46,6 +46,8 @@ from wildchat_dag.defs.pii_detection.resource import PresidioDetector
 from wildchat_dag.defs.release.assets import build_release_assets
 from wildchat_dag.defs.release.definitions import release_policy
 from wildchat_dag.defs.release.resource import ReleaseFolder
+from wildchat_dag.defs.takedowns import assets as takedown_assets
+from wildchat_dag.defs.takedowns.resource import TakedownLedger
 from wildchat_dag.resources.duckdb_io import WildchatDuckDBIOManager
 from wildchat_dag.resources.warehouse import Warehouse
 
@@ -56,7 +58,14 @@ def build_assets(rules_path: Path | None = None) -> list:
     a test holds the two to the same assets)."""
     path = rules_path or settings.redaction_rules_path()
     rules = load_rules(path)
-    modules = [ingest_assets, linking_assets, geo_assets, language_assets, moderation_assets]
+    modules = [
+        ingest_assets,
+        linking_assets,
+        geo_assets,
+        language_assets,
+        moderation_assets,
+        takedown_assets,
+    ]
     return [
         *load_assets_from_modules(modules),
         *build_detection_assets(rules),
@@ -84,6 +93,7 @@ def build_resources(
         # An unset variable stops a run that needs it before any step starts.
         "ip_hasher": IpHasher(salt=EnvVar(SALT_ENV_VAR), salt_source=settings.ip_salt_source()),
         "release_folder": ReleaseFolder(root=settings.release_root()),
+        "takedowns": TakedownLedger(path=settings.takedown_ledger_path()),
         "openai": openai_moderation_resource(),
         "detoxify": DetoxifyResource(
             checkpoint=settings.env_or_none("WILDCHAT_DETOXIFY_CHECKPOINT"),

@@ -52,7 +52,8 @@ STAGES = (
         True,
     ),
     ("release records", ["release_records", "release_day_statistics"], True),
-    ("release", ["release_statistics", "public_release", "full_release"], False),
+    # The ledger observed first: the releases are then built from its current version.
+    ("release", ["takedown_ledger", "release_statistics", "public_release", "full_release"], False),
 )
 
 

@@ -47,6 +47,12 @@ def release_root() -> str:
     return os.environ.get("WILDCHAT_RELEASE_ROOT", str(home() / "releases"))
 
 
+def takedown_ledger_path() -> str:
+    """The takedown ledger (wildchat_dag/defs/takedowns/ledger.py): WILDCHAT_TAKEDOWN_LEDGER,
+    else takedowns.jsonl under the home folder. Keep it with the warehouse's backups."""
+    return os.environ.get("WILDCHAT_TAKEDOWN_LEDGER", str(home() / "takedowns.jsonl"))
+
+
 def release_includes_unscored() -> bool:
     """Whether the releases keep conversations a moderation scorer did not score (toxicity or
     sexual/minors unknown). Off in production; on in demo mode, where no scorer can run, and

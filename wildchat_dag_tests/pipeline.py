@@ -16,6 +16,7 @@ from wildchat_dag.defs.automation.jobs import wildchat_daily_job
 from wildchat_dag.defs.checks.raw_ip_check import RAW_IP_CHECK
 from wildchat_dag.defs.checks.table_checks import build_table_checks
 from wildchat_dag.defs.release.resource import ReleaseFolder
+from wildchat_dag.defs.takedowns.resource import TakedownLedger
 
 INGEST = [AssetKey("raw_requests"), AssetKey("quarantined_log_lines")]
 LINKING = [AssetKey("linked_conversations"), AssetKey("orphaned_requests")]
@@ -75,6 +76,9 @@ class Pipeline:
         )
         self.releases = database.parent / "releases"
         self.resources["release_folder"] = ReleaseFolder(root=str(self.releases))
+        # Each pipeline its own (empty) takedown ledger, never the home folder's.
+        self.ledger = database.parent / "takedowns.jsonl"
+        self.resources["takedowns"] = TakedownLedger(path=str(self.ledger))
         # Replacements for the embedded defaults (the moderation APIs, mostly).
         self.resources.update(resources or {})
         assets = build_assets(rules_path)

@@ -287,9 +287,16 @@ def test_the_code_location_carries_its_jobs_automation_and_pools():
         "new_log_days",
         "follow_upstream_updates",
         "redaction_staleness",
+        "takedown_application",
     }
     assert all(s.description for s in [*repository.schedule_defs, *repository.sensor_defs])
-    for job in ("wildchat_nightly", "wildchat_release", "wildchat_nightly_celery"):
+    for job in (
+        "wildchat_nightly",
+        "wildchat_release",
+        "wildchat_nightly_celery",
+        "add_takedown_request",
+        "takedown_records",
+    ):
         assert repository.get_job(job).description
     graph = repository.asset_graph
     nightly_job = repository.get_job("wildchat_nightly")
@@ -304,6 +311,7 @@ def test_the_code_location_carries_its_jobs_automation_and_pools():
         "raw_requests",
         "quarantined_log_lines",
         "redaction_rules",
+        "takedown_ledger",
         "release_statistics",
         "public_release",
         "full_release",

@@ -61,6 +61,7 @@ GROUPS = [
     "language",
     "moderation",
     "release",
+    "takedowns",
 ]
 # One path through the pipeline, raw layer to release, each asset in its own group.
 LINEAGE_PATH = [

@@ -71,6 +71,7 @@ def test_definitions_load_with_descriptions_and_partitions():
         "pii_candidates",
         "pii_scanned_utterances",
         "redaction_rules",
+        "takedown_ledger",
         "pii_entity_frequency",
         "anonymized_conversations",
         "user_turn_locations",
@@ -91,6 +92,7 @@ def test_definitions_load_with_descriptions_and_partitions():
     # day a partition.
     unpartitioned = {
         "redaction_rules",
+        "takedown_ledger",
         "pii_entity_frequency",
         "release_statistics",
         "public_release",
@@ -343,6 +345,7 @@ PIPELINE_FOLDERS = [
     "moderation",
     "pii_detection",
     "release",
+    "takedowns",
 ]
 
 

@@ -205,8 +205,10 @@ def test_a_re_export_replaces_the_release_whole(released):
     public = released.releases / "public"
     (public / "data" / "stale.parquet").write_text("from an older release")
     released.run([AssetKey("public_release")], None)
-    # Nothing of the old folder is left, and no staging folder beside it.
-    assert sorted(p.name for p in released.releases.iterdir()) == ["full", "public"]
+    # Nothing of the old folder is left, and no staging folder beside it: only the releases and
+    # their versions' history.
+    assert sorted(p.name for p in released.releases.iterdir()) == ["full", "history", "public"]
+    assert not any(p.name.startswith(".") for p in (released.releases / "history").rglob("*"))
     assert not (public / "data" / "stale.parquet").exists()
     assert (
         load(public).num_rows

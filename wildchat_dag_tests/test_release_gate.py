@@ -240,7 +240,7 @@ def test_a_failed_blocking_check_refuses_the_day_and_writes_nothing(pipeline):
 
     # Not a file of either release changed, and no staging folder was left.
     assert folder_state(p) == before
-    assert sorted(f.name for f in p.releases.iterdir()) == ["full", "public"]
+    assert sorted(f.name for f in p.releases.iterdir()) == ["full", "history", "public"]
 
     # Repaired: anonymized again. Its own raw-IP check, which scans the day's other tables
     # too, fails on the records still holding the address; the records rebuilt clean pass.

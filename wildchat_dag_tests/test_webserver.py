@@ -67,6 +67,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("pii_candidates",),
             ("pii_scanned_utterances",),
             ("redaction_rules",),
+            ("takedown_ledger",),
             ("pii_entity_frequency",),
             ("anonymized_conversations",),
             ("user_turn_locations",),
@@ -86,6 +87,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         assert all(n["description"] for n in nodes.values())
         unpartitioned = {
             ("redaction_rules",),
+            ("takedown_ledger",),
             ("pii_entity_frequency",),
             ("release_statistics",),
             ("public_release",),

@@ -51,6 +51,7 @@ from dagster._core.definitions.temporal_context import TemporalContext
 from dagster._time import get_current_datetime
 from dagster_shared.check import CheckError
 
+from wildchat_dag.common.observations import latest_observed_version
 from wildchat_dag.common.text_exit import text_exit
 from wildchat_dag.defs.anonymization.redaction_rules import load_rules
 from wildchat_dag.partitions import collection_days
@@ -270,7 +271,7 @@ def build_redaction_staleness_sensor(rules_path: Path):
     def redaction_staleness(context: SensorEvaluationContext):
         instance = context.instance
         rules = load_rules(rules_path)
-        if _latest_rules_version(instance) != rules.rules_hash:
+        if latest_observed_version(instance, RULES) != rules.rules_hash:
             # The next tick judges the days against this observation once it is stored.
             return SensorResult(
                 asset_events=[
@@ -336,14 +337,6 @@ def _latest_evaluations(
                 latest[key] = data
                 break
     return latest
-
-
-def _latest_rules_version(instance: DagsterInstance) -> str | None:
-    records = instance.fetch_observations(RULES, limit=1).records
-    if not records:
-        return None
-    observation = records[0].asset_observation
-    return (observation.tags or {}).get(DATA_VERSION_TAG) if observation else None
 
 
 def _state(

@@ -60,11 +60,14 @@ from wildchat_dag.defs.checks.table_rules import (
     REQUESTS_OF_DAY_SQL,
     STORED_COLUMNS_SQL,
     TABLES,
+    UNRECORDED_SQL,
     compare_schema,
     conservation,
     pii_left_in_release,
     quarantine_rate,
+    withdrawn_conversations,
 )
+from wildchat_dag.defs.takedowns.resource import TakedownLedger
 from wildchat_dag.partitions import partition_date
 from wildchat_dag.resources.warehouse import Warehouse
 
@@ -244,7 +247,9 @@ CONSERVATION_DESCRIPTION = (
     "copy of a turn id set aside as duplicate_turn_id), and no turn id is kept on two days; the "
     "same "
     "conversations are in linked_conversations, anonymized_conversations and "
-    "release_records; each is in each release or has an exclusion reason; and each "
+    "release_records, but for those the takedown ledger names (matched again here, from the "
+    "anonymized text), which have no record; each is in each release or has an exclusion "
+    "reason; and each "
     "conversation keeps its utterances. The metadata's chain shows every stage's "
     "count, its side table and what is unaccounted for. On failure, the failing stage "
     "names the table where rows went missing or doubled: materialize that day again "
@@ -253,9 +258,10 @@ CONSERVATION_DESCRIPTION = (
 
 
 def _conservation_result(
-    context: AssetCheckExecutionContext, warehouse: Warehouse
+    context: AssetCheckExecutionContext, warehouse: Warehouse, takedowns: TakedownLedger
 ) -> AssetCheckResult:
     day = {"day": _day(context)}
+    ledger = takedowns.frame()
     # One transaction: every stage counted on the same state of the warehouse.
     with warehouse.connect() as con:
         sql = partial(query, con)
@@ -269,6 +275,9 @@ def _conservation_result(
             linked=sql(CONVERSATION_SIZES_SQL.format(table="linked_conversations"), day),
             anonymized=sql(CONVERSATION_SIZES_SQL.format(table="anonymized_conversations"), day),
             records=sql(RECORD_SIZES_SQL, day),
+            withdrawn=withdrawn_conversations(
+                sql(UNRECORDED_SQL, day) if not ledger.is_empty() else pl.DataFrame(), ledger
+            ),
         )
     return AssetCheckResult(
         asset_key="release_records",
@@ -366,7 +375,7 @@ def _release_checks(
     @multi_asset_check(name="release_records_checks", specs=specs, can_subset=True)
     @text_exit
     def release_records_checks(
-        context: AssetCheckExecutionContext, warehouse: Warehouse
+        context: AssetCheckExecutionContext, warehouse: Warehouse, takedowns: TakedownLedger
     ) -> Iterator[AssetCheckResult]:
         selected = {key.name for key in context.selected_asset_check_keys}
         # The PII and instance checks read the same tables of the day: once, for both.
@@ -376,7 +385,7 @@ def _release_checks(
             else {}
         )
         if CONSERVATION_CHECK in selected:
-            yield _conservation_result(context, warehouse)
+            yield _conservation_result(context, warehouse, takedowns)
         if PII_CHECK in selected:
             yield _pii_result(warehouse, rules, inputs)
         if RAW_IP_CHECK in selected:

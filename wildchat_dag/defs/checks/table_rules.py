@@ -31,6 +31,8 @@ from wildchat_dag.defs.anonymization.redaction import Decision, apply_frequencie
 from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules
 from wildchat_dag.defs.pii_detection.pii_detection import DetectorSettings, PiiDetector
 from wildchat_dag.defs.release import release_schema, release_statistics
+from wildchat_dag.defs.release.release import conversation_hash
+from wildchat_dag.defs.takedowns.ledger import MATCHABLE_SCHEMA, match_requests
 
 # -- schema -------------------------------------------------------------------------------------
 
@@ -71,7 +73,7 @@ TABLES: dict[str, DeclaredTable] = {
 }
 
 # Assets that are not tables: the rules file (an observable source) and the two export folders.
-NOT_TABLES = frozenset({"redaction_rules", "public_release", "full_release"})
+NOT_TABLES = frozenset({"redaction_rules", "takedown_ledger", "public_release", "full_release"})
 
 STORED_COLUMNS_SQL = """
 SELECT column_name, data_type FROM information_schema.columns
@@ -350,13 +352,15 @@ def conservation(
     anonymized: pl.DataFrame,
     records: pl.DataFrame,
     set_aside: int = 0,
+    withdrawn: frozenset[int] = frozenset(),
 ) -> Conservation:
     """The chain of one day, from the log lines read to the released utterances.
 
     ``lines_read``: what ingest said it read (its materialization's metadata), None if unknown;
     ``files``: ``LINES_SQL`` rows; ``placement``: the ``PLACEMENT_SQL`` row; ``orphaned`` and
     ``set_aside``: ``ORPHANED_OF_DAY_SQL``; ``linked``/``anonymized``: ``CONVERSATION_SIZES_SQL``
-    rows; ``records``: ``RECORD_SIZES_SQL`` rows.
+    rows; ``records``: ``RECORD_SIZES_SQL`` rows; ``withdrawn``: the conversations of the day
+    that the takedown ledger names (``withdrawn_conversations``), which have no record.
 
     Requests kept = placed once, of which some in orphaned_requests as orphans and some set
     aside there as later copies of a turn id (``duplicate_turn_id``).
@@ -447,13 +451,24 @@ def conservation(
     stages.append(
         Stage("conversations", "conversations of the day", "linked_conversations", linked.height)
     )
-    for table, frame in (
-        ("anonymized_conversations", anonymized),
-        ("release_records", records),
-    ):
-        row, found = _ids_compared(table, frame, linked)
-        stages.append(row)
-        failures += found
+    row, found = _ids_compared("anonymized_conversations", anonymized, linked)
+    stages.append(row)
+    failures += found
+    kept = linked.filter(~pl.col("conversation_id").is_in(sorted(withdrawn)))
+    row, found = _ids_compared("release_records", records, kept)
+    stages.append(
+        Stage(
+            row.key,
+            row.stage,
+            row.table,
+            row.count,
+            "takedown ledger (withdrawn)",
+            linked.height - kept.height,
+            row.unaccounted,
+            row.note,
+        )
+    )
+    failures += found
     for release in ("public", "full"):
         row, found = _release_stage(records, release)
         stages.append(row)
@@ -737,3 +752,36 @@ def quarantine_rate(requests: int, reasons: pl.DataFrame, threshold: float) -> Q
     by_reason = {str(r): int(n) for r, n in reasons.select("reason", "lines").iter_rows()}
     quarantined = sum(by_reason.values())
     return QuarantineRate(requests + quarantined, quarantined, by_reason, threshold)
+
+
+# The conversations of a day that have no record, with what matching needs of each.
+UNRECORDED_SQL = """
+SELECT a.conversation_id, a.hashed_ip, a.conversation
+FROM main.anonymized_conversations a
+WHERE a.partition_day = $day
+  AND a.conversation_id NOT IN (
+    SELECT conversation_id FROM main.release_records WHERE partition_day = $day
+  )
+"""
+
+
+def withdrawn_conversations(unrecorded: pl.DataFrame, ledger: pl.DataFrame) -> frozenset[int]:
+    """Which of the day's conversations without a record (``UNRECORDED_SQL`` rows) the takedown
+    ``ledger`` names: matched again here, from the anonymized text, as release_records matched
+    them, so the check does not take the step's word for what it left out."""
+    if unrecorded.is_empty() or ledger.is_empty():
+        return frozenset()
+    conversations = unrecorded["conversation"].to_list()
+    matchable = pl.DataFrame(
+        {
+            "conversation_id": unrecorded["conversation_id"],
+            "conversation_hash": [conversation_hash(c) for c in conversations],
+            "turn_identifiers": [[u["turn_identifier"] for u in c] for c in conversations],
+            "hashed_ips": [
+                [h for h in [ip, *(u["hashed_ip"] for u in c)] if h is not None]
+                for ip, c in zip(unrecorded["hashed_ip"].to_list(), conversations, strict=True)
+            ],
+        },
+        schema=MATCHABLE_SCHEMA,
+    )
+    return frozenset(match_requests(ledger, matchable)["conversation_id"].to_list())

@@ -4,6 +4,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -15,6 +16,7 @@ from dagster import (
     AssetsDefinition,
     DagsterEventType,
     DagsterInstance,
+    Failure,
     MaterializeResult,
     MetadataValue,
     Output,
@@ -47,13 +49,30 @@ from wildchat_dag.defs.release.release_card import (
     table_1_values,
 )
 from wildchat_dag.defs.release.release_export import staging_folder, swap_in, write_shards
+from wildchat_dag.defs.release.release_history import (
+    EXCLUDED_SQL,
+    INDEX_SQL,
+    plan_cut,
+    version_manifest,
+)
 from wildchat_dag.defs.release.release_schema import RELEASE_SCHEMA, RELEASES
 from wildchat_dag.defs.release.release_statistics import section
+from wildchat_dag.defs.release.release_versions import (
+    conversation_index,
+    file_entries,
+    history_root_of,
+    write_version,
+)
 from wildchat_dag.defs.release.resource import ReleaseFolder
+from wildchat_dag.defs.takedowns.application import describe_named, named_records
+from wildchat_dag.defs.takedowns.ledger import ledger_frame
+from wildchat_dag.defs.takedowns.resource import TakedownLedger
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.warehouse import Warehouse
 
 GROUP = "release"
+# The metadata key of the ledger version a day's records applied.
+TAKEDOWN_LEDGER_VERSION = "takedown_ledger_version"
 LOCATIONS = AssetKey("user_turn_locations")
 
 
@@ -100,7 +119,8 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
             "redacted; both moderation results per utterance; the conversation's fields), with "
             "whether each release takes it: in_public / in_full, and public_exclusion / "
             "full_exclusion saying why not (sexual_minors, not_screened, toxic, "
-            "toxicity_unknown)."
+            "toxicity_unknown). A conversation the takedown ledger names has no record at all "
+            "(withdrawn_by_request in the metadata, with the ledger version applied)."
         ),
     )
     @text_exit
@@ -115,7 +135,11 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
         detoxify_moderation: pl.DataFrame,
         utterance_toxicity: pl.DataFrame,
         conversation_toxicity: pl.DataFrame,
+        takedowns: TakedownLedger,
     ) -> Output:
+        # Read once: the version recorded is the one applied.
+        ledger = takedowns.frame()
+        ledger_version = takedowns.version()
         result = release_records(
             partition_date(context.partition_key),
             anonymized_conversations,
@@ -128,6 +152,7 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
             utterance_toxicity,
             conversation_toxicity,
             policy,
+            ledger,
         )
         stats = dict(result.stats)
         return Output(
@@ -136,6 +161,10 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
                 **{k: v for k, v in stats.items() if not isinstance(v, dict)},
                 "public_exclusions": counts_table(stats["public_exclusions"]),
                 "full_exclusions": counts_table(stats["full_exclusions"]),
+                "withdrawn_by_request": counts_table(
+                    stats["withdrawn_by_request"], key="takedown request", value="conversations"
+                ),
+                TAKEDOWN_LEDGER_VERSION: ledger_version,
                 "preview": preview(
                     result.utterances.select(
                         "conversation_id",
@@ -218,7 +247,7 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
 def build_export(release: str, policy: ReleasePolicy, threshold: float) -> AssetsDefinition:
     @asset(
         name=f"{release}_release",
-        deps=["release_records", "release_statistics"],
+        deps=["release_records", "release_statistics", "takedown_ledger"],
         group_name=GROUP,
         code_version=f"export-v1-{policy.version}",
         pool=WAREHOUSE_TABLES_POOL,
@@ -227,7 +256,10 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             "data/train-NNNNN-of-NNNNN.parquet in WildChat-1M's exact schema and a README.md "
             "dataset card (features, counts, licence, statistics, the scorers that ran, the "
             "redaction rules' hash, GeoLite2 snapshots, the language model, the days). Written "
-            "a day at a time, beside the previous release, and swapped in whole." + GATE_DESCRIPTION
+            "a day at a time, beside the previous release, and swapped in whole. Refuses to "
+            "cut a release that holds a conversation the takedown ledger names (records built "
+            "before the request: `python -m wildchat_dag.takedown apply` rebuilds their days)."
+            + GATE_DESCRIPTION
         ),
     )
     @text_exit
@@ -236,9 +268,22 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
         warehouse: Warehouse,
         release_folder: ReleaseFolder,
         language_id: LanguageIdModels,
+        takedowns: TakedownLedger,
     ) -> MaterializeResult:
         started = time.perf_counter()
         member = f"in_{release}"
+        ledger_version = takedowns.version()
+        requests = takedowns.requests()
+        named = named_records(warehouse.query, ledger_frame(requests), f"WHERE {member}")
+        if named.height:
+            raise Failure(
+                description=(
+                    f"The {release} release was not cut: {describe_named(named)}, but their "
+                    "release_records were built before the requests. Run python -m "
+                    "wildchat_dag.takedown apply, which rebuilds those days and cuts the releases."
+                ),
+                metadata={"takedown_ledger_version": ledger_version},
+            )
         days = warehouse.query(
             f"SELECT partition_day, count(*) FILTER (WHERE {member}) AS n "
             "FROM main.release_records GROUP BY 1 ORDER BY 1"
@@ -274,6 +319,17 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             partition_key_of(d) for d, n in days.select("partition_day", "n").iter_rows() if n
         ]
         facts.geoip_names = geoip_names_of(context.instance, released_days)
+        built_at = datetime.now(UTC)
+        history = history_root_of(Path(release_folder.root))
+        index = conversation_index(warehouse.query(INDEX_SQL.format(release=release)))
+        cut = plan_cut(
+            history,
+            release,
+            built_at.date(),
+            index,
+            requests,
+            warehouse.query(EXCLUDED_SQL.format(release=release)),
+        )
         card = dataset_card(
             release,
             written,
@@ -282,9 +338,19 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             policy,
             threshold,
             language_id.model_description(),
-            datetime.now(UTC),
+            built_at,
+            version=cut.version,
+            changelog=cut.changelog_section,
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
+        manifest = version_manifest(
+            cut, facts, policy, threshold, language_id.model_description(), ledger_version
+        )
+        manifest["built_at"] = built_at.isoformat()
+        manifest["files"] = file_entries(staging)
+        # The version is stored before the release is swapped in: a release on disk always
+        # has its manifest, and a failed swap leaves a version to diff against, not a gap.
+        write_version(history, release, cut.version, manifest, index, cut.removals)
         swap_in(staging, folder)
         return MaterializeResult(
             metadata={
@@ -301,6 +367,14 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
                 "geoip_snapshots": MetadataValue.json([str(d) for d in facts.geoip_snapshots]),
                 "geoip_names": counts_table(facts.geoip_names, key="named by", value="days"),
                 "policy": policy.version,
+                "version": cut.version,
+                "previous_version": cut.previous or "none",
+                "removed_by_reason": counts_table(
+                    cut.diff.removed_by_reason if cut.diff else {}, value="conversations"
+                ),
+                "changelog_entry": MetadataValue.md(cut.changelog_entry),
+                TAKEDOWN_LEDGER_VERSION: ledger_version,
+                "takedown_requests": len(requests),
                 "seconds": round(time.perf_counter() - started, 3),
                 "card": MetadataValue.md(card.split("---", 2)[2][:20_000]),
             }

@@ -32,6 +32,7 @@ from wildchat_dag.defs.release.release_schema import (
     RELEASE_RECORDS_SCHEMA,
     RELEASE_UTTERANCE,
 )
+from wildchat_dag.defs.takedowns.ledger import match_requests
 
 UTTERANCE_KEY = ["conversation_id", "utterance_index"]
 
@@ -69,8 +70,11 @@ def release_records(
     utterance_toxicity: pl.DataFrame,
     conversation_toxicity: pl.DataFrame,
     policy: ReleasePolicy,
+    ledger: pl.DataFrame | None = None,
 ) -> EnrichedDay:
-    """Every conversation of the day in the released shape (``RELEASE_RECORDS_SCHEMA``)."""
+    """Every conversation of the day in the released shape (``RELEASE_RECORDS_SCHEMA``), less
+    those the takedown ``ledger`` names (``ledger.LEDGER_SCHEMA``): they are in no record, so
+    in no release, and the stats count them (``withdrawn``, by request)."""
     joined = (
         conversation_utterances(anonymized)
         .join(
@@ -160,6 +164,8 @@ def release_records(
         detoxify_moderation=pl.col("detoxify_result"),
         sexual_minors=pl.col("sexual_minors").any(),
         messages=pl.struct("content", "role"),
+        turn_identifiers=pl.col("turn_identifier"),
+        utterance_ips=pl.col("hashed_ip").drop_nulls(),
     )
     hashes = [conversation_hash(m) for m in per_conversation["messages"].to_list()]
     per_conversation = per_conversation.drop("messages").with_columns(
@@ -201,6 +207,21 @@ def release_records(
         )
         .join(snapshots, on="conversation_id", how="left")
     )
+    withdrawn = match_requests(
+        ledger if ledger is not None else pl.DataFrame(),
+        conversations.select(
+            "conversation_id",
+            "conversation_hash",
+            "turn_identifiers",
+            hashed_ips=pl.concat_list(
+                pl.col("utterance_ips"), pl.col("hashed_ip").cast(pl.String)
+            ).list.drop_nulls(),
+        ),
+    )
+    conversations = conversations.filter(
+        ~pl.col("conversation_id").is_in(withdrawn["conversation_id"].implode())
+    )
+    withdrawn_conversations = withdrawn["conversation_id"].n_unique()
     screened = pl.col("scored_by").list.contains("openai")
     conversations = (
         conversations.with_columns(
@@ -224,9 +245,16 @@ def release_records(
         )
     )
     records = day_table(conversations, day, RELEASE_RECORDS_SCHEMA, "conversation_id")
-    check_conserved(day, "conversations released or excluded", anonymized.height, records.height)
+    check_conserved(
+        day,
+        "conversations released, excluded or withdrawn",
+        anonymized.height,
+        records.height + withdrawn_conversations,
+    )
     stats = {
         "conversations": records.height,
+        "withdrawn": withdrawn_conversations,
+        "withdrawn_by_request": counts_of(withdrawn["request_id"]),
         "in_public": int(records["in_public"].sum()),
         "in_full": int(records["in_full"].sum()),
         "public_exclusions": counts_of(records["public_exclusion"]),

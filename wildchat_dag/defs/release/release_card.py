@@ -241,9 +241,12 @@ def dataset_card(
     threshold: float,
     language_model: str,
     built_at: datetime,
+    version: str | None = None,
+    changelog: str = "",
 ) -> str:
     """``language_model``: the model as the card names it (the language resource's
-    ``model_description``: name and version or content hash, no path)."""
+    ``model_description``: name and version or content hash, no path). ``version``: the
+    release version this card belongs to; ``changelog``: its "## Changelog" section."""
     summary = section(statistics, release, "summary")
     table_1 = table_1_values(summary)
     toxicity = section(statistics, release, "toxicity")
@@ -275,7 +278,13 @@ def dataset_card(
         f"{written.rows:,} conversations between users and chatbots, collected {days}, "
         f"de-identified, enriched and moderated by wildchat-dag. This release holds "
         f"{release_description(release, facts)}. Built {built_at:%Y-%m-%d %H:%M} UTC, in "
-        f"{len(written.shards)} Parquet file(s) under `data/`, in WildChat-1M's schema.",
+        f"{len(written.shards)} Parquet file(s) under `data/`, in WildChat-1M's schema."
+        + (
+            f" Version {version}: its manifest (rules, takedown ledger, models, counts, file "
+            "hashes) is kept with the release's history."
+            if version
+            else ""
+        ),
         "",
         "## Statistics",
         "",
@@ -363,6 +372,7 @@ def dataset_card(
         "placeholders under the redaction rules above; IP addresses are replaced by "
         "`hashed_ip`, a keyed hash whose salt is not published.",
         "",
+        *([changelog] if changelog else []),
         "## Licence",
         "",
         "ODC-BY 1.0.",
