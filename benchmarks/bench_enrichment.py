@@ -205,7 +205,10 @@ def bench_language(copies: int) -> None:
 
         for key in keys:
             run(["raw_requests", "quarantined_log_lines"], key)
-        run(["linked_conversations", "orphaned_requests"], DAY.isoformat())
+        run(
+            ["linked_conversations", "orphaned_requests", "withdrawn_conversations"],
+            DAY.isoformat(),
+        )
         con = duckdb.connect(database, read_only=True)
         linked = con.sql(
             "SELECT * FROM main.linked_conversations WHERE partition_day = $day",

@@ -27,7 +27,7 @@ from wildchat_dag.loggen.generator import generate_logs
 # its lookahead days, and the PII frequencies count every day before any is redacted.
 STAGES = (
     ("ingest", ["raw_requests", "quarantined_log_lines"], True),
-    ("linking", ["linked_conversations", "orphaned_requests"], True),
+    ("linking", ["linked_conversations", "orphaned_requests", "withdrawn_conversations"], True),
     (
         "enrichment",
         [

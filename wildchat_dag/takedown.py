@@ -8,9 +8,10 @@
 
 ``add`` appends a request (``--raw-ip`` is hashed with the deployment's salt on entry, in every
 notation ingest may have stored it; the IP is written nowhere) and says how many released
-records it names now. ``apply`` finds the days whose release_records still hold a conversation
-the ledger names, and submits one asset backfill: those days' release_records and
-release_day_statistics, then the statistics and both releases, for a running daemon. With no
+records it names now. ``apply`` finds the days that still hold a conversation the ledger names
+(in release_records or anonymized_conversations), and submits one asset backfill: on those days
+withdrawn_conversations and every step after it (the takedown_records job's assets), then the
+statistics and both releases, for a running daemon. With no
 such day it re-cuts the releases alone, so their manifests record the ledger's new version.
 """
 
@@ -38,8 +39,7 @@ from wildchat_dag.defs.takedowns.ledger import (
     read_ledger,
 )
 
-# What a takedown rebuilds: per day, then once.
-DAILY_ASSETS = ["release_records", "release_day_statistics"]
+# Cut once, after the named days are rebuilt.
 RELEASE_ASSETS = ["release_statistics", "public_release", "full_release"]
 
 
@@ -153,18 +153,27 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def rebuild_assets() -> list[str]:
+    """What a takedown rebuilds on a named day: the takedown_records job's assets."""
+    from wildchat_dag.definitions import defs
+
+    job = defs.get_repository_def().get_job("takedown_records")
+    return sorted(key.to_user_string() for key in job.asset_layer.selected_asset_keys)
+
+
 def _apply(args: argparse.Namespace) -> int:
     from wildchat_dag.backfill import BackfillRefused, backfill_params, submit_backfill
+    from wildchat_dag.defs.takedowns.application import named_days
 
     try:
         ledger = ledger_frame(read_ledger(args.ledger))
     except LedgerError as error:
         print(error, file=sys.stderr)
         return 1
-    named = named_now(args.database, ledger)
-    days = sorted({d.isoformat() for d in named["partition_day"].to_list()})
+    query = warehouse_query(args.database)
+    days = named_days(query, ledger) if query is not None else []
     version = ledger_version(args.ledger)
-    assets = (DAILY_ASSETS if days else []) + RELEASE_ASSETS
+    assets = (rebuild_assets() if days else []) + RELEASE_ASSETS
     title = f"takedown ledger {version}: {len(days)} day(s)"
     try:
         backfill_id = submit_backfill(
@@ -174,17 +183,15 @@ def _apply(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 1
     if days:
-        requests = sorted(set(named["request_id"].to_list()))
         print(
-            f"backfill {backfill_id}: {named['conversation_id'].n_unique()} record(s) named by "
-            f"{', '.join(requests)} on {len(days)} day(s) ({', '.join(days[:10])}"
-            f"{' ...' if len(days) > 10 else ''}): their release_records and statistics, then "
-            "both releases; a running daemon executes it"
+            f"backfill {backfill_id}: {len(days)} day(s) hold a conversation the ledger names "
+            f"({', '.join(days[:10])}{' ...' if len(days) > 10 else ''}): withdrawn_conversations "
+            "and every step after it, then both releases; a running daemon executes it"
         )
     else:
         print(
-            f"backfill {backfill_id}: no released record is named by the ledger; both releases "
-            f"are cut again to record ledger version {version}"
+            f"backfill {backfill_id}: no day holds a conversation the ledger names; both "
+            f"releases are cut again to record ledger version {version}"
         )
     return 0
 

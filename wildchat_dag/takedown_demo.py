@@ -23,15 +23,10 @@ from wildchat_dag.defs.release.release_versions import (
     history_root_of,
     load_versions,
 )
-from wildchat_dag.defs.takedowns.application import resolve_hashes
+from wildchat_dag.defs.takedowns.application import named_days, resolve_hashes
 from wildchat_dag.defs.takedowns.ledger import add_request, ledger_frame
 from wildchat_dag.local_runs import run_stage
-from wildchat_dag.takedown import (
-    DAILY_ASSETS,
-    RELEASE_ASSETS,
-    named_now,
-    warehouse_query,
-)
+from wildchat_dag.takedown import RELEASE_ASSETS, named_now, rebuild_assets, warehouse_query
 
 
 def main() -> int:
@@ -68,7 +63,7 @@ def main() -> int:
     for r in requests:
         print(f"Added {r.request_id} ({r.reason}, {r.key_type}) to {ledger}")
     named = named_now(database, ledger_frame(requests))
-    days = sorted({d.isoformat() for d in named["partition_day"].to_list()})
+    days = named_days(warehouse_query(database), ledger_frame(requests))
     print(
         f"They name {named['conversation_id'].n_unique()} released record(s) on {len(days)} day(s)"
     )
@@ -77,8 +72,9 @@ def main() -> int:
 
     job = defs.resolve_job_def("wildchat_daily")
     instance = DagsterInstance.get()
-    keys = [AssetKey(k) for k in DAILY_ASSETS]
-    if not run_stage(job, "release records", keys, days, instance):
+    # As `takedown apply` has the daemon do it: each named day from the mark on, then the cut.
+    keys = [AssetKey(k) for k in rebuild_assets()]
+    if not run_stage(job, "takedown", keys, days, instance):
         return 1
     cut = [AssetKey("takedown_ledger"), *(AssetKey(k) for k in RELEASE_ASSETS)]
     if not run_stage(job, "release", cut, [None], instance):

@@ -21,6 +21,13 @@ TEST_SALT = "test-salt-0123456789abcdef"
 
 
 @pytest.fixture
+def salt_only(monkeypatch):
+    """A salt in the environment and nothing else changed: runs that link a day mark its
+    withdrawn conversations, which matches hashed IPs."""
+    monkeypatch.setenv(SALT_ENV_VAR, TEST_SALT)
+
+
+@pytest.fixture
 def ip_salt(monkeypatch):
     """The environment of a production run (a salt, not demo mode, the default database)."""
     monkeypatch.setenv(SALT_ENV_VAR, TEST_SALT)

@@ -19,7 +19,12 @@ from wildchat_dag.defs.release.resource import ReleaseFolder
 from wildchat_dag.defs.takedowns.resource import TakedownLedger
 
 INGEST = [AssetKey("raw_requests"), AssetKey("quarantined_log_lines")]
-LINKING = [AssetKey("linked_conversations"), AssetKey("orphaned_requests")]
+# Linking with the takedown mark every later step reads.
+LINKING = [
+    AssetKey("linked_conversations"),
+    AssetKey("orphaned_requests"),
+    AssetKey("withdrawn_conversations"),
+]
 DETECTION = [AssetKey("pii_candidates"), AssetKey("pii_scanned_utterances")]
 FREQUENCY = [AssetKey("redaction_rules"), AssetKey("pii_entity_frequency")]
 ANONYMIZATION = [AssetKey("anonymized_conversations")]

@@ -45,6 +45,7 @@ SELECTED = [
     "quarantined_log_lines",
     "linked_conversations",
     "orphaned_requests",
+    "withdrawn_conversations",
     "utterance_languages",
     "conversation_languages",
     "user_turn_locations",

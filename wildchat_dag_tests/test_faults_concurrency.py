@@ -36,6 +36,9 @@ from wildchat_dag_tests.inflight_probe import InflightProbe
 from wildchat_dag_tests.pipeline import Pipeline
 from wildchat_dag_tests.test_concurrency import DAGSTER, cli_env, materialize_cli, wait_all
 
+# Linking marks the day's withdrawn conversations, matching hashed IPs: it needs the salt.
+pytestmark = pytest.mark.usefixtures("salt_only")
+
 WAIT_S = 60.0
 # Fork: the children need the parent's test state only, and start in milliseconds under load.
 MP = multiprocessing.get_context("fork")

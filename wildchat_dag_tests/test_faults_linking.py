@@ -33,6 +33,9 @@ from wildchat_dag.defs.linking.linking import (
 )
 from wildchat_dag_tests.conftest import RequestFactory
 
+# Linking marks the day's withdrawn conversations, matching hashed IPs: it needs the salt.
+pytestmark = pytest.mark.usefixtures("salt_only")
+
 N = 1  # the lookahead the cases are written for
 D0 = date(2024, 1, 1)
 DAYS = [D0 + timedelta(days=i) for i in range(8)]

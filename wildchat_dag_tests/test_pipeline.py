@@ -11,6 +11,9 @@ from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.loggen.replay import fill_missing_turns, replay_conversations
 from wildchat_dag_tests.pipeline import INGEST, LINKING, Pipeline
 
+# Linking marks the day's withdrawn conversations, matching hashed IPs: it needs the salt.
+pytestmark = pytest.mark.usefixtures("salt_only")
+
 START = date(2024, 2, 1)
 
 

@@ -68,6 +68,7 @@ def test_definitions_load_with_descriptions_and_partitions():
         "quarantined_log_lines",
         "linked_conversations",
         "orphaned_requests",
+        "withdrawn_conversations",
         "pii_candidates",
         "pii_scanned_utterances",
         "redaction_rules",
@@ -145,6 +146,7 @@ def test_dagster_cli_lists_the_assets():
         "user_turn_locations",
         "utterance_languages",
         "utterance_toxicity",
+        "withdrawn_conversations",
     ]
 
 

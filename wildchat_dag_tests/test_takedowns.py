@@ -27,6 +27,7 @@ from wildchat_dag.defs.takedowns.ledger import (
     raw_ip_keys,
     read_ledger,
 )
+from wildchat_dag.takedown import rebuild_assets
 from wildchat_dag_tests.conftest import TEST_SALT, RequestFactory
 from wildchat_dag_tests.deployment import REPO
 from wildchat_dag_tests.pipeline import EXPORTS, Pipeline, partitions_of, write_json_lines
@@ -34,6 +35,19 @@ from wildchat_dag_tests.pipeline import EXPORTS, Pipeline, partitions_of, write_
 START = date(2024, 8, 1)
 DAYS = ["2024-08-01", "2024-08-02"]
 HASH = "0123456789abcdef0123456789abcdef"
+# Every per-day table outside the raw layer, keyed by conversation.
+NON_RAW_DAILY = (
+    "anonymized_conversations",
+    "user_turn_locations",
+    "conversation_locations",
+    "utterance_languages",
+    "conversation_languages",
+    "openai_moderation",
+    "detoxify_moderation",
+    "utterance_toxicity",
+    "conversation_toxicity",
+    "release_records",
+)
 IP_HASH = "ab" * 32
 
 # -- the ledger ----------------------------------------------------------------------------------
@@ -273,10 +287,17 @@ def test_a_takedown_by_each_kind_of_key_leaves_both_releases_and_stays_out(relea
     assert by_hash["conversation_hash"] not in failure and other["hashed_ip"] not in failure
     assert release_ids(p, "public") == before["public"]
 
-    # What `apply` rebuilds: the named days' records, then the releases.
+    # What `apply` rebuilds: the named days from the mark on, then the releases.
     for day in DAYS:
-        p.run([AssetKey("release_records"), AssetKey("release_day_statistics")], day)
+        p.run([AssetKey(k) for k in rebuild_assets()], day)
     p.run(EXPORTS, None)
+    # Gone from every table outside the raw layer, not only from the releases.
+    for table in NON_RAW_DAILY:
+        ids = set(p.table(table)["conversation_id"].to_list())
+        assert not ids & set(named["conversation_id"].to_list()), table
+    marks = p.table("withdrawn_conversations")
+    assert set(marks["request_id"]) == {"td-0001", "td-0002", "td-0003", "td-0004"}
+    assert set(marks["conversation_id"]) == set(named["conversation_id"].to_list())
     for release in ("public", "full"):
         after = release_ids(p, release)
         assert after == before[release] - named_ids, release
@@ -319,6 +340,9 @@ def test_a_takedown_by_each_kind_of_key_leaves_both_releases_and_stays_out(relea
     p.through_release(*DAYS)
     assert release_ids(p, "public") == before["public"] - named_ids
     assert release_ids(p, "full") == before["full"] - named_ids
+    for table in NON_RAW_DAILY:
+        ids = set(p.table(table)["conversation_id"].to_list())
+        assert not ids & set(named["conversation_id"].to_list()), table
     third = load_versions(history_root_of(p.releases), "public")[-1]
     assert "no conversations added, removed or changed" in third.manifest["changelog_entry"]
 
@@ -344,7 +368,7 @@ def test_apply_submits_exactly_the_named_days_then_the_releases(released, tmp_pa
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 record(s) named by td-0001 on 1 day(s) (2024-08-02)" in done.stdout
+    assert "1 day(s) hold a conversation the ledger names (2024-08-02)" in done.stdout
     with DagsterInstance.from_config(str(home)) as instance:
         [backfill] = instance.get_backfills()
         target = backfill.asset_backfill_data.target_subset
@@ -352,7 +376,10 @@ def test_apply_submits_exactly_the_named_days_then_the_releases(released, tmp_pa
             k.to_user_string(): sorted(s.get_partition_keys())
             for k, s in target.partitions_subsets_by_asset_key.items()
         }
-        assert days == {"release_records": ["2024-08-02"], "release_day_statistics": ["2024-08-02"]}
+        assert days == {key: ["2024-08-02"] for key in rebuild_assets()}
+        assert {"withdrawn_conversations", "anonymized_conversations", "release_records"} <= set(
+            days
+        )
         assert {k.to_user_string() for k in target.non_partitioned_asset_keys} == {
             "release_statistics",
             "public_release",

@@ -64,6 +64,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("quarantined_log_lines",),
             ("linked_conversations",),
             ("orphaned_requests",),
+            ("withdrawn_conversations",),
             ("pii_candidates",),
             ("pii_scanned_utterances",),
             ("redaction_rules",),

@@ -102,6 +102,22 @@ ORPHANED_REQUESTS_SCHEMA = pl.Schema(
 )
 
 
+# -- takedowns ---------------------------------------------------------------------------------
+
+# The day's conversations that a takedown request names, one row per request: the mark that every
+# step after linking reads to leave them out. Ids only, no text and no IP: outside the raw
+# layer, so the raw-IP scan reads it too.
+WITHDRAWN_CONVERSATIONS_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "conversation_id": pl.Int64,
+        "request_id": pl.String,
+        "reason": pl.String,
+        "takedown_ledger_version": pl.String,
+    }
+)
+
+
 def partition_day_value(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
 

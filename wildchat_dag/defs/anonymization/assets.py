@@ -43,6 +43,7 @@ from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules, load
 from wildchat_dag.defs.anonymization.resource import IpHasher
 from wildchat_dag.defs.checks.raw_ip_check import raw_ip_check, raw_ip_check_spec
 from wildchat_dag.defs.checks.raw_ip_scan import client_ips_among
+from wildchat_dag.defs.takedowns.withdrawal import without_withdrawn
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.warehouse import Warehouse
 
@@ -135,6 +136,7 @@ def build_anonymization_assets(
         key="anonymized_conversations",
         ins={
             "linked_conversations": AssetIn(),
+            "withdrawn_conversations": AssetIn(),
             "pii_candidates": AssetIn(),
             "pii_scanned_utterances": AssetIn(),
         },
@@ -165,11 +167,15 @@ def build_anonymization_assets(
         ip_hasher: IpHasher,
         warehouse: Warehouse,
         linked_conversations: pl.DataFrame,
+        withdrawn_conversations: pl.DataFrame,
         pii_candidates: pl.DataFrame,
         pii_scanned_utterances: pl.DataFrame,
     ) -> Iterator[Output | AssetCheckResult]:
         started = time.perf_counter()
         day = partition_date(context.partition_key)
+        # A conversation a takedown request names leaves here, the first table outside the raw
+        # layer, as it leaves every other step after linking.
+        linked_conversations = without_withdrawn(linked_conversations, withdrawn_conversations)
         store = FrequencyStore(warehouse.connect)
         if pii_scanned_utterances.height:
             digest = pii_scanned_utterances["detection_digest"][0]

@@ -61,6 +61,7 @@ from wildchat_dag.defs.checks.table_rules import (
     STORED_COLUMNS_SQL,
     TABLES,
     UNRECORDED_SQL,
+    WITHDRAWN_OF_DAY_SQL,
     compare_schema,
     conservation,
     pii_left_in_release,
@@ -278,6 +279,7 @@ def _conservation_result(
             withdrawn=withdrawn_conversations(
                 sql(UNRECORDED_SQL, day) if not ledger.is_empty() else pl.DataFrame(), ledger
             ),
+            withdrawn_marked=frozenset(sql(WITHDRAWN_OF_DAY_SQL, day)["conversation_id"]),
         )
     return AssetCheckResult(
         asset_key="release_records",

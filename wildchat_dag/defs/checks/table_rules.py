@@ -51,6 +51,7 @@ _DECLARATIONS = {
     "quarantined_log_lines": (schema, "QUARANTINE_SCHEMA"),
     "linked_conversations": (schema, "LINKED_CONVERSATIONS_SCHEMA"),
     "orphaned_requests": (schema, "ORPHANED_REQUESTS_SCHEMA"),
+    "withdrawn_conversations": (schema, "WITHDRAWN_CONVERSATIONS_SCHEMA"),
     "pii_candidates": (schema, "PII_CANDIDATES_SCHEMA"),
     "pii_scanned_utterances": (schema, "PII_SCANNED_UTTERANCES_SCHEMA"),
     "pii_entity_frequency": (schema, "PII_ENTITY_FREQUENCY_SCHEMA"),
@@ -353,14 +354,17 @@ def conservation(
     records: pl.DataFrame,
     set_aside: int = 0,
     withdrawn: frozenset[int] = frozenset(),
+    withdrawn_marked: frozenset[int] = frozenset(),
 ) -> Conservation:
     """The chain of one day, from the log lines read to the released utterances.
 
     ``lines_read``: what ingest said it read (its materialization's metadata), None if unknown;
     ``files``: ``LINES_SQL`` rows; ``placement``: the ``PLACEMENT_SQL`` row; ``orphaned`` and
     ``set_aside``: ``ORPHANED_OF_DAY_SQL``; ``linked``/``anonymized``: ``CONVERSATION_SIZES_SQL``
-    rows; ``records``: ``RECORD_SIZES_SQL`` rows; ``withdrawn``: the conversations of the day
-    that the takedown ledger names (``withdrawn_conversations``), which have no record.
+    rows; ``records``: ``RECORD_SIZES_SQL`` rows; ``withdrawn_marked``: the day's
+    ``withdrawn_conversations`` (left out by every step after linking); ``withdrawn``: the
+    conversations without a record that the takedown ledger names (``withdrawn_conversations``
+    below, matched again from the anonymized text).
 
     Requests kept = placed once, of which some in orphaned_requests as orphans and some set
     aside there as later copies of a turn id (``duplicate_turn_id``).
@@ -451,10 +455,24 @@ def conservation(
     stages.append(
         Stage("conversations", "conversations of the day", "linked_conversations", linked.height)
     )
-    row, found = _ids_compared("anonymized_conversations", anonymized, linked)
-    stages.append(row)
+    # Withdrawn: marked by withdrawn_conversations, which every step after linking leaves
+    # out; and, for release_records, matched again here from the anonymized text.
+    marked = linked.filter(~pl.col("conversation_id").is_in(sorted(withdrawn_marked)))
+    row, found = _ids_compared("anonymized_conversations", anonymized, marked)
+    stages.append(
+        Stage(
+            row.key,
+            row.stage,
+            row.table,
+            row.count,
+            "withdrawn_conversations",
+            linked.height - marked.height,
+            row.unaccounted,
+            row.note,
+        )
+    )
     failures += found
-    kept = linked.filter(~pl.col("conversation_id").is_in(sorted(withdrawn)))
+    kept = marked.filter(~pl.col("conversation_id").is_in(sorted(withdrawn)))
     row, found = _ids_compared("release_records", records, kept)
     stages.append(
         Stage(
@@ -463,7 +481,7 @@ def conservation(
             row.table,
             row.count,
             "takedown ledger (withdrawn)",
-            linked.height - kept.height,
+            marked.height - kept.height,
             row.unaccounted,
             row.note,
         )
@@ -753,6 +771,10 @@ def quarantine_rate(requests: int, reasons: pl.DataFrame, threshold: float) -> Q
     quarantined = sum(by_reason.values())
     return QuarantineRate(requests + quarantined, quarantined, by_reason, threshold)
 
+
+WITHDRAWN_OF_DAY_SQL = """
+SELECT DISTINCT conversation_id FROM main.withdrawn_conversations WHERE partition_day = $day
+"""
 
 # The conversations of a day that have no record, with what matching needs of each.
 UNRECORDED_SQL = """

@@ -19,6 +19,7 @@ from wildchat_dag.core.utterances import counts_of
 from wildchat_dag.defs.checks.raw_ip_check import raw_ip_check, raw_ip_check_spec
 from wildchat_dag.defs.geo.geo import GeoSnapshots, locate_day
 from wildchat_dag.defs.geo.resource import GeoIpDatabase
+from wildchat_dag.defs.takedowns.withdrawal import without_withdrawn
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.warehouse import Warehouse
 
@@ -82,8 +83,10 @@ def locate_turns(
     geoip: GeoIpDatabase,
     warehouse: Warehouse,
     linked_conversations: pl.DataFrame,
+    withdrawn_conversations: pl.DataFrame,
 ) -> Iterator[Output | AssetCheckResult]:
     day = partition_date(context.partition_key)
+    linked_conversations = without_withdrawn(linked_conversations, withdrawn_conversations)
     snapshots = geoip.snapshots()
     if snapshots.warning:
         log_warning(context, snapshots.warning)

@@ -15,6 +15,7 @@ from wildchat_dag.defs.language.resource import (
     LanguageIdModels,
     configured_backend,
 )
+from wildchat_dag.defs.takedowns.withdrawal import without_withdrawn
 from wildchat_dag.partitions import collection_days, partition_date
 
 
@@ -67,8 +68,10 @@ def identify_languages(
     context: AssetExecutionContext,
     language_id: LanguageIdModels,
     linked_conversations: pl.DataFrame,
+    withdrawn_conversations: pl.DataFrame,
 ) -> Iterator[Output]:
     day = partition_date(context.partition_key)
+    linked_conversations = without_withdrawn(linked_conversations, withdrawn_conversations)
     if language_id.backend != BACKEND:
         # The code version is fixed when the code location loads; the metadata tells the truth.
         context.log.warning(

@@ -37,6 +37,7 @@ from wildchat_dag.defs.moderation.moderation import (
     toxic_flags,
 )
 from wildchat_dag.defs.moderation.resource import DetoxifyResource, OpenAIModerationResource
+from wildchat_dag.defs.takedowns.withdrawal import without_withdrawn
 from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.warehouse import Warehouse
 
@@ -103,7 +104,9 @@ def openai_moderation(
     openai: OpenAIModerationResource,
     warehouse: Warehouse,
     linked_conversations: pl.DataFrame,
+    withdrawn_conversations: pl.DataFrame,
 ) -> Output:
+    linked_conversations = without_withdrawn(linked_conversations, withdrawn_conversations)
     scores, cache = score_partition(context, openai.scorer(), warehouse, linked_conversations)
     result = openai_moderation_table(scores)
     stats = dict(result.stats)
@@ -143,7 +146,9 @@ def detoxify_moderation(
     detoxify: DetoxifyResource,
     warehouse: Warehouse,
     linked_conversations: pl.DataFrame,
+    withdrawn_conversations: pl.DataFrame,
 ) -> Output:
+    linked_conversations = without_withdrawn(linked_conversations, withdrawn_conversations)
     started = time.perf_counter()
     scorer = detoxify.scorer()
     loaded_s = time.perf_counter() - started
@@ -209,10 +214,12 @@ def build_toxicity_assets(threshold: float) -> list:
     def flag_toxic(
         context: AssetExecutionContext,
         linked_conversations: pl.DataFrame,
+        withdrawn_conversations: pl.DataFrame,
         openai_moderation: pl.DataFrame,
         detoxify_moderation: pl.DataFrame,
     ) -> Iterator[Output | AssetCheckResult]:
         day = partition_date(context.partition_key)
+        linked_conversations = without_withdrawn(linked_conversations, withdrawn_conversations)
         result = toxic_flags(
             day, linked_conversations, openai_moderation, detoxify_moderation, threshold
         )

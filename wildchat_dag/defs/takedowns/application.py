@@ -15,25 +15,30 @@ import polars as pl
 
 from wildchat_dag.defs.takedowns.ledger import match_requests
 
-RELEASE_RECORDS_EXIST = (
-    "SELECT 1 FROM information_schema.tables "
-    "WHERE table_schema = 'main' AND table_name = 'release_records'"
+TABLE_EXISTS = (
+    "SELECT 1 FROM information_schema.tables WHERE table_schema = 'main' AND table_name = '{table}'"
 )
+RELEASE_RECORDS_EXIST = TABLE_EXISTS.format(table="release_records")
 
-# What matching needs of every record: its hash, every turn id it holds, every hashed_ip.
-MATCHABLE_RECORDS_SQL = """
+# What matching needs of every conversation of a table: its hash (release_records has one;
+# anonymized_conversations' would have to be computed from all its text, so a hash there is
+# matched through the turn id it resolved to), every turn id it holds, every hashed_ip.
+MATCHABLE_SQL = """
 SELECT
     partition_day,
     conversation_id,
-    conversation_hash,
+    {hash} AS conversation_hash,
     list_transform(conversation, u -> u.turn_identifier) AS turn_identifiers,
     list_filter(
         list_append(list_transform(conversation, u -> u.hashed_ip), hashed_ip),
         h -> h IS NOT NULL
     ) AS hashed_ips
-FROM main.release_records
+FROM main.{table}
 {where}
 """
+MATCHABLE_RECORDS_SQL = MATCHABLE_SQL.replace("{hash}", "conversation_hash").replace(
+    "{table}", "release_records"
+)
 
 NAMED_SCHEMA = pl.Schema(
     {"partition_day": pl.Date, "conversation_id": pl.Int64, "request_id": pl.String}
@@ -101,3 +106,24 @@ def resolve_hashes(query: Query | None, history_root: Path, hashes: list[str]) -
         for digest, conversation_id in frame.iter_rows():
             resolved.setdefault(digest, int(conversation_id))
     return resolved
+
+
+def named_days(query: Query, ledger: pl.DataFrame) -> list[str]:
+    """The days (partition keys) holding a conversation a request names, outside the raw
+    layer: in release_records, or in anonymized_conversations (and so in the tables built
+    beside it from the same linked conversations)."""
+    if ledger.is_empty():
+        return []
+    days = set(named_records(query, ledger)["partition_day"].to_list())
+    if not query(TABLE_EXISTS.format(table="anonymized_conversations")).is_empty():
+        sql = MATCHABLE_SQL.format(hash="NULL::VARCHAR", table="anonymized_conversations", where="")
+        anonymized = query(sql)
+        matched = match_requests(ledger, anonymized)
+        days |= set(
+            anonymized.join(matched.select("conversation_id").unique(), on="conversation_id")[
+                "partition_day"
+            ]
+            .cast(pl.Date)
+            .to_list()
+        )
+    return sorted(d.isoformat() for d in days)

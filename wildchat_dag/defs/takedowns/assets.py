@@ -6,7 +6,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Literal
 
+import polars as pl
 from dagster import (
+    AssetExecutionContext,
     AssetKey,
     AssetObservation,
     AssetSelection,
@@ -22,6 +24,7 @@ from dagster import (
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    asset,
     define_asset_job,
     job,
     observable_source_asset,
@@ -30,13 +33,15 @@ from dagster import (
 )
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from wildchat_dag.common.metadata import counts_table
+from wildchat_dag.common.metadata import STORAGE, counts_table
 from wildchat_dag.common.observations import latest_observed_version
 from wildchat_dag.common.text_exit import text_exit
+from wildchat_dag.defs.anonymization.resource import IpHasher
 from wildchat_dag.defs.anonymization.stale_days import STALE_DAY_CHECKS
+from wildchat_dag.defs.automation.jobs import RELEASE_CUT
 from wildchat_dag.defs.release.release_versions import history_root_of
 from wildchat_dag.defs.release.resource import ReleaseFolder
-from wildchat_dag.defs.takedowns.application import named_records, resolve_hashes
+from wildchat_dag.defs.takedowns.application import named_days, named_records, resolve_hashes
 from wildchat_dag.defs.takedowns.ledger import (
     REASONS,
     TakedownRequest,
@@ -45,7 +50,8 @@ from wildchat_dag.defs.takedowns.ledger import (
     ledger_frame,
 )
 from wildchat_dag.defs.takedowns.resource import TakedownLedger
-from wildchat_dag.partitions import collection_days
+from wildchat_dag.defs.takedowns.withdrawal import withdrawn_of_day
+from wildchat_dag.partitions import collection_days, partition_date
 from wildchat_dag.resources.warehouse import Warehouse
 
 LEDGER = AssetKey("takedown_ledger")
@@ -92,13 +98,65 @@ with warnings.catch_warnings():
         )
 
 
+@asset(
+    name="withdrawn_conversations",
+    partitions_def=collection_days,
+    metadata=STORAGE,
+    group_name="takedowns",
+    description=(
+        "The day's conversations that a takedown request names, one row per request: by "
+        "turn_identifier (also the first turn id a conversation_hash request resolved to) and "
+        "by hashed_ip (every IP of the conversation hashed as anonymization hashes it). Every "
+        "step after linking leaves them out (anonymization, geo, language, moderation), so "
+        "they leave every table outside the raw layer and both releases; a re-ingest or a "
+        "backfill rebuilds this mark from the ledger, so nothing comes back. Ids only."
+    ),
+)
+@text_exit
+def withdrawn_conversations(
+    context: AssetExecutionContext,
+    linked_conversations: pl.DataFrame,
+    takedowns: TakedownLedger,
+    ip_hasher: IpHasher,
+) -> Output:
+    requests = takedowns.requests()
+    version = takedowns.version()
+    withdrawn = withdrawn_of_day(
+        partition_date(context.partition_key),
+        linked_conversations,
+        ledger_frame(requests),
+        ip_hasher.salt,
+        version,
+    )
+    by_request = Counter(withdrawn["request_id"].to_list())
+    return Output(
+        withdrawn,
+        metadata={
+            "conversations": linked_conversations.height,
+            "withdrawn": withdrawn["conversation_id"].n_unique(),
+            "withdrawn_by_request": counts_table(
+                dict(by_request), key="takedown request", value="conversations"
+            ),
+            "takedown_ledger_version": version,
+            "takedown_requests": len(requests),
+        },
+    )
+
+
+# What a takedown rebuilds on a day: the mark and every step after it, up to the release cut.
+TAKEDOWN_REBUILD = (
+    AssetSelection.assets("withdrawn_conversations").downstream() - RELEASE_CUT - STALE_DAY_CHECKS
+)
+
 takedown_records_job = define_asset_job(
     "takedown_records",
-    selection=AssetSelection.assets("release_records", "release_day_statistics") - STALE_DAY_CHECKS,
+    selection=TAKEDOWN_REBUILD,
     partitions_def=collection_days,
     description=(
-        "A day's release records and statistics, rebuilt because the takedown ledger names "
-        "some of its conversations (launched by the takedown_application sensor)."
+        "A day rebuilt because the takedown ledger names some of its conversations: "
+        "withdrawn_conversations, then every step after it up to release_records and the day's "
+        "statistics (launched by the takedown_application sensor; the release cut stays a "
+        "deliberate act)."
     ),
 )
 
@@ -110,8 +168,9 @@ takedown_records_job = define_asset_job(
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "When the takedown ledger changes: observes it (the releases then show Unsynced) and "
-        "rebuilds the release records of every day holding a conversation a request names, "
-        "one run per day. It never cuts the releases: that stays a deliberate act (materialize "
+        "rebuilds every day holding a conversation a request names (takedown_records: the "
+        "withdrawn_conversations mark and every step after it), one run per day. It never "
+        "cuts the releases: that stays a deliberate act (materialize "
         "public_release and full_release, or `python -m wildchat_dag.takedown apply`), and a "
         "cut refuses while any named conversation is left."
     ),
@@ -132,8 +191,7 @@ def takedown_application(
         if events:
             return SensorResult(asset_events=events)
         return SkipReason(f"the takedown ledger is unchanged (version {version})")
-    named = named_records(warehouse.query, ledger_frame(requests))
-    days = sorted({d.isoformat() for d in named["partition_day"].to_list()})
+    days = named_days(warehouse.query, ledger_frame(requests))
     context.update_cursor(version)
     return SensorResult(
         run_requests=[
