@@ -201,6 +201,32 @@ def test_shards_follow_shard_rows_and_an_empty_release_still_loads(released, tmp
         write_shards(tmp_path / "short", [full.slice(0, 5)], 6, 10)
 
 
+def test_each_cut_is_a_version_whose_manifest_names_what_built_it(released):
+    from wildchat_dag.defs.release.release_versions import (
+        history_root_of,
+        load_index,
+        load_versions,
+        sha256_of,
+    )
+
+    for release in ("public", "full"):
+        latest = load_versions(history_root_of(released.releases), release)[-1]
+        manifest = latest.manifest
+        folder = released.releases / release
+        assert manifest["release"] == release and manifest["takedown_ledger_version"] == "empty"
+        assert manifest["redaction_rules_hashes"] == [released.rules.rules_hash]
+        models = manifest["moderation"]["models"]
+        assert set(models) == {"openai", "detoxify"} and all(models.values())
+        assert manifest["language_model"].startswith("fastText lid.176")
+        files = {f["path"]: f["sha256"] for f in manifest["files"]}
+        assert files == {
+            str(p.relative_to(folder)): sha256_of(p) for p in folder.rglob("*") if p.is_file()
+        }
+        index = load_index(latest)
+        assert index.height == manifest["conversations"] == pq.read_table(folder / "data").num_rows
+        assert f"Version {latest.version}" in (folder / "README.md").read_text()
+
+
 def test_a_re_export_replaces_the_release_whole(released):
     public = released.releases / "public"
     (public / "data" / "stale.parquet").write_text("from an older release")

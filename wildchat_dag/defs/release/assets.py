@@ -52,6 +52,8 @@ from wildchat_dag.defs.release.release_export import staging_folder, swap_in, wr
 from wildchat_dag.defs.release.release_history import (
     EXCLUDED_SQL,
     INDEX_SQL,
+    MODERATION_MODELS_SQL,
+    moderation_models,
     plan_cut,
     version_manifest,
 )
@@ -344,7 +346,13 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
         manifest = version_manifest(
-            cut, facts, policy, threshold, language_id.model_description(), ledger_version
+            cut,
+            facts,
+            policy,
+            threshold,
+            language_id.model_description(),
+            ledger_version,
+            moderation_models(warehouse.query(MODERATION_MODELS_SQL)),
         )
         manifest["built_at"] = built_at.isoformat()
         manifest["files"] = file_entries(staging)

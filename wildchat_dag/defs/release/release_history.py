@@ -50,6 +50,30 @@ WHERE NOT in_{release}
 """
 
 
+# Which models scored the released days' utterances, with how many each.
+MODERATION_MODELS_SQL = """
+WITH released AS (SELECT DISTINCT partition_day FROM main.release_records)
+SELECT 'openai' AS scorer, concat_ws(' ', model, model_version) AS model, count(*) AS utterances
+FROM main.openai_moderation
+WHERE status = 'scored' AND partition_day IN (SELECT partition_day FROM released)
+GROUP BY ALL
+UNION ALL
+SELECT 'detoxify', model, count(*)
+FROM main.detoxify_moderation
+WHERE status = 'scored' AND partition_day IN (SELECT partition_day FROM released)
+GROUP BY ALL
+ORDER BY 1, 2
+"""
+
+
+def moderation_models(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """``MODERATION_MODELS_SQL`` rows as ``{scorer: {model: utterances}}``."""
+    models: dict[str, dict[str, int]] = {}
+    for scorer, model, utterances in frame.iter_rows():
+        models.setdefault(scorer, {})[model or "unknown"] = int(utterances)
+    return models
+
+
 @dataclass(frozen=True)
 class Cut:
     version: str
@@ -160,6 +184,7 @@ def version_manifest(
     threshold: float,
     language_model: str,
     ledger_version: str,
+    scored_with: dict[str, dict[str, int]],
 ) -> dict:
     """What a version records beside its files: everything that decided what it holds."""
     counts: dict[str, int] = {f"excluded/{reason}": int(n) for reason, n in facts.excluded.items()}
@@ -175,7 +200,11 @@ def version_manifest(
         "geoip_snapshots": [d.isoformat() for d in facts.geoip_snapshots],
         "geoip_names": facts.geoip_names,
         "language_model": language_model,
-        "moderation": {"toxicity_threshold": threshold, "scored_by": facts.scored_by},
+        "moderation": {
+            "toxicity_threshold": threshold,
+            "scored_by": facts.scored_by,
+            "models": scored_with,
+        },
         "policy": policy.version,
         "counts": counts,
         "removed_by_reason": cut.diff.removed_by_reason if cut.diff else {},
