@@ -121,6 +121,15 @@ def test_a_malformed_line_is_an_error_naming_the_file_and_line(tmp_path, line, e
     assert ledger.stat().st_size == size and good.request_id == "td-0001"
 
 
+def test_a_ledger_that_is_not_utf8_is_an_error_naming_the_line(tmp_path):
+    ledger = tmp_path / "takedowns.jsonl"
+    add_request(ledger, date(2024, 1, 1), "policy", "hashed_ip", [IP_HASH])
+    with ledger.open("ab") as f:
+        f.write(b'{"note": "\xff"}\n')
+    with pytest.raises(LedgerError, match=r":2: not UTF-8"):
+        read_ledger(ledger)
+
+
 def test_a_repeated_request_id_is_an_error(tmp_path):
     ledger = tmp_path / "takedowns.jsonl"
     request = add_request(ledger, date(2024, 1, 1), "policy", "hashed_ip", [IP_HASH])

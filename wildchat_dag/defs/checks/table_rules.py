@@ -458,35 +458,16 @@ def conservation(
     # Withdrawn: marked by withdrawn_conversations, which every step after linking leaves
     # out; and, for release_records, matched again here from the anonymized text.
     marked = linked.filter(~pl.col("conversation_id").is_in(sorted(withdrawn_marked)))
-    row, found = _ids_compared("anonymized_conversations", anonymized, marked)
-    stages.append(
-        Stage(
-            row.key,
-            row.stage,
-            row.table,
-            row.count,
-            "withdrawn_conversations",
-            linked.height - marked.height,
-            row.unaccounted,
-            row.note,
-        )
-    )
-    failures += found
     kept = marked.filter(~pl.col("conversation_id").is_in(sorted(withdrawn)))
-    row, found = _ids_compared("release_records", records, kept)
-    stages.append(
-        Stage(
-            row.key,
-            row.stage,
-            row.table,
-            row.count,
-            "takedown ledger (withdrawn)",
-            marked.height - kept.height,
-            row.unaccounted,
-            row.note,
-        )
-    )
-    failures += found
+    for table, frame, expected, side_table, side_count in (
+        ("anonymized_conversations", anonymized, marked, "withdrawn_conversations",
+         linked.height - marked.height),
+        ("release_records", records, kept, "takedown ledger (withdrawn)",
+         marked.height - kept.height),
+    ):  # fmt: skip
+        row, found = _ids_compared(table, frame, expected)
+        stages.append(dataclasses.replace(row, side_table=side_table, side_count=side_count))
+        failures += found
     for release in ("public", "full"):
         row, found = _release_stage(records, release)
         stages.append(row)

@@ -140,8 +140,8 @@ def build_release_assets(policy: ReleasePolicy, threshold: float) -> list[Assets
         takedowns: TakedownLedger,
     ) -> Output:
         # Read once: the version recorded is the one applied.
-        ledger = takedowns.frame()
-        ledger_version = takedowns.version()
+        requests, ledger_version = takedowns.snapshot()
+        ledger = ledger_frame(requests)
         result = release_records(
             partition_date(context.partition_key),
             anonymized_conversations,
@@ -274,8 +274,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
     ) -> MaterializeResult:
         started = time.perf_counter()
         member = f"in_{release}"
-        ledger_version = takedowns.version()
-        requests = takedowns.requests()
+        requests, ledger_version = takedowns.snapshot()
         named = named_records(warehouse.query, ledger_frame(requests), f"WHERE {member}")
         if named.height:
             raise Failure(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from wildchat_dag.defs.takedowns.ledger import match_requests
+from wildchat_dag.defs.takedowns.ledger import check_key, match_requests
 
 TABLE_EXISTS = (
     "SELECT 1 FROM information_schema.tables WHERE table_schema = 'main' AND table_name = '{table}'"
@@ -83,10 +83,11 @@ def resolve_hashes(query: Query | None, history_root: Path, hashes: list[str]) -
     from wildchat_dag.defs.release.release_schema import RELEASES
     from wildchat_dag.defs.release.release_versions import load_index, load_versions
 
-    wanted = set(hashes)
+    # Checked here, not trusted: the hashes are written into the SQL below.
+    wanted = {check_key("conversation_hash", h) for h in hashes}
     found: list[pl.DataFrame] = []
     if query is not None and not query(RELEASE_RECORDS_EXIST).is_empty() and wanted:
-        listed = ", ".join(f"'{h}'" for h in sorted(wanted))  # checked hex digits only
+        listed = ", ".join(f"'{h}'" for h in sorted(wanted))
         found.append(
             query(
                 "SELECT conversation_hash, conversation_id FROM main.release_records "

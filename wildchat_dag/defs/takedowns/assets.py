@@ -92,10 +92,8 @@ with warnings.catch_warnings():
     )
     @text_exit
     def takedown_ledger(takedowns: TakedownLedger) -> ObserveResult:
-        requests = takedowns.requests()
-        return ObserveResult(
-            data_version=DataVersion(takedowns.version()), metadata=ledger_metadata(requests)
-        )
+        requests, version = takedowns.snapshot()
+        return ObserveResult(data_version=DataVersion(version), metadata=ledger_metadata(requests))
 
 
 @asset(
@@ -119,8 +117,7 @@ def withdrawn_conversations(
     takedowns: TakedownLedger,
     ip_hasher: IpHasher,
 ) -> Output:
-    requests = takedowns.requests()
-    version = takedowns.version()
+    requests, version = takedowns.snapshot()
     withdrawn = withdrawn_of_day(
         partition_date(context.partition_key),
         linked_conversations,
@@ -178,8 +175,7 @@ takedown_records_job = define_asset_job(
 def takedown_application(
     context: SensorEvaluationContext, takedowns: TakedownLedger, warehouse: Warehouse
 ):
-    version = takedowns.version()
-    requests = takedowns.requests()
+    requests, version = takedowns.snapshot()
     events = []
     if latest_observed_version(context.instance, LEDGER) != version:
         events.append(

@@ -196,37 +196,47 @@ def parse_request(record: object) -> TakedownRequest:
     )
 
 
-def read_ledger(path: Path | str) -> list[TakedownRequest]:
-    """Every request of the ledger, in file order; none when the file does not exist."""
+def load_ledger(path: Path | str) -> tuple[list[TakedownRequest], str]:
+    """Every request of the ledger, in file order, and the version of exactly those bytes
+    (one read, so a request appended meanwhile cannot make the two disagree). No file: none,
+    ``empty``."""
     path = Path(path)
     if not path.exists():
-        return []
+        return [], EMPTY_VERSION
+    content = path.read_bytes()
+    version = hashlib.sha256(content).hexdigest()[:16] if content.strip() else EMPTY_VERSION
     requests: list[TakedownRequest] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                request = parse_request(json.loads(line))
-            except (LedgerError, json.JSONDecodeError, RecursionError) as error:
-                raise LedgerError(f"{path}:{number}: {error}") from None
-            if request.request_id in seen:
-                raise LedgerError(
-                    f"{path}:{number}: {request.request_id} is already on line "
-                    f"{seen[request.request_id]}"
-                )
-            seen[request.request_id] = number
-            requests.append(request)
-    return requests
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content[: error.start].count(b"\n") + 1
+        raise LedgerError(f"{path}:{line}: not UTF-8 (byte {error.start})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            request = parse_request(json.loads(line))
+        except (LedgerError, json.JSONDecodeError, RecursionError) as error:
+            raise LedgerError(f"{path}:{number}: {error}") from None
+        if request.request_id in seen:
+            raise LedgerError(
+                f"{path}:{number}: {request.request_id} is already on line "
+                f"{seen[request.request_id]}"
+            )
+        seen[request.request_id] = number
+        requests.append(request)
+    return requests, version
+
+
+def read_ledger(path: Path | str) -> list[TakedownRequest]:
+    """Every request of the ledger, in file order; none when the file does not exist."""
+    return load_ledger(path)[0]
 
 
 def ledger_version(path: Path | str) -> str:
     """The first 16 hex digits of the file's sha256, or ``empty`` when there is no request."""
-    path = Path(path)
-    if not path.exists() or not path.read_bytes().strip():
-        return EMPTY_VERSION
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return load_ledger(path)[1]
 
 
 def ledger_frame(requests: Iterable[TakedownRequest]) -> pl.DataFrame:

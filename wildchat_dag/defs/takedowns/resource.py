@@ -11,8 +11,7 @@ from pydantic import Field
 from wildchat_dag.defs.takedowns.ledger import (
     TakedownRequest,
     ledger_frame,
-    ledger_version,
-    read_ledger,
+    load_ledger,
 )
 
 
@@ -23,14 +22,19 @@ class TakedownLedger(ConfigurableResource):
 
     path: str = Field(description="The ledger file (WILDCHAT_TAKEDOWN_LEDGER).")
 
+    def snapshot(self) -> tuple[list[TakedownRequest], str]:
+        """The requests and the version of one read of the file: what a step applies and the
+        version it records are the same."""
+        return load_ledger(self.path)
+
     def requests(self) -> list[TakedownRequest]:
-        return read_ledger(self.path)
+        return self.snapshot()[0]
 
     def frame(self) -> pl.DataFrame:
         return ledger_frame(self.requests())
 
     def version(self) -> str:
-        return ledger_version(self.path)
+        return self.snapshot()[1]
 
     @property
     def file_name(self) -> str:
