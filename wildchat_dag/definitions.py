@@ -25,6 +25,8 @@ from wildchat_dag.defs.anonymization.redaction_rules import load_rules
 from wildchat_dag.defs.anonymization.resource import IpHasher
 from wildchat_dag.defs.anonymization.stale_days import build_stale_days_check
 from wildchat_dag.defs.automation.automation import with_automation
+from wildchat_dag.defs.browse import assets as browse_assets
+from wildchat_dag.defs.browse.resource import SearchIndexFolder
 from wildchat_dag.defs.checks.table_checks import build_table_checks
 from wildchat_dag.defs.geo import assets as geo_assets
 from wildchat_dag.defs.geo.resource import GeoIpDatabase
@@ -65,6 +67,7 @@ def build_assets(rules_path: Path | None = None) -> list:
         language_assets,
         moderation_assets,
         takedown_assets,
+        browse_assets,
     ]
     return [
         *load_assets_from_modules(modules),
@@ -93,6 +96,15 @@ def build_resources(
         # An unset variable stops a run that needs it before any step starts.
         "ip_hasher": IpHasher(salt=EnvVar(SALT_ENV_VAR), salt_source=settings.ip_salt_source()),
         "release_folder": ReleaseFolder(root=settings.release_root()),
+        "search_indexes": SearchIndexFolder(
+            root=settings.search_root(),
+            push_url=settings.env_or_none("WILDCHAT_SEARCH_PUSH_URL"),
+            push_authorization=(
+                EnvVar("WILDCHAT_SEARCH_PUSH_AUTHORIZATION")
+                if settings.env_or_none("WILDCHAT_SEARCH_PUSH_AUTHORIZATION")
+                else None
+            ),
+        ),
         "takedowns": TakedownLedger(path=settings.takedown_ledger_path()),
         "openai": openai_moderation_resource(),
         "detoxify": DetoxifyResource(

@@ -54,6 +54,7 @@ STAGES = (
     ("release records", ["release_records", "release_day_statistics"], True),
     # The ledger observed first: the releases are then built from its current version.
     ("release", ["takedown_ledger", "release_statistics", "public_release", "full_release"], False),
+    ("search index", ["public_search_index", "full_search_index"], False),
 )
 
 
@@ -97,7 +98,9 @@ def run_demo(days: int, conversations_per_day: int, seed: int) -> int:
     _print_releases(Path(settings.release_root()))
     print(
         f"\nDuckDB file: {database}\n"
-        "Open the UI with: bash scripts/ui.sh  (then http://127.0.0.1:3000)"
+        "Open the UI with: bash scripts/ui.sh  (then http://127.0.0.1:3000)\n"
+        "Browse and review the conversations with: bash scripts/browse.sh  "
+        "(then http://127.0.0.1:8765)"
     )
     return 0
 

@@ -47,6 +47,11 @@ def release_root() -> str:
     return os.environ.get("WILDCHAT_RELEASE_ROOT", str(home() / "releases"))
 
 
+def search_root() -> str:
+    """The releases' full-text indexes (defs/browse), read by ``python -m wildchat_dag.browse``."""
+    return os.environ.get("WILDCHAT_SEARCH_ROOT", str(home() / "search"))
+
+
 def takedown_ledger_path() -> str:
     """The takedown ledger (wildchat_dag/defs/takedowns/ledger.py): WILDCHAT_TAKEDOWN_LEDGER,
     else takedowns.jsonl under the home folder. Keep it with the warehouse's backups."""

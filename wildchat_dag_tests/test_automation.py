@@ -315,6 +315,9 @@ def test_the_code_location_carries_its_jobs_automation_and_pools():
         "release_statistics",
         "public_release",
         "full_release",
+        # Built with their release, by the wildchat_release job.
+        "public_search_index",
+        "full_search_index",
     }
     for key in graph.get_all_asset_keys():
         followed = graph.get(key).automation_condition is not None

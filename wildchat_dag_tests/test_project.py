@@ -88,9 +88,11 @@ def test_definitions_load_with_descriptions_and_partitions():
         "release_statistics",
         "public_release",
         "full_release",
+        "public_search_index",
+        "full_search_index",
     }
-    # The rules file, the corpus frequencies and the releases span every day; all else is one
-    # day a partition.
+    # The rules file, the corpus frequencies, the releases and their indexes span every day; all
+    # else is one day a partition.
     unpartitioned = {
         "redaction_rules",
         "takedown_ledger",
@@ -98,6 +100,8 @@ def test_definitions_load_with_descriptions_and_partitions():
         "release_statistics",
         "public_release",
         "full_release",
+        "public_search_index",
+        "full_search_index",
     }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -131,6 +135,7 @@ def test_dagster_cli_lists_the_assets():
         "conversation_toxicity",
         "detoxify_moderation",
         "full_release",
+        "full_search_index",
         "linked_conversations",
         "openai_moderation",
         "orphaned_requests",
@@ -138,6 +143,7 @@ def test_dagster_cli_lists_the_assets():
         "pii_entity_frequency",
         "pii_scanned_utterances",
         "public_release",
+        "public_search_index",
         "quarantined_log_lines",
         "raw_requests",
         "release_day_statistics",
@@ -339,6 +345,7 @@ def imported_modules(path: Path) -> set[str]:
 PIPELINE_FOLDERS = [
     "anonymization",
     "automation",
+    "browse",
     "checks",
     "geo",
     "ingest",

@@ -65,7 +65,14 @@ _FREQUENCY = AssetSelection.assets("pii_entity_frequency")
 _NOT_FOLLOWED = _RULES | _FREQUENCY
 ROOTS = frozenset({AssetKey("raw_requests"), AssetKey("quarantined_log_lines")})
 RELEASE_CUT = frozenset(
-    {AssetKey("release_statistics"), AssetKey("public_release"), AssetKey("full_release")}
+    AssetKey(name)
+    for name in (
+        "release_statistics",
+        "public_release",
+        "full_release",
+        "public_search_index",
+        "full_search_index",
+    )
 )
 
 

@@ -7,8 +7,15 @@ from dagster import AssetSelection, define_asset_job
 from wildchat_dag.defs.anonymization.stale_days import STALE_DAY_CHECKS
 from wildchat_dag.partitions import collection_days
 
-# Cut on demand, not nightly: each export rewrites a whole release from every day.
-RELEASE_CUT = AssetSelection.assets("release_statistics", "public_release", "full_release")
+# Cut on demand, not nightly: each export rewrites a whole release from every day, and each
+# search index re-reads its release.
+RELEASE_CUT = AssetSelection.assets(
+    "release_statistics",
+    "public_release",
+    "full_release",
+    "public_search_index",
+    "full_search_index",
+)
 # Every day's staleness is judged by the redaction_staleness sensor, not inside a day's run.
 EVERYTHING = AssetSelection.all() - STALE_DAY_CHECKS
 
@@ -37,7 +44,7 @@ wildchat_release_job = define_asset_job(
     selection=RELEASE_CUT - STALE_DAY_CHECKS,
     description=(
         "The release statistics and both exports, from the release records of every day built "
-        "so far."
+        "so far, and the exports' search indexes."
     ),
 )
 

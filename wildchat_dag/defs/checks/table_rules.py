@@ -73,8 +73,19 @@ TABLES: dict[str, DeclaredTable] = {
     for table, (module, constant) in _DECLARATIONS.items()
 }
 
-# Assets that are not tables: the rules file (an observable source) and the two export folders.
-NOT_TABLES = frozenset({"redaction_rules", "takedown_ledger", "public_release", "full_release"})
+# Assets that are not tables: the rules file and the ledger (observable sources), the two export
+# folders and their search indexes.
+NOT_TABLES = frozenset(
+    {
+        "redaction_rules",
+        "takedown_ledger",
+        "public_release",
+        "full_release",
+        # Folders of tantivy files, built from the released Parquet files.
+        "public_search_index",
+        "full_search_index",
+    }
+)
 
 STORED_COLUMNS_SQL = """
 SELECT column_name, data_type FROM information_schema.columns
