@@ -412,6 +412,41 @@ def run_queries(index: SearchIndex, queries: list[tuple]) -> dict[str, list[tupl
     return timings
 
 
+def app_pages(folder: Path, queries: list[tuple]) -> list[tuple[float, float]]:
+    """The same queries as the app's search page (python -m wildchat_dag.browse): the HTTP
+    request through FastAPI, the search with its facets, and the rendered HTML."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from wildchat_dag.browse.app import BrowseConfig, create_app
+    from wildchat_dag.defs.anonymization.redaction_rules import DEFAULT_RULES_PATH
+    from wildchat_dag.defs.browse.release_reader import INDEX_MANIFEST
+
+    (folder / INDEX_MANIFEST).write_text(json.dumps({"release": "public", "built_at": "bench"}))
+    search = folder.parent / "search"
+    search.mkdir(exist_ok=True)
+    (search / "public").unlink(missing_ok=True)
+    (search / "public").symlink_to(folder)
+    config = BrowseConfig(
+        release="public",
+        release_root=folder.parent / "no-release",
+        search_root=search,
+        rules={"current": DEFAULT_RULES_PATH},
+    )
+    timings = []
+    with TestClient(create_app(config)) as client:
+        for _, text, filters in queries[:10]:  # warm-up
+            client.get("/", params={"q": text, **(filters or {})})
+        for _, text, filters in queries:
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            response = client.get("/", params={"q": text, **(filters or {})})
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            assert response.status_code == 200, response.text[:500]
+            timings.append((wall, cpu))
+    return timings
+
+
 def naive(texts: pl.DataFrame, queries: list[tuple], per_type: int) -> dict[str, list[float]]:
     """Seconds of a polars literal ``str.contains`` scan for the text queries."""
     frame = texts.select(pl.col("text").str.to_lowercase())
@@ -562,10 +597,36 @@ def benchmark(args: argparse.Namespace, folder: Path, mean_chars: int) -> int:
         ["query type", "n", "naive p50 ms", "naive p95 ms", "index p50 ms", "naive/index"],
         brows,
     )
+    pages = app_pages(folder, queries)
+    walls = [w * 1000 for w, _ in pages]
+    print()
+    print_table(
+        [
+            "app search page (HTTP, facets, HTML)",
+            "n",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "CPU ms/page",
+        ],
+        [
+            [
+                "all query types",
+                str(len(walls)),
+                f"{statistics.median(walls):.2f}",
+                f"{percentile(walls, 95):.2f}",
+                f"{percentile(walls, 99):.2f}",
+                f"{max(walls):.2f}",
+                f"{statistics.fmean(c * 1000 for _, c in pages):.2f}",
+            ]
+        ],
+    )
     print(f"peak RSS while searching: {search_memory.describe()}")
     print(f"peak RSS of the whole run (getrusage): {peak_rss_gib():.2f} GiB")
     p95 = percentile([w for w, _, _ in everything], 95) * 1000
     print(f"p95 search latency at {n:,} conversations: {p95:.1f} ms")
+    print(f"p95 app search page at {n:,} conversations: {percentile(walls, 95):.1f} ms")
     return 0
 
 
