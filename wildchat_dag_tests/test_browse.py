@@ -35,6 +35,7 @@ from wildchat_dag.defs.browse.search_index import SearchIndex
 from wildchat_dag.defs.release.release_versions import history_root_of, load_versions
 from wildchat_dag.defs.release.resource import ReleaseFolder
 from wildchat_dag_tests.deployment import free_port
+from wildchat_dag_tests.moderation_server import ModerationServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "test-artifacts" / "browser" / "browse"
@@ -45,7 +46,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """``bash scripts/demo.sh``: two days of sample logs through the pipeline, the releases and
-    their search indexes."""
+    their search indexes; OpenAI's moderation answered by the local stand-in of its API, so
+    the conversations carry scores."""
     root = tmp_path_factory.mktemp("browse")
     home = root / "wildchat"
     env = {
@@ -54,14 +56,16 @@ def demo(tmp_path_factory) -> Path:
         if not k.startswith(("WILDCHAT_", "OPENAI_")) and k != "DAGSTER_HOME"
     }
     env.update(WILDCHAT_HOME=str(home), DAGSTER_HOME=str(root / "dagster_home"))
-    subprocess.run(
-        ["bash", "scripts/demo.sh", "--days", "2", "--conversations-per-day", "60"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
+    with ModerationServer() as server:
+        env.update(OPENAI_API_KEY="sk-local-test", OPENAI_BASE_URL=server.base_url)
+        subprocess.run(
+            ["bash", "scripts/demo.sh", "--days", "2", "--conversations-per-day", "60"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
     return home
 
 
@@ -220,6 +224,9 @@ def test_the_conversation_view_shows_turns_languages_places_and_placeholders(cli
         if turn["language"]:
             assert turn["language"] in html
     assert 'id="review-link"' in html
+    # OpenAI scored every turn: each has its table of scores.
+    scored = [m for m in redacted["openai_moderation"] if m and m["category_scores"]]
+    assert scored and html.count("<th>OpenAI category</th>") == len(scored)
 
 
 def removed_values(home: Path) -> dict[tuple, list[str]]:
