@@ -62,6 +62,7 @@ GROUPS = [
     "moderation",
     "release",
     "takedowns",
+    "browse",
 ]
 # One path through the pipeline, raw layer to release, each asset in its own group.
 LINEAGE_PATH = [

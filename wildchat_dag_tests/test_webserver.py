@@ -84,6 +84,8 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("release_statistics",),
             ("public_release",),
             ("full_release",),
+            ("public_search_index",),
+            ("full_search_index",),
         }
         assert all(n["description"] for n in nodes.values())
         unpartitioned = {
@@ -93,6 +95,8 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             ("release_statistics",),
             ("public_release",),
             ("full_release",),
+            ("public_search_index",),
+            ("full_search_index",),
         }
         assert all(n["isPartitioned"] == (k not in unpartitioned) for k, n in nodes.items())
         assert nodes[("raw_requests",)]["groupName"] == "ingest"
