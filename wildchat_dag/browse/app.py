@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import polars as pl
 from fastapi import FastAPI, Request
@@ -219,8 +221,6 @@ def _page_number(value: str | None) -> int:
 
 def _highlighter(text: str) -> Callable[[str], list[tuple[str, bool]]]:
     """Marks the query's words in a preview (case-insensitive)."""
-    import re
-
     words = sorted(
         {w for w in re.findall(r"\w+", text.lower()) if len(w) > 1}, key=len, reverse=True
     )
@@ -311,8 +311,6 @@ def create_app(config: BrowseConfig) -> FastAPI:
         pages = max(1, math.ceil(result.total / PAGE_SIZE))
 
         def link(**changes: Any) -> str:
-            from urllib.parse import urlencode
-
             items: list[tuple[str, str]] = []
             values = {"q": text, **{k: list(v) for k, v in filters.items()}, "page": number}
             values.update(changes)
