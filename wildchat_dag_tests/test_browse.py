@@ -425,3 +425,17 @@ def test_the_index_asset_also_pushes_its_documents_to_a_search_cluster(demo: Pat
     released = pl.read_parquet(demo / "releases" / "public" / "data" / "*.parquet")
     assert len(server.documents) == rows and hashes == set(released["conversation_hash"])
     assert SearchIndex.open(tmp_path / "search" / "public").num_docs == rows
+
+
+def test_served_without_the_warehouse_it_shows_the_release_only(demo: Path, released):
+    config = config_of(demo, DEFAULT_RULES_PATH)
+    config.database = None
+    with TestClient(create_app(config)) as client:
+        home = client.get("/").text
+        assert total_of(home) == released.height and "/rules" not in home
+        redacted = released.filter(pl.col("redacted")).row(0, named=True)
+        page = client.get(f"/conversation/{redacted['conversation_hash']}").text
+        assert 'id="review-link"' not in page and "PRESIDIO_ANONYMIZED" in page
+        for url in ("/review/2024-01-01/1", "/rules?a=current&b=current"):
+            response = client.get(url)
+            assert response.status_code == 400 and "warehouse" in response.text
