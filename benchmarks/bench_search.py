@@ -52,13 +52,12 @@ import polars as pl
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_backfill import wildchat_mean_message_chars
 from report_tables import print_table
 
 from wildchat_dag.defs.browse.search_index import SearchIndex, build_index
 from wildchat_dag.defs.release.release_schema import RELEASE_SCHEMA
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO.parent / "shared" / "data" / "wildchat-sample" / "conversations.jsonl"
 BATCH = 10_000
 LATIN_WORDS = 40_000
 CJK_WORDS = 8_000
@@ -99,18 +98,6 @@ COUNTRIES = [
     "Vietnam", "Ukraine", "Italy", "Spain", "Egypt", "Philippines", "Netherlands", "Poland",
     "Indonesia", "Mexico", "South Korea", "Morocco", "Pakistan", "Iran", "Kazakhstan",
 ]  # fmt: skip
-
-
-def wildchat_mean_message_chars() -> tuple[int, str]:
-    """The mean utterance length of the real sample in ../shared, or WildChat's published ~1,000."""
-    if not SAMPLE.is_file():
-        return 1000, "WildChat's published mean (../shared absent)"
-    lengths = [
-        len(turn["content"])
-        for line in SAMPLE.open(encoding="utf-8")
-        for turn in json.loads(line)["conversation"]
-    ]
-    return round(statistics.fmean(lengths)), f"mean of {len(lengths):,} real utterances"
 
 
 def zipf_cdf(n: int, s: float = 1.0, q: float = 2.7) -> np.ndarray:
@@ -415,7 +402,6 @@ def run_queries(index: SearchIndex, queries: list[tuple]) -> dict[str, list[tupl
 def app_pages(folder: Path, queries: list[tuple]) -> list[tuple[float, float]]:
     """The same queries as the app's search page (python -m wildchat_dag.browse): the HTTP
     request through FastAPI, the search with its facets, and the rendered HTML."""
-    import json
 
     from fastapi.testclient import TestClient
 

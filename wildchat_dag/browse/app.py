@@ -17,21 +17,18 @@ import functools
 import math
 import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import polars as pl
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 
 from wildchat_dag.core.sanitize import sanitize_text
-from wildchat_dag.core.sql import query as run_query
 from wildchat_dag.defs.anonymization.pii_frequency import FrequencyStore
 from wildchat_dag.defs.anonymization.redaction_review import (
     NotInWarehouse,
@@ -52,7 +49,7 @@ from wildchat_dag.defs.browse.search_index import FACETS, MAX_QUERY_CHARS, Searc
 from wildchat_dag.defs.checks.raw_ip_scan import client_ips_among
 from wildchat_dag.defs.pii_detection.pii_detection import detection_version
 from wildchat_dag.defs.release.release_versions import history_root_of, load_versions
-from wildchat_dag.resources.duckdb_io import locked_connection
+from wildchat_dag.resources.warehouse import Warehouse
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE_SIZE = 20
@@ -87,30 +84,6 @@ class BrowseConfig:
     lock_timeout_s: float = 30.0
 
 
-class Warehouse:
-    """Short read transactions on the pipeline's DuckDB file, under its lock."""
-
-    def __init__(self, database: str, timeout_s: float) -> None:
-        self.database = database
-        self.timeout_s = timeout_s
-
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        with locked_connection(
-            self.database, {"memory_limit": "2GB"}, timeout_s=self.timeout_s
-        ) as con:
-            yield con
-
-    def query(
-        self,
-        sql: str,
-        parameters: dict | None = None,
-        frames: dict[str, pl.DataFrame] | None = None,
-    ) -> pl.DataFrame:
-        with self.connect() as con:
-            return run_query(con, sql, parameters, frames)
-
-
 class Browser:
     """What the pages read, opened once and shared by the requests."""
 
@@ -122,7 +95,7 @@ class Browser:
         self._index: SearchIndex | None = None
         self._index_key: tuple | None = None
         self.warehouse = (
-            Warehouse(config.database, config.lock_timeout_s)
+            Warehouse(database=config.database, lock_timeout_s=config.lock_timeout_s)
             if config.database and Path(config.database).exists()
             else None
         )
@@ -300,13 +273,10 @@ def create_app(config: BrowseConfig) -> FastAPI:
         unknown = sorted(set(params) - {"q", "page", *FACETS})
         if unknown:
             raise BadRequest(f"unknown parameter(s): {', '.join(unknown)}")
+        index = browser.index()
         try:
-            result = browser.index().search(
-                text, filters, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE
-            )
-        except ValueError as error:
-            if isinstance(error, ReleaseNotFound):
-                raise
+            result = index.search(text, filters, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
+        except ValueError as error:  # an unknown facet or value: the request's fault
             raise BadRequest(str(error)) from None
         pages = max(1, math.ceil(result.total / PAGE_SIZE))
 
@@ -342,7 +312,7 @@ def create_app(config: BrowseConfig) -> FastAPI:
             highlight=_highlighter(text),
             max_query_chars=MAX_QUERY_CHARS,
             banner=browser.staleness(),
-            documents=browser.index().num_docs,
+            documents=index.num_docs,
         )
 
     @app.get("/conversation/{conversation_hash}", response_class=HTMLResponse)

@@ -114,6 +114,40 @@ def qualify_located(
     return qualify_candidates(located, rules)
 
 
+def decide_candidates(
+    candidates: pl.DataFrame,
+    scanned: pl.DataFrame,
+    rules: RedactionRules,
+    frequencies_of: Callable[[pl.DataFrame], pl.DataFrame],
+) -> pl.DataFrame:
+    """Every candidate with its ``decision``: the rules' conditions, then the frequency limit.
+
+    ``frequencies_of(qualifying)``: conversation counts (``FREQUENCY_SCHEMA``) of the values of
+    the candidates that qualify; the corpus table in the pipeline, a batch's own count in a
+    benchmark or a rules diff.
+    """
+    qualified = qualify_located(candidates, scanned, rules)
+    frequencies = frequencies_of(qualified.filter(pl.col("decision") == Decision.REDACT))
+    return apply_frequencies(qualified, frequencies, rules)
+
+
+def client_ips_written(
+    contents: pl.Series,
+    own_clients: set[str],
+    rules: RedactionRules,
+    client_ips_among: Callable[[pl.Series], set[str]],
+) -> set[str]:
+    """The client IPs of the raw logs that ``contents`` write out, when the rules redact them.
+
+    An address written as a bare integer is only read as one when it is the integer of one of
+    ``own_clients`` (the clients of these conversations): most 10-digit numbers are not
+    addresses.
+    """
+    if not rules.redact_client_ips:
+        return set()
+    return client_ips_among(ip_literals_in(contents, own_clients)["ip"])
+
+
 def redact(
     contents: pl.DataFrame,
     decided: pl.DataFrame,
@@ -150,11 +184,13 @@ def redact_batch(
     ``contents``: ``content_sha256`` and ``content``. For tests and benchmarks; the pipeline
     counts frequencies over every day (``pii_entity_frequency``).
     """
-    qualified = qualify_located(found.candidates, found.scans, rules)
-    located = qualified.join(
-        found.utterances.select("content_sha256", "conversation_id"), on="content_sha256"
+    owners = found.utterances.select("content_sha256", "conversation_id")
+    decided = decide_candidates(
+        found.candidates,
+        found.scans,
+        rules,
+        lambda qualifying: conversation_counts(qualifying.join(owners, on="content_sha256")),
     )
-    decided = apply_frequencies(qualified, conversation_counts(located), rules)
     statuses = found.scans.select("content_sha256", "scan_status")
     batch = contents.unique("content_sha256").join(statuses, on="content_sha256", how="left")
     return redact(batch, decided, rules)
@@ -236,9 +272,7 @@ def anonymize_day(
     """
     utterances = linked_utterances(linked)
     check_detection_covers(utterances, scanned, day.isoformat(), rules)
-    qualified = qualify_located(candidates, scanned, rules)
-    frequencies = frequencies_of(qualified.filter(pl.col("decision") == Decision.REDACT))
-    decided = apply_frequencies(qualified, frequencies, rules)
+    decided = decide_candidates(candidates, scanned, rules, frequencies_of)
     contents = (
         utterances.select("content_sha256", "content")
         .unique("content_sha256")
@@ -248,14 +282,8 @@ def anonymize_day(
             how="left",
         )
     )
-    # An address written as a bare integer is only read as one when it is the integer of a
-    # client of these conversations: most 10-digit numbers are not addresses.
     own_clients = set(utterances["ip"].drop_nulls().to_list())
-    client_ips = (
-        client_ips_among(ip_literals_in(contents["content"], own_clients)["ip"])
-        if rules.redact_client_ips
-        else set()
-    )
+    client_ips = client_ips_written(contents["content"], own_clients, rules, client_ips_among)
     redaction = redact(contents, decided, rules, client_ips)
     conversations = anonymize_conversations(
         linked, utterances, redaction.contents, salt, rules.rules_hash

@@ -25,15 +25,16 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from wildchat_dag.core.ip_addresses import ip_literals_in
-from wildchat_dag.defs.anonymization.anonymization import client_ip_spans, qualify_located
+from wildchat_dag.defs.anonymization.anonymization import (
+    client_ip_spans,
+    client_ips_written,
+    decide_candidates,
+)
 from wildchat_dag.defs.anonymization.redaction import (
     CLIENT_IP_ENTITY,
-    FREQUENCY_SCHEMA,
     SPAN_SCHEMA,
     Decision,
     Span,
-    apply_frequencies,
     conversation_counts,
     merge_spans,
     placeholder_entity,
@@ -294,13 +295,13 @@ LOCATED_INPUT = (
 def decisions_under(located: pl.DataFrame, rules: RedactionRules) -> pl.DataFrame:
     """``decision`` of every candidate under ``rules``, with the frequency limit counted over
     the conversations of ``located`` (one row per candidate and conversation that holds its
-    text, as ``candidates_by_conversation`` gives)."""
-    qualified = qualify_located(
+    text, as ``LOCATED_SQL`` reads them)."""
+    return decide_candidates(
         located.drop("language_code"),
         located.select("content_sha256", "language_code").unique("content_sha256"),
         rules,
+        conversation_counts,
     )
-    return apply_frequencies(qualified, conversation_counts(qualified), rules)
 
 
 DIFF_KEY = ["conversation_id", "content_sha256", "entity_type", "recognizer", "start", "end"]
@@ -444,7 +445,6 @@ class NotInWarehouse(LookupError):
 @dataclass
 class ConversationReview:
     rows: pl.DataFrame  # REVIEW_SCHEMA
-    utterances: int
     anonymized: pl.DataFrame  # utterance_index, role, anonymized_content
 
 
@@ -453,15 +453,12 @@ def review_conversation(
     day: object,
     conversation_id: int,
     rules: RedactionRules,
-    frequencies_of: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
-    client_ips_among: Callable[[pl.Series], set[str]] | None = None,
+    frequencies_of: Callable[[pl.DataFrame], pl.DataFrame],
+    client_ips_among: Callable[[pl.Series], set[str]],
 ) -> ConversationReview:
-    """The review of one conversation of the warehouse, under ``rules``.
-
-    ``frequencies_of``: corpus counts of (entity_type, value_key) pairs under ``rules`` (the
-    pii_entity_frequency table, when ``rules`` are the ones it was counted under); without it,
-    the frequency limit is not applied and the review says so by leaving no ``frequent_value``.
-    """
+    """The review of one conversation of the warehouse, under ``rules``, decided as
+    ``anonymize_day`` decides: ``frequencies_of`` gives the corpus counts (the
+    pii_entity_frequency table), ``client_ips_among`` which addresses are client IPs."""
     parameters = {"day": day, "conversation": conversation_id}
     utterances = query(CONVERSATION_UTTERANCES_SQL, parameters)
     if utterances.is_empty():
@@ -469,21 +466,15 @@ def review_conversation(
     texts = utterances.select("content_sha256").unique()
     candidates = query(CANDIDATES_OF_SQL, {"day": day}, {"texts": texts})
     scanned = utterances.select("content_sha256", "language_code").unique("content_sha256")
-    qualified = qualify_located(candidates, scanned, rules)
-    qualifying = qualified.filter(pl.col("decision") == Decision.REDACT)
-    frequencies = (
-        frequencies_of(qualifying) if frequencies_of is not None else FREQUENCY_SCHEMA.to_frame()
+    decided = with_placeholder_entity(decide_candidates(candidates, scanned, rules, frequencies_of))
+    owners = query(
+        "SELECT DISTINCT unnest(conversation).ip AS ip FROM main.linked_conversations "
+        "WHERE partition_day = $day AND conversation_id = $conversation",
+        parameters,
     )
-    decided = with_placeholder_entity(apply_frequencies(qualified, frequencies, rules))
-    client_ips: set[str] = set()
-    if client_ips_among is not None and rules.redact_client_ips:
-        owners = query(
-            "SELECT DISTINCT unnest(conversation).ip AS ip FROM main.linked_conversations "
-            "WHERE partition_day = $day AND conversation_id = $conversation",
-            parameters,
-        )
-        literals = ip_literals_in(utterances["content"], set(owners["ip"].drop_nulls().to_list()))
-        client_ips = client_ips_among(literals["ip"])
+    client_ips = client_ips_written(
+        utterances["content"], set(owners["ip"].drop_nulls().to_list()), rules, client_ips_among
+    )
     rows = review_utterances(
         utterances.select(*UTTERANCE_INPUT, "scan_status"),
         utterances.select("conversation_id", "utterance_index", "anonymized_content"),
@@ -492,9 +483,7 @@ def review_conversation(
         client_ips,
     )
     return ConversationReview(
-        rows,
-        utterances.height,
-        utterances.select("utterance_index", "role", "anonymized_content"),
+        rows, utterances.select("utterance_index", "role", "anonymized_content")
     )
 
 

@@ -51,16 +51,12 @@ def locator_batches(
     """The release's rows, a batch at a time, with where each is (``shard``, ``row``) and,
     from the version's conversation index, the pipeline's ``conversation_id`` and
     ``partition_day`` (null where a row is not in it)."""
-    keyed = (
-        locators.select(
-            "conversation_hash",
-            "conversation_id",
-            "partition_day",
-            turn_key=pl.col("turn_identifiers").cast(pl.List(pl.String)).list.join(","),
-        )
-        .unique(["conversation_hash", "turn_key"], keep="first")
-        .sort("conversation_id")
-    )
+    keyed = locators.select(
+        "conversation_hash",
+        "conversation_id",
+        "partition_day",
+        turn_key=pl.col("turn_identifiers").cast(pl.List(pl.String)).list.join(","),
+    ).unique(["conversation_hash", "turn_key"], keep="first")
     for shard, (path, _) in enumerate(shards):
         offset = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
