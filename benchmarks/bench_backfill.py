@@ -617,13 +617,19 @@ def summarize(results: dict[str, dict], work: Path) -> None:
                 f"{cpu_1m / 2 / 60:.0f} min of wall on 2 busy cores (target < 60), "
                 f"{cpu_1m * ratio / 60:.0f} min at the large run's wall/CPU ratio ({ratio:.2f})"
             )
+    if "large" in results:
+        large = results["large"]
         floor = floor_pass(Path(large["logs"]))
         floor_per_conv = floor["cpu_s"] / large["conversations"]
+        whole_per_conv = large["cpu_s"] / large["conversations"]
+        ratios = f"the whole run is {whole_per_conv / floor_per_conv:.1f}x the floor"
+        if "small" in results:
+            ratios = f"the pipeline's volume cost is {per_conv / floor_per_conv:.1f}x it; {ratios}"
         print(
             f"floor (read, sha256, one regex; {floor['texts']:,} texts, "
             f"{floor['characters']:,} characters, in this process): {floor['cpu_s']:.1f} CPU-s, "
             f"{floor['wall_s']:.1f} s wall, {floor_per_conv * 1000:.2f} ms per conversation; "
-            f"the pipeline's volume cost is {per_conv / floor_per_conv:.1f}x the floor's"
+            f"{ratios}"
         )
 
 

@@ -28,6 +28,8 @@ import yaml
 from dagster import DagsterInstance
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 
+from wildchat_dag.postgres_storage import PostgresEventLogStorage as AtomicPoolLimitsStorage
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -543,6 +545,7 @@ def test_postgres_instance_loads_and_migrates(postgres_database: str, tmp_path, 
     try:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.event_log_storage, AtomicPoolLimitsStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.run_launcher, DefaultRunLauncher)
         assert isinstance(instance.compute_log_manager, LocalComputeLogManager)
@@ -555,3 +558,116 @@ def test_postgres_instance_loads_and_migrates(postgres_database: str, tmp_path, 
         assert postgres_database in instance.run_storage.postgres_url
     finally:
         instance.dispose()
+
+
+# -- pool limits on PostgreSQL ------------------------------------------------------------------
+
+
+def postgres_instance(
+    home: Path, database: str, *, default_limit: int = 1, event_log_module: str | None = None
+) -> DagsterInstance:
+    """An instance from deploy/dagster.postgres.yaml on ``database``, with the pools' default
+    limit (and, to show what it replaces, the event log storage's module) changed."""
+    config = yaml.safe_load(POSTGRES_INSTANCE.read_text())
+    config["concurrency"]["pools"]["default_limit"] = default_limit
+    if event_log_module:
+        config["event_log_storage"]["module"] = event_log_module
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        "DAGSTER_PG_HOST": PG_HOST,
+        "DAGSTER_PG_PORT": str(PG_PORT),
+        "DAGSTER_PG_USERNAME": PG_USER,
+        "DAGSTER_PG_PASSWORD": PG_PASSWORD,
+        "DAGSTER_PG_DB": database,
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        return DagsterInstance.from_config(str(home))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def pool_state(instance: DagsterInstance, pool: str) -> tuple[int, bool, int]:
+    """(limit, from the default, slots) of a pool, as the storage holds it."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    [limit] = [p for p in instance.event_log_storage.get_pool_limits() if p.name == pool]
+    return limit.limit, limit.from_default, info.slot_count
+
+
+def test_dagster_postgres_alone_fails_a_pool_whose_limit_row_exists(postgres_database, tmp_path):
+    """Why deploy/dagster.postgres.yaml names our event log storage: dagster-postgres 1.13's
+    fails the second initialization of a pool (dagster-io/dagster#33552). When this test
+    fails, Dagster has fixed it: drop wildchat_dag/postgres_storage.py and go back to
+    `storage: postgres`."""
+    import sqlalchemy
+
+    upstream = postgres_instance(
+        tmp_path / "upstream", postgres_database, event_log_module="dagster_postgres.event_log"
+    )
+    try:
+        assert not isinstance(upstream.event_log_storage, AtomicPoolLimitsStorage)
+        assert upstream.event_log_storage.initialize_concurrency_limit_to_default("openai_api")
+        # A second run claiming the new pool in the same instant finds the first one's row.
+        with pytest.raises(sqlalchemy.exc.InternalError, match="InFailedSqlTransaction"):
+            upstream.event_log_storage.initialize_concurrency_limit_to_default("openai_api")
+    finally:
+        upstream.dispose()
+
+
+def test_pool_limits_initialize_on_postgres_racing_and_after_the_default_changes(
+    postgres_database, tmp_path
+):
+    import threading
+
+    from wildchat_dag.common.pools import DETOXIFY_POOL, OPENAI_POOL, WAREHOUSE_TABLES_POOL
+
+    pools = (OPENAI_POOL, DETOXIFY_POOL, WAREHOUSE_TABLES_POOL)
+    # Eight processes' worth of storages (each its own connections), released at one barrier
+    # onto the same new pools, each twice: the first-claim race of a backfill's first runs.
+    instances = [postgres_instance(tmp_path / f"home{i}", postgres_database) for i in range(8)]
+    barrier = threading.Barrier(len(instances))
+    errors: list[BaseException] = []
+
+    def claim_new_pools(instance: DagsterInstance) -> None:
+        try:
+            barrier.wait(timeout=60)
+            for pool in pools * 2:
+                assert instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+        except BaseException as error:  # reported below: a thread cannot fail the test itself
+            errors.append(error)
+
+    threads = [threading.Thread(target=claim_new_pools, args=(i,)) for i in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert not errors, errors
+        for pool in pools:
+            assert pool_state(instances[0], pool) == (1, True, 1)
+
+        # The deployment's default limit edited to 2: Dagster re-initializes each pool that
+        # follows the default, at its next claim.
+        raised = postgres_instance(tmp_path / "raised", postgres_database, default_limit=2)
+        try:
+            for _ in range(2):
+                assert raised.event_log_storage.initialize_concurrency_limit_to_default(
+                    WAREHOUSE_TABLES_POOL
+                )
+            assert pool_state(raised, WAREHOUSE_TABLES_POOL) == (2, True, 2)
+            # A limit set by hand (`dagster instance concurrency set`) is the operator's: a new
+            # default does not overwrite it.
+            raised.event_log_storage.set_concurrency_slots(OPENAI_POOL, 3)
+            assert raised.event_log_storage.initialize_concurrency_limit_to_default(OPENAI_POOL)
+            assert pool_state(raised, OPENAI_POOL) == (3, False, 3)
+        finally:
+            raised.dispose()
+    finally:
+        for instance in instances:
+            instance.dispose()
