@@ -19,6 +19,7 @@ path), so that two versions are compared in the same minutes on the same machine
     .venv/bin/python benchmarks/bench_steps.py
     .venv/bin/python benchmarks/bench_steps.py --conversations 300 1500 --empty-days 6
     .venv/bin/python benchmarks/bench_steps.py --source /tmp/older-checkout
+    .venv/bin/python benchmarks/bench_steps.py --fixed-only --storage postgres --storage sqlite
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def fixed(days: int, storage: str, work: Path) -> float:
     if storage == "sqlite":
         (root / "home").mkdir()
         instance = DagsterInstance.local_temp(str(root / "home"))
+    elif storage == "postgres":
+        instance = postgres_instance(root / "home")
     else:
         instance = DagsterInstance.ephemeral()
     pipeline = Pipeline(root / "logs", root / "w.duckdb", table_checks=True, instance=instance)
@@ -135,19 +138,82 @@ def fixed(days: int, storage: str, work: Path) -> float:
         LINKING + DETECTION + LANGUAGE + GEO,
         ANONYMIZATION + MODERATION + TOXICITY + RELEASE_RECORDS,
     ]
-    started = time.process_time()
+    started, server = time.process_time(), postgres_server_cpu_s()
     for key in keys[2:]:
         for selection in runs:
             pipeline.run(selection, key)
-    return (time.process_time() - started) / days
+    process = (time.process_time() - started) / days
+    instance.dispose()
+    return process, (postgres_server_cpu_s() - server) / days
+
+
+def postgres_server_cpu_s() -> float:
+    """CPU-seconds of the PostgreSQL server on this machine: its live processes, and through the
+    postmaster's reaped children, the connections' processes that have exited."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.process_iter(["name", "cpu_times", "ppid"]):
+        if not (process.info["name"] or "").startswith("postgres"):
+            continue
+        times = process.info["cpu_times"]
+        total += times.user + times.system
+        try:
+            parent = psutil.Process(process.info["ppid"]).name()
+        except psutil.Error:
+            parent = ""
+        if not parent.startswith("postgres"):
+            total += times.children_user + times.children_system
+    return total
+
+
+def postgres_instance(home: Path):
+    """The measured checkout's production instance (deploy/dagster.postgres.yaml) on a new
+    database of the local PostgreSQL, dropped when the process ends."""
+    import atexit
+    import uuid
+
+    import psycopg2
+    from dagster import DagsterInstance
+
+    source = Path(sys.modules["wildchat_dag"].__file__).parent.parent
+    database = f"bench_steps_{uuid.uuid4().hex[:12]}"
+    server = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+
+    def admin(sql: str) -> None:
+        connection = psycopg2.connect(**server)
+        connection.autocommit = True
+        try:
+            connection.cursor().execute(sql)
+        finally:
+            connection.close()
+
+    admin(f"CREATE DATABASE {database}")
+    atexit.register(admin, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    os.environ.update(
+        DAGSTER_PG_HOST=server["host"],
+        DAGSTER_PG_PORT=str(server["port"]),
+        DAGSTER_PG_USERNAME=server["user"],
+        DAGSTER_PG_PASSWORD="",
+        DAGSTER_PG_DB=database,
+    )
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text((source / "deploy" / "dagster.postgres.yaml").read_text())
+    return DagsterInstance.from_config(str(home))
 
 
 def measure(args: argparse.Namespace) -> None:
     environment()
+    import wildchat_dag  # noqa: F401 - the measured checkout, named in the output
+
     work = Path(tempfile.mkdtemp(prefix="bench_steps_"))
     import logging
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
+    if args.fixed_only:
+        print(f"# bench_steps: {Path(sys.modules['wildchat_dag'].__file__).parent}")
+        print_fixed(args, work)
+        return
     # Warm: engines, imports, the first table of each kind.
     volume(30, args.days, work)
     small = volume(args.conversations[0], args.days, work)
@@ -170,11 +236,16 @@ def measure(args: argparse.Namespace) -> None:
     for key in keys:
         cost = (large["steps"][key] - small["steps"][key]) / added * 1000
         print(f"| {key} | {small['steps'][key]:.2f} | {large['steps'][key]:.2f} | {cost:.3f} |")
+    print_fixed(args, work)
+
+
+def print_fixed(args: argparse.Namespace, work: Path) -> None:
     for storage in args.storage:
-        day = fixed(args.empty_days, storage, work)
+        day, server = fixed(args.empty_days, storage, work)
+        also = f", and {server:.2f} CPU-s of the PostgreSQL server" if storage == "postgres" else ""
         print(
-            f"\nfixed: {day:.2f} CPU-s per day without traffic ({args.empty_days} days, three "
-            f"runs each, {storage} instance)"
+            f"\nfixed: {day:.2f} CPU-s per day without traffic{also} ({args.empty_days} days, "
+            f"three runs each, {storage} instance)"
         )
 
 
@@ -184,7 +255,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=3, help="days of the two sizes")
     parser.add_argument("--empty-days", type=int, default=6)
     parser.add_argument(
-        "--storage", choices=("sqlite", "memory"), action="append", help="default: sqlite"
+        "--storage",
+        choices=("sqlite", "memory", "postgres"),
+        action="append",
+        help="the instance of the fixed days (default: sqlite); postgres is the measured "
+        "checkout's deploy/dagster.postgres.yaml on a new database of the local server",
+    )
+    parser.add_argument(
+        "--fixed-only", action="store_true", help="only the days without traffic, no volume"
     )
     parser.add_argument("--source", type=Path, help="the checkout to measure (default: this)")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 from dagster._core.workspace.load import location_origins_from_yaml_paths
+from sqlalchemy.pool import QueuePool
 
 from wildchat_dag.postgres_storage import PostgresEventLogStorage as AtomicPoolLimitsStorage
 
@@ -545,7 +546,14 @@ def test_postgres_instance_loads_and_migrates(postgres_database: str, tmp_path, 
     try:
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
-        assert isinstance(instance.event_log_storage, AtomicPoolLimitsStorage)
+        for storage in (
+            instance.run_storage,
+            instance.event_log_storage,
+            instance.schedule_storage,
+        ):
+            # The project's, which keep their connections (wildchat_dag/postgres_storage.py).
+            assert type(storage).__module__ == "wildchat_dag.postgres_storage", storage
+            assert isinstance(storage._engine.pool, QueuePool)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.run_launcher, DefaultRunLauncher)
         assert isinstance(instance.compute_log_manager, LocalComputeLogManager)
@@ -671,3 +679,52 @@ def test_pool_limits_initialize_on_postgres_racing_and_after_the_default_changes
     finally:
         for instance in instances:
             instance.dispose()
+
+
+def admin_query(sql: str, *params: object) -> int:
+    """One number from the server, asked on the ``postgres`` database."""
+    import psycopg2
+
+    admin = psycopg2.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD, dbname="postgres"
+    )
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+    finally:
+        admin.close()
+
+
+def backends(database: str) -> int:
+    """Connections the server has open to ``database``, from any process."""
+    return admin_query("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", database)
+
+
+def test_the_postgres_instance_keeps_its_connections_and_survives_their_loss(
+    postgres_database, tmp_path
+):
+    instance = postgres_instance(tmp_path / "home", postgres_database)
+    try:
+        for n in range(40):
+            instance.add_dynamic_partitions("kept_connections", [f"p{n}"])
+            assert instance.get_runs(limit=1) == []
+        # One kept connection per storage that was used, not one per call.
+        assert 1 <= backends(postgres_database) <= 3
+        assert len(instance.get_dynamic_partitions("kept_connections")) == 40
+
+        # The server ends every connection (a restart, a proxy's idle timeout): the next calls
+        # reconnect instead of failing.
+        ended = admin_query(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            postgres_database,
+        )
+        assert ended >= 1
+        instance.add_dynamic_partitions("kept_connections", ["after"])
+        assert "after" in instance.get_dynamic_partitions("kept_connections")
+        assert instance.get_runs(limit=1) == []
+    finally:
+        instance.dispose()
+    # Disposed, the instance closes what it kept.
+    assert backends(postgres_database) == 0
