@@ -11,7 +11,8 @@ warm worker runs them (the real assets and checks, a real DuckDB file, a Dagster
   the whole process (``time.process_time``, every thread) the same way;
 - **fixed**: days with an empty log folder, each in the three runs an asset backfill gives a
   day (ingest; linking to detection; anonymization to the release records), the day's CPU
-  with a SQLite instance (as ``dagster.yaml``) or an in-memory one.
+  with the measured checkout's local instance (``dagster.yaml``, SQLite), its production one
+  (``deploy/dagster.postgres.yaml`` on a new database; the server's CPU too) or an in-memory one.
 
 ``--source DIR`` measures another checkout of the project (its ``wildchat_dag`` first on the
 path), so that two versions are compared in the same minutes on the same machine.
@@ -123,11 +124,14 @@ def fixed(days: int, storage: str, work: Path) -> float:
     keys = [(START + timedelta(days=n)).isoformat() for n in range(days + 2)]
     for key in keys:
         (root / "logs" / key).mkdir(parents=True)
+    source = Path(sys.modules["wildchat_dag"].__file__).parent.parent
     if storage == "sqlite":
+        # The measured checkout's dagster.yaml: the local instance as users get it.
         (root / "home").mkdir()
-        instance = DagsterInstance.local_temp(str(root / "home"))
+        (root / "home" / "dagster.yaml").write_text((source / "dagster.yaml").read_text())
+        instance = DagsterInstance.from_config(str(root / "home"))
     elif storage == "postgres":
-        instance = postgres_instance(root / "home")
+        instance = postgres_instance(root / "home", source)
     else:
         instance = DagsterInstance.ephemeral()
     pipeline = Pipeline(root / "logs", root / "w.duckdb", table_checks=True, instance=instance)
@@ -167,7 +171,7 @@ def postgres_server_cpu_s() -> float:
     return total
 
 
-def postgres_instance(home: Path):
+def postgres_instance(home: Path, source: Path):
     """The measured checkout's production instance (deploy/dagster.postgres.yaml) on a new
     database of the local PostgreSQL, dropped when the process ends."""
     import atexit
@@ -176,7 +180,6 @@ def postgres_instance(home: Path):
     import psycopg2
     from dagster import DagsterInstance
 
-    source = Path(sys.modules["wildchat_dag"].__file__).parent.parent
     database = f"bench_steps_{uuid.uuid4().hex[:12]}"
     server = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 

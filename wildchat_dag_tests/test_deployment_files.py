@@ -29,7 +29,8 @@ from dagster import DagsterInstance
 from dagster._core.workspace.load import location_origins_from_yaml_paths
 from sqlalchemy.pool import QueuePool
 
-from wildchat_dag.postgres_storage import PostgresEventLogStorage as AtomicPoolLimitsStorage
+from wildchat_dag.instance import WildchatInstance
+from wildchat_dag.instance.postgres import PostgresEventLogStorage as AtomicPoolLimitsStorage
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -445,7 +446,7 @@ def test_the_package_ships_its_data_files():
 def test_local_and_postgres_instances_share_their_settings():
     local = yaml.safe_load(LOCAL_INSTANCE.read_text())
     postgres = yaml.safe_load(POSTGRES_INSTANCE.read_text())
-    for key in ("concurrency", "telemetry", "nux"):
+    for key in ("concurrency", "telemetry", "nux", "instance_class"):
         assert local[key] == postgres[key], key
     assert local["concurrency"]["runs"]["tag_concurrency_limits"] == [BACKFILL_LIMIT]
     assert local["concurrency"]["pools"]["default_limit"] == 1
@@ -551,8 +552,8 @@ def test_postgres_instance_loads_and_migrates(postgres_database: str, tmp_path, 
             instance.event_log_storage,
             instance.schedule_storage,
         ):
-            # The project's, which keep their connections (wildchat_dag/postgres_storage.py).
-            assert type(storage).__module__ == "wildchat_dag.postgres_storage", storage
+            # The project's, which keep their connections (wildchat_dag/instance/postgres.py).
+            assert type(storage).__module__ == "wildchat_dag.instance.postgres", storage
             assert isinstance(storage._engine.pool, QueuePool)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.run_launcher, DefaultRunLauncher)
@@ -611,8 +612,8 @@ def pool_state(instance: DagsterInstance, pool: str) -> tuple[int, bool, int]:
 def test_dagster_postgres_alone_fails_a_pool_whose_limit_row_exists(postgres_database, tmp_path):
     """Why deploy/dagster.postgres.yaml names our event log storage: dagster-postgres 1.13's
     fails the second initialization of a pool (dagster-io/dagster#33552). When this test
-    fails, Dagster has fixed it: drop wildchat_dag/postgres_storage.py and go back to
-    `storage: postgres`."""
+    fails, Dagster has fixed it: drop the override of initialize_concurrency_limit_to_default in
+    wildchat_dag/instance/postgres.py."""
     import sqlalchemy
 
     upstream = postgres_instance(
@@ -706,9 +707,11 @@ def test_the_postgres_instance_keeps_its_connections_and_survives_their_loss(
 ):
     instance = postgres_instance(tmp_path / "home", postgres_database)
     try:
+        assert type(instance) is WildchatInstance
         for n in range(40):
             instance.add_dynamic_partitions("kept_connections", [f"p{n}"])
             assert instance.get_runs(limit=1) == []
+            assert instance.all_instigator_state() == []
         # One kept connection per storage that was used, not one per call.
         assert 1 <= backends(postgres_database) <= 3
         assert len(instance.get_dynamic_partitions("kept_connections")) == 40

@@ -1,4 +1,4 @@
-"""The production instance storage (deploy/dagster.postgres.yaml names it): dagster-postgres's,
+"""The production instance's storage (deploy/dagster.postgres.yaml names it): dagster-postgres's,
 keeping its connections, with pool limits that PostgreSQL can initialize.
 
 Dagster 1.13 gives a pool its default limit (``concurrency.pools.default_limit``) the first time
