@@ -233,7 +233,8 @@ def instance_yaml(postgres: bool) -> str:
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     if postgres:
         production = yaml.safe_load((REPO / "deploy" / "dagster.postgres.yaml").read_text())
-        config["storage"] = production["storage"]
+        for key in ("run_storage", "event_log_storage", "schedule_storage", "instance_class"):
+            config[key] = production[key]
     return yaml.safe_dump(config)
 
 
