@@ -7,8 +7,9 @@ checkpoints its log. A day of a backfill does thousands of these, in the run wor
 and the webserver: some 0.6 CPU-ms each on this project's machine, close to half of a warm
 worker's CPU for a day without traffic (``benchmarks/bench_steps.py --fixed-only``).
 
-Here each file has one engine per process, which keeps one connection and opens up to
-``MAX_OVERFLOW`` more for threads that need one at the same moment. Per-run event files are
+Here each file has one engine per process, which keeps one connection, and opens more for
+threads that need one at the same moment (as many as Dagster's would), closed again after use.
+Per-run event files are
 many: the engines of the ``KEPT_RUN_FILES`` most recently used stay, the rest are closed. An
 idle connection holds no lock, so other processes read and write as before. Before Dagster
 deletes or migrates a file (``wipe``, ``upgrade``), its connections are closed.
@@ -51,9 +52,10 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
 
-# Connections a file's engine may open beyond the one it keeps, for threads that need one at the
-# same moment (the webserver's requests, the daemon's daemons); closed when given back.
-MAX_OVERFLOW = 8
+# No bound on the connections opened beyond the kept one, for threads that need one at the same
+# moment (the webserver's requests, the daemon's daemons), as with Dagster's own: a bound would
+# be a new way to fail. Each is closed when given back.
+UNBOUNDED_OVERFLOW = -1
 # Per-run event files whose engines a process keeps, most recently used first.
 KEPT_RUN_FILES = 16
 MODULE = __name__
@@ -65,7 +67,7 @@ def kept_engine(conn_string: str, **connect_args: Any) -> Engine:
         conn_string,
         poolclass=QueuePool,
         pool_size=1,
-        max_overflow=MAX_OVERFLOW,
+        max_overflow=UNBOUNDED_OVERFLOW,
         # A pooled connection moves between threads, one at a time (the pool hands it out).
         connect_args={"check_same_thread": False, **connect_args},
     )
