@@ -325,6 +325,13 @@ def test_the_demo_looks_finished_and_a_rules_edit_shows_what_is_stale(tmp_path, 
         driver.get(f"{ui}/locations/wildchat_dag/asset-groups/anonymization")
         wait_for(driver, graph_shows(ANONYMIZATION_GROUP), "the anonymization group", before)
         wait_for(driver, graph_settled, "the graph to stop moving", before)
+        # The nodes' statuses come in their own request, after the graph is drawn.
+        wait_for(
+            driver,
+            lambda d: "100% filled" in d.execute_script(VISIBLE_GRAPH_LINES),
+            "the group's partition status",
+            before,
+        )
         lines = driver.execute_script(VISIBLE_GRAPH_LINES)
         driver.save_screenshot(str(before))
         # anonymized_conversations is the group's one daily asset.

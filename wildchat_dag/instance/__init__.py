@@ -1,14 +1,15 @@
-"""The project's Dagster instance: Dagster's storages, keeping their connections.
+"""The project's Dagster instance: Dagster's storages, cheaper per operation.
 
 dagster.yaml (SQLite, local) and deploy/dagster.postgres.yaml (PostgreSQL, production) both
 name ``WildchatInstance``. It differs from ``DagsterInstance`` in two ways:
 
 - its default storage is ``sqlite.SqliteStorage``: Dagster's SQLite files in Dagster's places,
-  each process keeping its connections to them (``sqlite.py`` says why);
-- disposing it closes the schedule storage too, whose connection is kept as well
-  (``DagsterInstance.dispose`` leaves it).
+  each process building a file's engine once (``sqlite.py`` says why);
+- disposing it disposes of the schedule storage too (``DagsterInstance.dispose`` leaves it),
+  which on PostgreSQL keeps a connection.
 
-The production file names its three storages from ``postgres.py`` itself.
+The production file names its three storages from ``postgres.py``, which keep their
+connections.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from wildchat_dag.instance.sqlite import storage_data
 
 
 class WildchatInstance(DagsterInstance):
-    """A Dagster instance whose default storage keeps its connections (see the module)."""
+    """A Dagster instance whose default storage keeps its engines (see the module)."""
 
     @classmethod
     def config_schema(cls) -> dict[str, Any]:

@@ -1,18 +1,17 @@
 """The local instance's storage (the default of ``WildchatInstance``, which dagster.yaml names):
-Dagster's SQLite files, in the same places, but each process keeps its connections to them.
+Dagster's SQLite storages, in Dagster's files, but each process builds a file's SQLAlchemy engine
+once instead of for every read and write.
 
-Dagster's SQLite storages build a new SQLAlchemy engine and open a new connection for every read
-and write, and close both after it. In WAL mode, closing the last connection to a file also
-checkpoints its log. A day of a backfill does thousands of these, in the run workers, the daemon
-and the webserver: some 0.6 CPU-ms each on this project's machine, close to half of a warm
-worker's CPU for a day without traffic (``benchmarks/bench_steps.py --fixed-only``).
-
-Here each file has one engine per process, which keeps one connection, and opens more for
-threads that need one at the same moment (as many as Dagster's would), closed again after use.
-Per-run event files are
-many: the engines of the ``KEPT_RUN_FILES`` most recently used stay, the rest are closed. An
-idle connection holds no lock, so other processes read and write as before. Before Dagster
-deletes or migrates a file (``wipe``, ``upgrade``), its connections are closed.
+Dagster's SQLite storages create an engine for every operation and dispose of it after, so that
+SQLAlchemy's dialect set-up and the compilation of every statement (its cache lives in the
+engine) are paid each time. A day of a backfill does thousands of operations, in the run
+workers, the daemon and the webserver. Here each file's engine is kept for the process (for
+per-run event files, those of the ``KEPT_RUN_FILES`` most recently used), with the same
+``NullPool``: a connection is still opened for each operation and closed after it, as in
+Dagster's, so that closing it checkpoints the WAL into the file, whose change Dagster's file
+watcher streams to the UI. (Keeping the connections too would save more, but writes would then
+stay in the WAL, out of the watcher's sight.) Before Dagster deletes or migrates a file
+(``wipe``, ``upgrade``), its engine is disposed of.
 
 ``WildchatInstance`` (this package's ``__init__``) is how the configuration gets there: an
 instance class's ``config_defaults`` receives the instance's folder, which a ``storage:`` entry of
@@ -50,27 +49,16 @@ from dagster._core.storage.sqlite_storage import (
 )
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool
 
-# No bound on the connections opened beyond the kept one, for threads that need one at the same
-# moment (the webserver's requests, the daemon's daemons), as with Dagster's own: a bound would
-# be a new way to fail. Each is closed when given back.
-UNBOUNDED_OVERFLOW = -1
 # Per-run event files whose engines a process keeps, most recently used first.
 KEPT_RUN_FILES = 16
 MODULE = __name__
 
 
 def kept_engine(conn_string: str, **connect_args: Any) -> Engine:
-    """An engine that keeps one connection to a SQLite file, usable from any thread."""
-    return create_engine(
-        conn_string,
-        poolclass=QueuePool,
-        pool_size=1,
-        max_overflow=UNBOUNDED_OVERFLOW,
-        # A pooled connection moves between threads, one at a time (the pool hands it out).
-        connect_args={"check_same_thread": False, **connect_args},
-    )
+    """An engine for a SQLite file, kept for the process, whose connections are not."""
+    return create_engine(conn_string, poolclass=NullPool, connect_args=connect_args)
 
 
 class _KeptEngine:
@@ -102,7 +90,7 @@ class _KeptEngine:
 
 
 class SqliteRunStorage(_KeptEngine, DagsterSqliteRunStorage):
-    """Dagster's SQLite run storage, keeping its connection."""
+    """Dagster's SQLite run storage, keeping its engine."""
 
     @classmethod
     def from_config_value(
@@ -120,7 +108,7 @@ class SqliteRunStorage(_KeptEngine, DagsterSqliteRunStorage):
 
 
 class SqliteScheduleStorage(_KeptEngine, DagsterSqliteScheduleStorage):
-    """Dagster's SQLite schedule storage, keeping its connection."""
+    """Dagster's SQLite schedule storage, keeping its engine."""
 
     @classmethod
     def from_config_value(
@@ -139,7 +127,7 @@ class SqliteScheduleStorage(_KeptEngine, DagsterSqliteScheduleStorage):
 
 class SqliteEventLogStorage(DagsterSqliteEventLogStorage):
     """Dagster's SQLite event log storage (an index file and a file per run), keeping its
-    connections: to the index, and to the most recently used run files."""
+    engines: the index's, and those of the most recently used run files."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, Engine] = OrderedDict()
@@ -167,9 +155,14 @@ class SqliteEventLogStorage(DagsterSqliteEventLogStorage):
             self._engines[shard] = engine
             run_files = [s for s in self._engines if s != INDEX_SHARD_NAME]
             for old in run_files[: max(0, len(run_files) - KEPT_RUN_FILES)]:
-                # A connection checked out now is closed when it is given back.
                 self._engines.pop(old).dispose()
             return engine
+
+    def has_table(self, table_name: str) -> bool:
+        # Asked before many operations (which columns and tables this file's version has).
+        engine = self._engine_for(INDEX_SHARD_NAME)
+        with engine.connect() as conn:
+            return bool(engine.dialect.has_table(conn, table_name))
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
@@ -189,7 +182,7 @@ class SqliteEventLogStorage(DagsterSqliteEventLogStorage):
         super().upgrade()
 
     def wipe(self) -> None:
-        # Wiping deletes the run files: no connection may stay on a deleted file.
+        # Wiping deletes the run files: no engine stays for a deleted file.
         self._close_kept()
         super().wipe()
         self._close_kept()
