@@ -83,6 +83,7 @@ class TreeSampler:
         self.roots: list[psutil.Process] = []
         self.cpu: dict[int, float] = {}
         self.series: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        self.rss_series: dict[int, list[tuple[float, int]]] = defaultdict(list)
         self.kind: dict[int, str] = {}
         self.peak_tree_rss = 0
         self.peak_process_rss = 0
@@ -124,7 +125,9 @@ class TreeSampler:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             self.cpu[pid] = times.user + times.system
-            self.series[pid].append((time.time(), self.cpu[pid]))
+            now = time.time()
+            self.series[pid].append((now, self.cpu[pid]))
+            self.rss_series[pid].append((now, rss))
             tree_rss += rss
             self.peak_process_rss = max(self.peak_process_rss, rss)
         self.peak_tree_rss = max(self.peak_tree_rss, tree_rss)
@@ -144,6 +147,18 @@ class TreeSampler:
             return c0 if t1 == t0 else c0 + (c1 - c0) * (moment - t0) / (t1 - t0)
 
         return max(0.0, at(end) - at(start))
+
+    def rss_during(self, pid: int, start: float, end: float) -> tuple[int, int]:
+        """The process's largest RSS from ``start`` to ``end``, and how far it grew over its RSS
+        at ``start`` (memory a step keeps is still there in the steps after it: the growth
+        names the step that took it)."""
+        series = self.rss_series.get(pid, [])
+        before = [rss for t, rss in series if t <= start]
+        during = [rss for t, rss in series if start <= t <= end]
+        if not during:
+            return 0, 0
+        base = before[-1] if before else during[0]
+        return max(during), max(0, max(during) - base)
 
     def cpu_by_kind(self) -> dict[str, float]:
         totals: dict[str, float] = defaultdict(float)
@@ -357,6 +372,7 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
         "machine_cpu_s": machine_cpu,
         "cpu_by_kind": sampler.cpu_by_kind(),
         "step_cpu": step_cpu(steps, sampler),
+        "step_memory": step_memory(steps, sampler),
         "peak_tree_rss_mb": sampler.peak_tree_rss / 2**20,
         "peak_process_rss_mb": sampler.peak_process_rss / 2**20,
         "steps": steps,
@@ -452,6 +468,18 @@ def step_cpu(steps: dict[str, dict], sampler: TreeSampler) -> dict[str, float]:
     }
 
 
+def step_memory(steps: dict[str, dict], sampler: TreeSampler) -> dict[str, tuple[float, float]]:
+    """Per step, over its executions: the largest RSS of its process while it ran, and the most
+    that RSS grew during one execution, in MB."""
+    memory: dict[str, tuple[float, float]] = {}
+    for key, row in steps.items():
+        spans = [sampler.rss_during(pid, began, ended) for pid, began, ended in row["spans"]]
+        peak = max((p for p, _ in spans), default=0)
+        growth = max((g for _, g in spans), default=0)
+        memory[key] = (peak / 2**20, growth / 2**20)
+    return memory
+
+
 def floor_pass(logs: Path) -> dict:
     """Read every file, hash every message, one regex over all text: the least any pipeline
     that reads the text once must pay. File by file: the logs of a large run do not fit in
@@ -494,13 +522,17 @@ def print_scenario(name: str, r: dict) -> None:
     )
     kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
     print(f"CPU-s by process: {kinds}")
-    print("\n| step | runs | wall s | CPU s | rows | rows/s |\n|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| step | runs | wall s | CPU s | rows | rows/s | peak RSS MB | RSS growth MB |"
+        "\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for key, row in sorted(r["steps"].items(), key=lambda kv: -kv[1]["wall_s"]):
         cpu = r["step_cpu"].get(key)
         rate = row["rows"] / row["wall_s"] if row["wall_s"] and row["rows"] else 0
+        peak, growth = r["step_memory"].get(key, (0.0, 0.0))
         print(
             f"| {key} | {row['n']} | {row['wall_s']:.1f} | "
-            f"{cpu:.1f} | {row['rows']:,} | {rate:,.0f} |"
+            f"{cpu:.1f} | {row['rows']:,} | {rate:,.0f} | {peak:,.0f} | {growth:,.0f} |"
         )
 
 
