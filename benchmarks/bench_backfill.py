@@ -227,17 +227,27 @@ POSTGRES = {
 
 
 def fresh_postgres_database(name: str) -> str:
-    """An empty PostgreSQL database for one scenario's instance (the production storage)."""
+    """An empty PostgreSQL database ``bench_<name>`` for an instance (the production storage)."""
+    database = f"bench_{name.replace('-', '_')}"
+    drop_postgres_database(database)
+    _postgres_admin(f"CREATE DATABASE {database}")
+    return database
+
+
+def drop_postgres_database(database: str) -> None:
+    _postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def _postgres_admin(sql: str) -> None:
     import psycopg2
 
-    database = f"bench_backfill_{name.replace('-', '_')}"
     con = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
     con.autocommit = True
-    with con.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        cursor.execute(f"CREATE DATABASE {database}")
-    con.close()
-    return database
+    try:
+        with con.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        con.close()
 
 
 def instance_yaml(postgres: bool) -> str:
@@ -272,7 +282,7 @@ def environment(root: Path, postgres: bool = False) -> dict[str, str]:
         PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
     )
     if postgres:
-        env.update(POSTGRES, DAGSTER_PG_DB=fresh_postgres_database(root.name))
+        env.update(POSTGRES, DAGSTER_PG_DB=fresh_postgres_database(f"backfill_{root.name}"))
     return env
 
 

@@ -103,8 +103,9 @@ def volume(conversations: int, days: int, work: Path) -> dict:
     }
 
 
-def fixed(days: int, storage: str, work: Path) -> float:
-    """CPU per day of days without traffic, after two days that warm the process."""
+def fixed(days: int, storage: str, work: Path) -> tuple[float, float]:
+    """CPU per day of days without traffic, after two days that warm the process: this
+    process's, and the PostgreSQL server's (whatever the instance: near 0 unless postgres)."""
     from dagster import DagsterInstance
 
     from wildchat_dag_tests.pipeline import (
@@ -177,29 +178,12 @@ def postgres_instance(home: Path, source: Path):
     import atexit
     import uuid
 
-    import psycopg2
+    from bench_backfill import POSTGRES, drop_postgres_database, fresh_postgres_database
     from dagster import DagsterInstance
 
-    database = f"bench_steps_{uuid.uuid4().hex[:12]}"
-    server = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
-
-    def admin(sql: str) -> None:
-        connection = psycopg2.connect(**server)
-        connection.autocommit = True
-        try:
-            connection.cursor().execute(sql)
-        finally:
-            connection.close()
-
-    admin(f"CREATE DATABASE {database}")
-    atexit.register(admin, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-    os.environ.update(
-        DAGSTER_PG_HOST=server["host"],
-        DAGSTER_PG_PORT=str(server["port"]),
-        DAGSTER_PG_USERNAME=server["user"],
-        DAGSTER_PG_PASSWORD="",
-        DAGSTER_PG_DB=database,
-    )
+    database = fresh_postgres_database(f"steps_{uuid.uuid4().hex[:12]}")
+    atexit.register(drop_postgres_database, database)
+    os.environ.update(POSTGRES, DAGSTER_PG_DB=database)
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text((source / "deploy" / "dagster.postgres.yaml").read_text())
     return DagsterInstance.from_config(str(home))
@@ -207,14 +191,15 @@ def postgres_instance(home: Path, source: Path):
 
 def measure(args: argparse.Namespace) -> None:
     environment()
-    import wildchat_dag  # noqa: F401 - the measured checkout, named in the output
+    import wildchat_dag
 
     work = Path(tempfile.mkdtemp(prefix="bench_steps_"))
     import logging
 
     logging.getLogger("dagster").setLevel(logging.WARNING)
+    # The measured checkout.
+    print(f"# bench_steps: {Path(wildchat_dag.__file__).parent}")
     if args.fixed_only:
-        print(f"# bench_steps: {Path(sys.modules['wildchat_dag'].__file__).parent}")
         print_fixed(args, work)
         return
     # Warm: engines, imports, the first table of each kind.
@@ -222,7 +207,6 @@ def measure(args: argparse.Namespace) -> None:
     small = volume(args.conversations[0], args.days, work)
     large = volume(args.conversations[1], args.days, work)
     added = large["conversations"] - small["conversations"]
-    print(f"# bench_steps: {Path(sys.modules['wildchat_dag'].__file__).parent}")
     print(
         f"volume: {small['conversations']:,} and {large['conversations']:,} conversations over "
         f"{args.days} days, utterances of {MEAN_CHARS:,} characters on average"

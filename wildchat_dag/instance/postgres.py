@@ -61,7 +61,8 @@ RECYCLE_S = 1800
 
 
 class _KeptConnections:
-    """Mixed into each storage: one engine that keeps its connections (see the module)."""
+    """Mixed into each storage, before dagster-postgres's class (which ``super()`` reaches):
+    one engine that keeps its connections (see the module)."""
 
     postgres_url: str
     _token_provider: Any
@@ -79,7 +80,9 @@ class _KeptConnections:
             token_provider=get_token_provider_from_config(config_value),
         )
 
-    def _keep_connections(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # dagster-postgres's engine (NullPool) has created or checked the tables; ours keeps.
         unpooled = self._engine
         self._engine = create_pg_engine(
             self.postgres_url,
@@ -92,45 +95,22 @@ class _KeptConnections:
         )
         unpooled.dispose()
 
-    def _close_connections(self) -> None:
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
         self._engine.dispose()
 
 
 class PostgresRunStorage(_KeptConnections, DagsterPostgresRunStorage):
     """dagster-postgres's run storage, keeping its connections."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._keep_connections()
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._close_connections()
-
 
 class PostgresScheduleStorage(_KeptConnections, DagsterPostgresScheduleStorage):
     """dagster-postgres's schedule storage, keeping its connections."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._keep_connections()
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._close_connections()
 
 
 class PostgresEventLogStorage(_KeptConnections, DagsterPostgresEventLogStorage):
     """dagster-postgres's event log storage, keeping its connections, with atomic
     initialization of pool limits."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._keep_connections()
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._close_connections()
 
     def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
         if not self.has_concurrency_limits_table or not self.has_default_pool_limit_col:

@@ -62,7 +62,8 @@ def kept_engine(conn_string: str, **connect_args: Any) -> Engine:
 
 
 class _KeptEngine:
-    """Run and schedule storage: one kept engine for their one file."""
+    """Run and schedule storage: one kept engine for their one file. Mixed in before Dagster's
+    class, whose methods ``super()`` reaches."""
 
     _conn_string: str
 
@@ -88,41 +89,28 @@ class _KeptEngine:
                 self._kept_engine.dispose()
                 self._kept_engine = None
 
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> Any:
+        # Dagster's own build their class by name, not cls.
+        return cls.from_local(inst_data=inst_data, **config_value)  # type: ignore[attr-defined]
+
+    def upgrade(self) -> None:
+        self._close_kept()
+        super().upgrade()  # type: ignore[misc]
+
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
+        self._close_kept()
+
 
 class SqliteRunStorage(_KeptEngine, DagsterSqliteRunStorage):
     """Dagster's SQLite run storage, keeping its engine."""
 
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> SqliteRunStorage:
-        return cls.from_local(inst_data=inst_data, **config_value)
-
-    def upgrade(self) -> None:
-        self._close_kept()
-        super().upgrade()
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._close_kept()
-
 
 class SqliteScheduleStorage(_KeptEngine, DagsterSqliteScheduleStorage):
     """Dagster's SQLite schedule storage, keeping its engine."""
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> SqliteScheduleStorage:
-        return cls.from_local(inst_data=inst_data, **config_value)
-
-    def upgrade(self) -> None:
-        self._close_kept()
-        super().upgrade()
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._close_kept()
 
 
 class SqliteEventLogStorage(DagsterSqliteEventLogStorage):
