@@ -383,6 +383,7 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
         "cpu_by_kind": sampler.cpu_by_kind(),
         "step_cpu": step_cpu(steps, sampler),
         "step_memory": step_memory(steps, sampler),
+        "memory_growth": largest_growths(steps, sampler),
         "peak_tree_rss_mb": sampler.peak_tree_rss / 2**20,
         "peak_process_rss_mb": sampler.peak_process_rss / 2**20,
         "steps": steps,
@@ -440,7 +441,7 @@ def step_table(env: dict[str, str]) -> dict[str, dict]:
     from dagster import DagsterEventType
 
     table: dict[str, dict] = defaultdict(
-        lambda: {"n": 0, "wall_s": 0.0, "rows": 0, "pids": set(), "spans": []}
+        lambda: {"n": 0, "wall_s": 0.0, "rows": 0, "pids": set(), "spans": [], "partitions": []}
     )
     with _instance(env) as instance:
         for run in instance.get_runs():
@@ -461,6 +462,7 @@ def step_table(env: dict[str, str]) -> dict[str, dict]:
                     began = starts.pop(event.step_key, entry.timestamp)
                     row["wall_s"] += entry.timestamp - began
                     row["spans"].append((event.pid, began, entry.timestamp))
+                    row["partitions"].append(run.tags.get("dagster/partition", "-"))
                 elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
                     metadata = event.event_specific_data.materialization.metadata
                     count = metadata.get("row_count")
@@ -488,6 +490,26 @@ def step_memory(steps: dict[str, dict], sampler: TreeSampler) -> dict[str, tuple
         growth = max((g for _, g in spans), default=0)
         memory[key] = (peak / 2**20, growth / 2**20)
     return memory
+
+
+def largest_growths(
+    steps: dict[str, dict], sampler: TreeSampler, n: int = 8
+) -> list[dict[str, object]]:
+    """The executions whose process grew most, with their partition: whether the memory goes
+    with the day's volume, the table's size so far, or one day."""
+    executions = [
+        {
+            "step": key,
+            "partition": partition,
+            "peak_mb": round(peak / 2**20),
+            "growth_mb": round(growth / 2**20),
+            "wall_s": round(ended - began, 1),
+        }
+        for key, row in steps.items()
+        for (pid, began, ended), partition in zip(row["spans"], row["partitions"], strict=True)
+        for peak, growth in [sampler.rss_during(pid, began, ended)]
+    ]
+    return sorted(executions, key=lambda e: -e["growth_mb"])[:n]
 
 
 def floor_pass(logs: Path) -> dict:
@@ -543,6 +565,12 @@ def print_scenario(name: str, r: dict) -> None:
         print(
             f"| {key} | {row['n']} | {row['wall_s']:.1f} | "
             f"{cpu:.1f} | {row['rows']:,} | {rate:,.0f} | {peak:,.0f} | {growth:,.0f} |"
+        )
+    print("\nLargest RSS growth in one execution (step, partition, peak MB, growth MB, wall s):")
+    for e in r.get("memory_growth", []):
+        print(
+            f"- {e['step']} {e['partition']}: "
+            f"{e['peak_mb']:,} / +{e['growth_mb']:,}, {e['wall_s']} s"
         )
 
 

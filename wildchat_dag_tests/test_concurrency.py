@@ -1,5 +1,6 @@
 """Two runs launched together write to one DuckDB file without lock errors."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
 from wildchat_dag.loggen.generator import generate_logs
@@ -221,6 +223,78 @@ def test_each_transaction_on_a_kept_file_gets_its_own_settings(tmp_path):
         with locked_connection(database) as con:
             assert con.execute(setting).fetchone()[0] == default
     assert limited != default and "953" in limited  # 1 GB in DuckDB's MiB
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_every_connection_is_bounded_in_memory_and_spills_beside_the_file(tmp_path, kept):
+    """Not DuckDB's 80% of RAM: a run's process grew to 16 GB with it. Spill files go beside
+    the file, not into the working directory (the file is attached to an in-memory instance)."""
+    database = str(tmp_path / "w.duckdb")
+    with (
+        kept_open(database) if kept else contextlib.nullcontext(),
+        locked_connection(database) as con,
+    ):
+        limit, temp = con.execute(
+            "select current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+    assert limit == "1.8 GiB"  # DEFAULT_MEMORY_LIMIT, 2 GB, in DuckDB's GiB
+    assert duckdb_io.DEFAULT_MEMORY_LIMIT == "2GB"
+    assert temp == f"{database}.tmp"
+
+
+def _requests_of(day: str, rows: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "partition_day": [day] * rows,
+            "turn_id": list(range(rows)),
+            "messages": [[{"role": "user", "content": "x" * 200}]] * rows,
+        }
+    ).with_columns(pl.col("partition_day").str.to_datetime())
+
+
+def _row_groups(database: str) -> list[int]:
+    """The rows of each row group of the table."""
+    con = duckdb.connect(database, read_only=True)
+    try:
+        return [
+            n
+            for (n,) in con.execute(
+                "select sum(count) from pragma_storage_info('t') where column_name = "
+                "'partition_day' and segment_type <> 'VALIDITY' group by row_group_id "
+                "order by row_group_id"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_day_appended_later_does_not_grow_an_earlier_row_group_past_the_limit(tmp_path, kept):
+    """Appending to a row group with room rewrites all of it at the next checkpoint: with
+    DuckDB's 122,880 rows, each day's raw requests rewrote the weeks before them. Written one
+    day per open, as the runs do, every row group stays within ``ROW_GROUP_SIZE`` rows."""
+    size = duckdb_io.ROW_GROUP_SIZE
+    days = [f"2024-01-0{d}" for d in range(1, 5)]
+    ours, plain = str(tmp_path / "ours.duckdb"), str(tmp_path / "plain.duckdb")
+    for day in days:
+        rows = _requests_of(day, size * 3 // 4)
+        with (
+            kept_open(ours) if kept else contextlib.nullcontext(),
+            locked_connection(ours) as con,
+        ):
+            con.register("rows", rows.to_arrow())
+            con.execute("create table if not exists t as select * from rows limit 0")
+            con.execute("insert into t by name select * from rows")
+        con = duckdb.connect(plain)
+        con.register("rows", rows.to_arrow())
+        con.execute("create table if not exists t as select * from rows limit 0")
+        con.execute("insert into t by name select * from rows")
+        con.close()
+    groups = _row_groups(ours)
+    assert sum(groups) == len(days) * (size * 3 // 4), groups
+    assert max(groups) <= size, groups
+    # The same appends through a plain connection pile into one row group: the test can fail.
+    assert max(_row_groups(plain)) > size
 
 
 def test_an_error_in_a_transaction_on_a_kept_file_rolls_it_back(tmp_path):

@@ -45,6 +45,20 @@ DEFAULT_LOCK_TIMEOUT_S = 900.0
 # in bursts (inputs, queries, outputs, checks) a few milliseconds apart; the computation between
 # bursts is what another process's transaction may wait for.
 KEEP_OPEN_IDLE_S = 0.2
+# DuckDB's own default is 80% of RAM, which a run's process may fill with the file's cached
+# blocks before DuckDB evicts any. Past this limit it evicts them and spills to
+# ``temp_directory``; a connection that asks for another limit (``connection_config``, the
+# warehouse's ``memory_limit``) gets it.
+DEFAULT_MEMORY_LIMIT = "2GB"
+# Rows per row group. Appending to a table whose last row group has room rewrites that whole
+# row group at the next checkpoint: with DuckDB's 122,880, a day of raw requests (6,500 rows of
+# full histories, 13 KB each) rewrote up to three weeks of them, and a run's process grew by
+# 5 GB at 20 days of 2,500 conversations. At 8,192 a day of WildChat's size starts its own row
+# groups, and an append rewrites at most one small one (benchmarks/bench_backfill.py; the file
+# is about half as large, with fewer superseded blocks). Readers need no setting.
+ROW_GROUP_SIZE = 8192
+# The name the file is attached under, made the default: SQL names tables as ``main.<table>``.
+CATALOG = "warehouse"
 # Connection settings that can be changed on an open instance; a connection asking for any
 # other is opened on its own.
 SETTABLE_WHILE_OPEN = frozenset({"memory_limit", "max_memory", "threads", "temp_directory"})
@@ -99,11 +113,24 @@ def _open_slot(database: str, deadline: float, timeout_s: float):
     return handle
 
 
+def _open(database: str, config: dict) -> duckdb.DuckDBPyConnection:
+    """The file attached (as ``CATALOG``, the default) with rows grouped ``ROW_GROUP_SIZE`` at
+    a time; ``duckdb.connect(database)`` offers no row group size."""
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        con.execute(f"ATTACH {_literal(database)} AS {CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        con.execute(f"USE {CATALOG}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def _connect_when_free(database: str, config: dict, deadline: float) -> duckdb.DuckDBPyConnection:
     """A process outside Dagster (a notebook, the duckdb CLI) may hold DuckDB's own lock."""
     while True:
         try:
-            return duckdb.connect(database, config=config)
+            return _open(database, config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
@@ -186,14 +213,18 @@ class _KeptOpen:
             if kept is None:
                 slot = _open_slot(path, deadline, timeout_s)
                 try:
-                    anchor = _connect_when_free(path, {}, deadline)
+                    # Opened with the settings already: replaying another process's log
+                    # happens under the memory limit too.
+                    anchor = _connect_when_free(path, config, deadline)
                 except BaseException:
                     slot.close()
                     raise
-                kept = self.open[path] = _OpenFile(anchor, slot, _identity(path))
+                kept = self.open[path] = _OpenFile(anchor, slot, _identity(path), dict(config))
             kept.in_use += 1
             try:
                 con = kept.anchor.cursor()
+                # A cursor is a connection of its own, on the in-memory default catalog.
+                con.execute(f"USE {CATALOG}")
                 # Global settings (the warehouse's memory limit) apply to the whole instance:
                 # each transaction sets its own and resets those it does not ask for.
                 for name in set(kept.settings) - set(config):
@@ -265,13 +296,20 @@ def locked_connection(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection held under the file lock, inside one transaction."""
     deadline = time.monotonic() + timeout_s
+    # The file is attached to an in-memory instance, whose spill files would otherwise go to
+    # ``.tmp`` in the working directory.
+    config = {
+        "memory_limit": DEFAULT_MEMORY_LIMIT,
+        "temp_directory": f"{database}.tmp",
+        **(config or {}),
+    }
     with duckdb_file_lock(database, timeout_s):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         path = _key(database)
-        if _KEPT.is_kept(path) and set(config or {}) <= SETTABLE_WHILE_OPEN:
-            opened = _KEPT.connection(path, config or {}, deadline, timeout_s)
+        if _KEPT.is_kept(path) and set(config) <= SETTABLE_WHILE_OPEN:
+            opened = _KEPT.connection(path, config, deadline, timeout_s)
         else:
-            opened = _connect_and_close(database, config or {}, deadline, timeout_s)
+            opened = _connect_and_close(database, config, deadline, timeout_s)
         with opened as con:
             # Arrow timestamps then come back labelled UTC, as they were written.
             con.execute("SET TimeZone = 'UTC'")

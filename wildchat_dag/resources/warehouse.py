@@ -9,7 +9,12 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from wildchat_dag.core.sql import query as run_query
-from wildchat_dag.resources.duckdb_io import DEFAULT_LOCK_TIMEOUT_S, kept_open, locked_connection
+from wildchat_dag.resources.duckdb_io import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_MEMORY_LIMIT,
+    kept_open,
+    locked_connection,
+)
 
 
 class Warehouse(ConfigurableResource):
@@ -19,10 +24,11 @@ class Warehouse(ConfigurableResource):
     database: str = Field(description="Path to the DuckDB file; the same as the IO manager's.")
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     memory_limit: str = Field(
-        default="2GB",
-        description="DuckDB's memory limit for these queries. DuckDB otherwise keeps up to 80% "
-        "of RAM of the file's blocks cached, and a statistics pass over a 1M-conversation "
-        "release then holds 10 GB; past the limit it evicts or spills to disk.",
+        default=DEFAULT_MEMORY_LIMIT,
+        description="DuckDB's memory limit for these queries (the IO manager's too, unless its "
+        "connection_config names another). DuckDB's own default is 80% of RAM, and a "
+        "statistics pass over a 1M-conversation release then holds 10 GB; past the limit it "
+        "evicts cached blocks or spills beside the file.",
     )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
