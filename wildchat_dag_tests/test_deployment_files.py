@@ -731,3 +731,31 @@ def test_the_postgres_instance_keeps_its_connections_and_survives_their_loss(
         instance.dispose()
     # Disposed, the instance closes what it kept.
     assert backends(postgres_database) == 0
+
+
+def test_the_webservers_engines_replace_ours_and_ours_are_closed_at_once(
+    postgres_database, tmp_path
+):
+    """``dagster-webserver`` swaps each storage's engine for its own (statement timeout, pool
+    sizes). The connections ours kept are closed then, not whenever the engine is collected."""
+    instance = postgres_instance(tmp_path / "home", postgres_database)
+    try:
+        instance.add_dynamic_partitions("kept_connections", ["p"])
+        assert instance.get_runs(limit=1) == []
+        assert instance.all_instigator_state() == []
+        ours = [
+            instance.run_storage._engine,
+            instance.event_log_storage._engine,
+            instance.schedule_storage._engine,
+        ]
+        assert backends(postgres_database) >= 1
+        instance.optimize_for_webserver(statement_timeout=5000, pool_recycle=3600, max_overflow=2)
+        # `ours` holds the engines: only disposing of them closes their connections here.
+        assert all(engine.pool.checkedin() == 0 for engine in ours)
+        assert backends(postgres_database) == 0
+        # The webserver's engines serve from here on, and are closed on dispose.
+        assert instance.get_dynamic_partitions("kept_connections") == ["p"]
+        assert backends(postgres_database) >= 1
+    finally:
+        instance.dispose()
+    assert backends(postgres_database) == 0

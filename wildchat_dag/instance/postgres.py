@@ -95,6 +95,14 @@ class _KeptConnections:
         )
         unpooled.dispose()
 
+    def optimize_for_webserver(self, *args: Any, **kwargs: Any) -> None:
+        # dagster-webserver swaps in an engine of its own: the connections ours kept are
+        # closed now, not whenever the engine is garbage-collected.
+        ours = self._engine
+        super().optimize_for_webserver(*args, **kwargs)  # type: ignore[misc]
+        if self._engine is not ours:
+            ours.dispose()
+
     def dispose(self) -> None:
         super().dispose()  # type: ignore[misc]
         self._engine.dispose()
