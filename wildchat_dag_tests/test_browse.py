@@ -318,6 +318,21 @@ def served(demo: Path, emails_rules: Path) -> Iterator[str]:
         log.close()
 
 
+def loads_a_page(driver, action) -> None:
+    """Does ``action`` (a click or submit that loads another page) and waits for that page.
+    Selenium returns from a click before the browser navigates: an element found at once may
+    be the old page's, and go stale as it is read."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    action()
+    wait = WebDriverWait(driver, 60)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def test_a_reviewer_searches_filters_opens_and_reviews_in_chromium(
     served: str, tmp_path, monkeypatch
 ):
@@ -336,7 +351,7 @@ def test_a_reviewer_searches_filters_opens_and_reviews_in_chromium(
         total = int(driver.find_element(By.CSS_SELECTOR, "#total strong").text.replace(",", ""))
         box = driver.find_element(By.NAME, "q")
         box.send_keys("letter")
-        box.submit()
+        loads_a_page(driver, box.submit)
         found = int(driver.find_element(By.CSS_SELECTOR, "#total strong").text.replace(",", ""))
         assert 0 < found < total
         driver.save_screenshot(str(SHOTS / "search.png"))
@@ -346,22 +361,22 @@ def test_a_reviewer_searches_filters_opens_and_reviews_in_chromium(
             option.get_attribute("data-value"),
             option.find_element(By.CLASS_NAME, "n").text,
         )
-        option.click()
+        loads_a_page(driver, option.click)
         assert driver.find_element(By.CSS_SELECTOR, "#total strong").text == count
         assert "language=" in driver.current_url and language
         driver.save_screenshot(str(SHOTS / "filtered.png"))
         # A redacted conversation: the redacted facet, then the first hit.
         driver.get(f"{served}/?redacted=true")
-        driver.find_element(By.CSS_SELECTOR, "#hits a.open").click()
+        loads_a_page(driver, driver.find_element(By.CSS_SELECTOR, "#hits a.open").click)
         marks = driver.find_elements(By.CSS_SELECTOR, "mark.placeholder")
         assert marks and all("PRESIDIO_ANONYMIZED" in m.text for m in marks)
         driver.save_screenshot(str(SHOTS / "conversation.png"))
-        driver.find_element(By.ID, "review-link").click()
+        loads_a_page(driver, driver.find_element(By.ID, "review-link").click)
         rows = driver.find_elements(By.CSS_SELECTOR, "tr.candidate")
         assert rows and any(r.get_attribute("data-decision") == "redact" for r in rows)
         driver.save_screenshot(str(SHOTS / "review.png"))
         driver.get(f"{served}/rules")
-        driver.find_element(By.ID, "compare").click()
+        loads_a_page(driver, driver.find_element(By.ID, "compare").click)
         assert driver.find_element(By.ID, "versions")
         driver.get(f"{served}/rules?a=current&b=all-emails")
         assert driver.find_element(By.ID, "diff-summary")
