@@ -367,6 +367,7 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
             f"see {root / 'daemon.log'} and the instance at {root / 'dagster_home'}"
         )
     steps = step_table(env)
+    executions = executions_memory(steps, sampler)
     return {
         **corpus,
         "days": scenario.days,
@@ -382,8 +383,8 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
         "machine_cpu_s": machine_cpu,
         "cpu_by_kind": sampler.cpu_by_kind(),
         "step_cpu": step_cpu(steps, sampler),
-        "step_memory": step_memory(steps, sampler),
-        "memory_growth": largest_growths(steps, sampler),
+        "step_memory": step_memory(executions),
+        "memory_growth": largest_growths(executions),
         "peak_tree_rss_mb": sampler.peak_tree_rss / 2**20,
         "peak_process_rss_mb": sampler.peak_process_rss / 2**20,
         "steps": steps,
@@ -480,35 +481,36 @@ def step_cpu(steps: dict[str, dict], sampler: TreeSampler) -> dict[str, float]:
     }
 
 
-def step_memory(steps: dict[str, dict], sampler: TreeSampler) -> dict[str, tuple[float, float]]:
-    """Per step, over its executions: the largest RSS of its process while it ran, and the most
-    that RSS grew during one execution, in MB."""
-    memory: dict[str, tuple[float, float]] = {}
-    for key, row in steps.items():
-        spans = [sampler.rss_during(pid, began, ended) for pid, began, ended in row["spans"]]
-        peak = max((p for p, _ in spans), default=0)
-        growth = max((g for _, g in spans), default=0)
-        memory[key] = (peak / 2**20, growth / 2**20)
-    return memory
-
-
-def largest_growths(
-    steps: dict[str, dict], sampler: TreeSampler, n: int = 8
-) -> list[dict[str, object]]:
-    """The executions whose process grew most, with their partition: whether the memory goes
-    with the day's volume, the table's size so far, or one day."""
-    executions = [
+def executions_memory(steps: dict[str, dict], sampler: TreeSampler) -> list[dict[str, object]]:
+    """Each step execution's partition, the largest RSS of its process while it ran and how far
+    that RSS grew during it, in MB."""
+    return [
         {
             "step": key,
             "partition": partition,
-            "peak_mb": round(peak / 2**20),
-            "growth_mb": round(growth / 2**20),
+            "peak_mb": peak / 2**20,
+            "growth_mb": growth / 2**20,
             "wall_s": round(ended - began, 1),
         }
         for key, row in steps.items()
         for (pid, began, ended), partition in zip(row["spans"], row["partitions"], strict=True)
         for peak, growth in [sampler.rss_during(pid, began, ended)]
     ]
+
+
+def step_memory(executions: list[dict[str, object]]) -> dict[str, tuple[float, float]]:
+    """Per step, over its executions: the largest RSS of its process while it ran, and the most
+    that RSS grew during one execution, in MB."""
+    memory: dict[str, tuple[float, float]] = {}
+    for e in executions:
+        peak, growth = memory.get(e["step"], (0.0, 0.0))
+        memory[e["step"]] = (max(peak, e["peak_mb"]), max(growth, e["growth_mb"]))
+    return memory
+
+
+def largest_growths(executions: list[dict[str, object]], n: int = 8) -> list[dict[str, object]]:
+    """The executions whose process grew most, with their partition: whether the memory goes
+    with the day's volume, the table's size so far, or one day."""
     return sorted(executions, key=lambda e: -e["growth_mb"])[:n]
 
 
@@ -567,10 +569,10 @@ def print_scenario(name: str, r: dict) -> None:
             f"{cpu:.1f} | {row['rows']:,} | {rate:,.0f} | {peak:,.0f} | {growth:,.0f} |"
         )
     print("\nLargest RSS growth in one execution (step, partition, peak MB, growth MB, wall s):")
-    for e in r.get("memory_growth", []):
+    for e in r["memory_growth"]:
         print(
             f"- {e['step']} {e['partition']}: "
-            f"{e['peak_mb']:,} / +{e['growth_mb']:,}, {e['wall_s']} s"
+            f"{e['peak_mb']:,.0f} / +{e['growth_mb']:,.0f}, {e['wall_s']} s"
         )
 
 

@@ -227,8 +227,9 @@ def test_each_transaction_on_a_kept_file_gets_its_own_settings(tmp_path):
 
 @pytest.mark.parametrize("kept", [True, False])
 def test_every_connection_is_bounded_in_memory_and_spills_beside_the_file(tmp_path, kept):
-    """Not DuckDB's 80% of RAM: a run's process grew to 16 GB with it. Spill files go beside
-    the file, not into the working directory (the file is attached to an in-memory instance)."""
+    """Not DuckDB's 80% of RAM, which a run's process may fill with cached blocks. Spill files
+    go beside the file, not into the working directory (the file is attached to an in-memory
+    instance)."""
     database = str(tmp_path / "w.duckdb")
     with (
         kept_open(database) if kept else contextlib.nullcontext(),
@@ -250,6 +251,12 @@ def _requests_of(day: str, rows: int) -> pl.DataFrame:
             "messages": [[{"role": "user", "content": "x" * 200}]] * rows,
         }
     ).with_columns(pl.col("partition_day").str.to_datetime())
+
+
+def _append(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> None:
+    con.register("rows", rows.to_arrow())
+    con.execute("create table if not exists t as select * from rows limit 0")
+    con.execute("insert into t by name select * from rows")
 
 
 def _row_groups(database: str) -> list[int]:
@@ -282,13 +289,9 @@ def test_a_day_appended_later_does_not_grow_an_earlier_row_group_past_the_limit(
             kept_open(ours) if kept else contextlib.nullcontext(),
             locked_connection(ours) as con,
         ):
-            con.register("rows", rows.to_arrow())
-            con.execute("create table if not exists t as select * from rows limit 0")
-            con.execute("insert into t by name select * from rows")
+            _append(con, rows)
         con = duckdb.connect(plain)
-        con.register("rows", rows.to_arrow())
-        con.execute("create table if not exists t as select * from rows limit 0")
-        con.execute("insert into t by name select * from rows")
+        _append(con, rows)
         con.close()
     groups = _row_groups(ours)
     assert sum(groups) == len(days) * (size * 3 // 4), groups
