@@ -388,6 +388,7 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
         "peak_tree_rss_mb": sampler.peak_tree_rss / 2**20,
         "peak_process_rss_mb": sampler.peak_process_rss / 2**20,
         "steps": steps,
+        "occupancy": run_occupancy(env),
         "runs": count_runs(env),
         "warehouse_mb": (root / "warehouse.duckdb").stat().st_size / 2**20
         if (root / "warehouse.duckdb").exists()
@@ -470,6 +471,54 @@ def step_table(env: dict[str, str]) -> dict[str, dict]:
                     if count is not None:
                         row["rows"] += int(count.value)
     return dict(table)
+
+
+def run_occupancy(env: dict[str, str], slots: int = 2) -> dict[str, float]:
+    """Where a backfill's wall time went, from the run records: how many runs executed on
+    average, and for how long fewer than ``slots`` did while a run was queued (the queue's
+    dequeue interval and launch) or while none was (waiting for the backfill daemon to submit
+    the next runs, as their parents finish)."""
+    with _instance(env) as instance:
+        records = instance.get_run_records()
+    runs = [
+        (r.create_timestamp.timestamp(), r.start_time, r.end_time)
+        for r in records
+        if r.start_time and r.end_time and r.dagster_run.tags.get("dagster/backfill")
+    ]
+    if not runs:
+        return {}
+    events = sorted(
+        [(created, "queued") for created, _, _ in runs]
+        + [(started, "started") for _, started, _ in runs]
+        + [(ended, "ended") for _, _, ended in runs]
+    )
+    queued = executing = 0
+    spent = {"slot free, a run queued": 0.0, "slot free, none queued": 0.0, "all slots busy": 0.0}
+    executing_s = 0.0
+    last = events[0][0]
+    for moment, kind in events:
+        span = moment - last
+        executing_s += executing * span
+        if executing >= slots:
+            spent["all slots busy"] += span
+        elif queued:
+            spent["slot free, a run queued"] += span
+        else:
+            spent["slot free, none queued"] += span
+        last = moment
+        if kind == "queued":
+            queued += 1
+        elif kind == "started":
+            queued, executing = queued - 1, executing + 1
+        else:
+            executing -= 1
+    total = events[-1][0] - events[0][0]
+    return {
+        "span_s": total,
+        "mean_runs_executing": executing_s / total if total else 0.0,
+        "mean_run_s": sum(e - s for _, s, e in runs) / len(runs),
+        **{f"{k} s": v for k, v in spent.items()},
+    }
 
 
 def step_cpu(steps: dict[str, dict], sampler: TreeSampler) -> dict[str, float]:
@@ -567,6 +616,13 @@ def print_scenario(name: str, r: dict) -> None:
         print(
             f"| {key} | {row['n']} | {row['wall_s']:.1f} | "
             f"{cpu:.1f} | {row['rows']:,} | {rate:,.0f} | {peak:,.0f} | {growth:,.0f} |"
+        )
+    occupancy = r.get("occupancy") or {}
+    if occupancy:
+        spans = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in occupancy.items() if k.endswith(" s"))
+        print(
+            f"\nThe backfill's runs: {occupancy['mean_runs_executing']:.2f} executing on average "
+            f"over {occupancy['span_s']:.0f} s, {occupancy['mean_run_s']:.1f} s each; {spans}"
         )
     print("\nLargest RSS growth in one execution (step, partition, peak MB, growth MB, wall s):")
     for e in r["memory_growth"]:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -312,20 +313,47 @@ def test_an_error_in_a_transaction_on_a_kept_file_rolls_it_back(tmp_path):
             assert con.execute("select count(*) from t").fetchone() == (1,)
 
 
-def test_another_run_waits_for_a_kept_file_asleep_and_then_gets_it(tmp_path):
-    """The other process waits on ``<database>.open`` (no DuckDB open attempts) until this one
-    closes its idle instance, then writes."""
+@contextlib.contextmanager
+def kept_with_a_table(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A file this process keeps open, holding ``t`` (one row, x = 1): its name, real path."""
     database = str(tmp_path / "w.duckdb")
-    path = os.path.realpath(database)
+    with kept_open(database):
+        with locked_connection(database) as con:
+            con.execute("create table t as select 1 as x")
+        yield database, os.path.realpath(database)
+
+
+def test_a_kept_file_is_not_handed_over_to_a_thread_of_its_own_process(tmp_path, monkeypatch):
+    """A thread of this process that takes ``.lock`` is not another process waiting: the file
+    stays open for it (a close and reopen would cost a checkpoint and an open)."""
+    monkeypatch.setattr(duckdb_io, "KEEP_OPEN_IDLE_S", 3600.0)
+    with kept_with_a_table(tmp_path) as (database, path):
+        anchor = duckdb_io._KEPT.open[path].anchor
+        with duckdb_file_lock(database):
+            # Ten of the closing thread's polls with ``.lock`` held by this process.
+            time.sleep(10 * duckdb_io._CLOSER_POLL_S)
+            assert duckdb_io._KEPT.open[path].anchor is anchor
+        with locked_connection(database) as con:
+            assert con.execute("select x from t").fetchone() == (1,)
+            assert duckdb_io._KEPT.open[path].anchor is anchor
+
+
+@pytest.mark.parametrize("idle_s", [duckdb_io.KEEP_OPEN_IDLE_S, 3600.0])
+def test_another_run_waits_for_a_kept_file_asleep_and_it_is_handed_over(
+    tmp_path, monkeypatch, idle_s
+):
+    """The other process waits on ``<database>.open`` (no DuckDB open attempts) until this one
+    closes its idle instance, then writes. This one hands the file over as soon as the other
+    holds ``<database>.lock``, not when its idle time runs out: with an hour of it, the other
+    process, which gives up after 60 s, still gets the file."""
+    monkeypatch.setattr(duckdb_io, "KEEP_OPEN_IDLE_S", idle_s)
     writer = (
         "import sys\n"
         "from wildchat_dag.resources.duckdb_io import locked_connection\n"
         "with locked_connection(sys.argv[1], timeout_s=60) as con:\n"
         "    con.execute('insert into t values (2)')\n"
     )
-    with kept_open(database):
-        with locked_connection(database) as con:
-            con.execute("create table t as select 1 as x")
+    with kept_with_a_table(tmp_path) as (database, path):
         other = subprocess.run(
             [sys.executable, "-c", writer, database], capture_output=True, text=True, timeout=120
         )

@@ -459,6 +459,8 @@ def assert_concurrency(instance: DagsterInstance) -> None:
     from dagster._core.run_coordinator import QueuedRunCoordinator
 
     assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    # A backfill's run takes some 15 s: Dagster's default 5 s left its slots idle for a sixth.
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
     # The queue daemon reads its limits from here, not from the run coordinator's own config.
     config = instance.get_concurrency_config()
     assert config.run_queue_config is not None

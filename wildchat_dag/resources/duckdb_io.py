@@ -13,8 +13,9 @@ Opening a DuckDB file costs 10 to 25 ms of CPU (the database instance is built a
 read), and a day's steps take some 70 transactions: more than a second per day, whatever the
 day holds. While a run executes, its process therefore keeps the file open between its own
 transactions (``kept_open``, entered by the IO manager and the warehouse for the run), and
-closes it once no transaction of its own has used it for ``KEEP_OPEN_IDLE_S``. Another process
-waiting for the file is kept waiting at most that long after this one's last transaction.
+closes it once no transaction of its own has used it for ``KEEP_OPEN_IDLE_S``, or at once when
+another process is waiting for it: between two of its own transactions, a process that finds
+``<database>.lock`` taken by someone else hands the file over.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ DEFAULT_LOCK_TIMEOUT_S = 900.0
 # in bursts (inputs, queries, outputs, checks) a few milliseconds apart; the computation between
 # bursts is what another process's transaction may wait for.
 KEEP_OPEN_IDLE_S = 0.2
+# How often the closing thread looks for an idle file, and for another process waiting for it
+# (one non-blocking ``flock`` each). Waiting out KEEP_OPEN_IDLE_S while the other process held
+# ``.lock`` cost both of a backfill's runs about a third of their wall time (py-spy, 20 days of
+# 2,500 conversations): the waiter could not start, and the holder could not take ``.lock`` for
+# its own next transaction either.
+_CLOSER_POLL_S = 0.02
 # DuckDB's own default is 80% of RAM, which a run's process may fill with the file's cached
 # blocks before DuckDB evicts any. Past this limit it evicts them and spills to
 # ``temp_directory``; a connection that asks for another limit (``connection_config``, the
@@ -92,12 +99,21 @@ def duckdb_file_lock(database: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -
     lock_path = Path(f"{database}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
+    key = _key(database)
     with lock_path.open("a") as handle:
-        _flock(handle, deadline, timeout_s, database)
+        # Counted before the flock is tried: a kept file is then not handed over to one of this
+        # process's own threads, from the moment it asks for the lock until it has let it go.
+        with _WANTED_HERE_LOCK:
+            _WANTED_HERE[key] += 1
         try:
-            yield
+            _flock(handle, deadline, timeout_s, database)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            with _WANTED_HERE_LOCK:
+                _WANTED_HERE[key] -= 1
 
 
 def _open_slot(database: str, deadline: float, timeout_s: float):
@@ -148,6 +164,7 @@ class _OpenFile:
 
     anchor: duckdb.DuckDBPyConnection
     slot: IO[str]  # the ``_open_slot`` held while it is open
+    lock: IO[str]  # ``<database>.lock``, opened to see whether another process has taken it
     identity: tuple[int, int]  # (device, inode): a file replaced meanwhile is opened anew
     settings: dict = field(default_factory=dict)  # global settings set on it, by name
     in_use: int = 0
@@ -187,7 +204,11 @@ class _KeptOpen:
         kept = self.open.get(path)
         if kept is None or kept.in_use:
             return
-        if force or time.monotonic() - kept.last_used >= KEEP_OPEN_IDLE_S:
+        if (
+            force
+            or time.monotonic() - kept.last_used >= KEEP_OPEN_IDLE_S
+            or (not _WANTED_HERE[path] and _taken_elsewhere(kept.lock))
+        ):
             del self.open[path]
             _close_anchor(kept)
 
@@ -196,7 +217,7 @@ class _KeptOpen:
             while self.wanted or self.open:
                 for path in list(self.open):
                     self._close(path, force=path not in self.wanted)
-                self._wake.wait(KEEP_OPEN_IDLE_S / 2)
+                self._wake.wait(_CLOSER_POLL_S)
             self._closer = None
 
     @contextmanager
@@ -220,7 +241,10 @@ class _KeptOpen:
                 except BaseException:
                     slot.close()
                     raise
-                kept = self.open[path] = _OpenFile(anchor, slot, _identity(path), dict(config))
+                lock = Path(f"{path}.lock").open("a")  # noqa: SIM115 -- closed with the anchor
+                kept = self.open[path] = _OpenFile(
+                    anchor, slot, lock, _identity(path), dict(config)
+                )
             kept.in_use += 1
             try:
                 con = kept.anchor.cursor()
@@ -251,10 +275,23 @@ class _KeptOpen:
             return path in self.wanted
 
 
+def _taken_elsewhere(lock: IO[str]) -> bool:
+    """Whether another process has ``<database>.lock``. Asked only between this process's
+    transactions on a file it keeps open, and while none of its threads wants the lock: the
+    holder is then waiting for this process to close the file."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
 def _close_anchor(kept: _OpenFile) -> None:
     try:
         kept.anchor.close()
     finally:
+        kept.lock.close()
         kept.slot.close()  # releases the flock
 
 
@@ -273,6 +310,10 @@ def _identity(path: str) -> tuple[int, int]:
 
 
 _KEPT = _KeptOpen()
+# This process's threads that want or hold each file's ``.lock``, by real path; read by the
+# closing thread.
+_WANTED_HERE: Counter[str] = Counter()
+_WANTED_HERE_LOCK = threading.Lock()
 
 
 def _key(database: str) -> str:
