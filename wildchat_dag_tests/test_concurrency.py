@@ -338,14 +338,18 @@ def test_a_kept_file_is_not_handed_over_to_a_thread_of_its_own_process(tmp_path,
             assert duckdb_io._KEPT.open[path].anchor is anchor
 
 
-@pytest.mark.parametrize("idle_s", [duckdb_io.KEEP_OPEN_IDLE_S, 3600.0])
+@pytest.mark.parametrize(
+    ("idle_s", "through_a_link"),
+    [(duckdb_io.KEEP_OPEN_IDLE_S, False), (3600.0, False), (3600.0, True)],
+)
 def test_another_run_waits_for_a_kept_file_asleep_and_it_is_handed_over(
-    tmp_path, monkeypatch, idle_s
+    tmp_path, monkeypatch, idle_s, through_a_link
 ):
     """The other process waits on ``<database>.open`` (no DuckDB open attempts) until this one
     closes its idle instance, then writes. This one hands the file over as soon as the other
     holds ``<database>.lock``, not when its idle time runs out: with an hour of it, the other
-    process, which gives up after 60 s, still gets the file."""
+    process, which gives up after 60 s, still gets the file; also when it names the file
+    through a symbolic link (the locks are named by the real path)."""
     monkeypatch.setattr(duckdb_io, "KEEP_OPEN_IDLE_S", idle_s)
     writer = (
         "import sys\n"
@@ -354,8 +358,12 @@ def test_another_run_waits_for_a_kept_file_asleep_and_it_is_handed_over(
         "    con.execute('insert into t values (2)')\n"
     )
     with kept_with_a_table(tmp_path) as (database, path):
+        name = database
+        if through_a_link:
+            name = str(tmp_path / "link.duckdb")
+            os.symlink(database, name)
         other = subprocess.run(
-            [sys.executable, "-c", writer, database], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", writer, name], capture_output=True, text=True, timeout=120
         )
         assert other.returncode == 0, other.stderr
         assert path not in duckdb_io._KEPT.open

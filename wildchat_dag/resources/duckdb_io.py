@@ -96,10 +96,12 @@ def _flock(handle, deadline: float, timeout_s: float, what: str) -> None:
 
 @contextmanager
 def duckdb_file_lock(database: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[None]:
-    lock_path = Path(f"{database}.lock")
+    # Named by the real path: every process finds the same lock, and a kept file (keyed by its
+    # real path) sees who waits for it, whichever name each was given.
+    key = _key(database)
+    lock_path = Path(f"{key}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
-    key = _key(database)
     with lock_path.open("a") as handle:
         # Counted before the flock is tried: a kept file is then not handed over to one of this
         # process's own threads, from the moment it asks for the lock until it has let it go.
@@ -121,7 +123,7 @@ def _open_slot(database: str, deadline: float, timeout_s: float):
     database open. A process whose file another one keeps open between transactions waits
     here, asleep, until that one closes it; polling ``duckdb.connect`` instead would build a
     database instance at every try."""
-    handle = Path(f"{database}.open").open("a")  # noqa: SIM115 -- closed by the caller, or on the anchor's close
+    handle = Path(f"{_key(database)}.open").open("a")  # noqa: SIM115 -- closed by the caller, or on the anchor's close
     try:
         _flock(handle, deadline, timeout_s, f"{database} (kept open by another run)")
     except BaseException:
