@@ -47,10 +47,10 @@ DEFAULT_LOCK_TIMEOUT_S = 900.0
 # bursts is what another process's transaction may wait for.
 KEEP_OPEN_IDLE_S = 0.2
 # How often the closing thread looks for an idle file, and for another process waiting for it
-# (one non-blocking ``flock`` each). Waiting out KEEP_OPEN_IDLE_S while the other process held
-# ``.lock`` cost both of a backfill's runs about a third of their wall time (py-spy, 20 days of
-# 2,500 conversations): the waiter could not start, and the holder could not take ``.lock`` for
-# its own next transaction either.
+# (one non-blocking ``flock`` each). Each of a backfill's two runs spent 30% of its wall time
+# waiting for the file (py-spy, 20 days of 2,500 conversations), much of it while the holder sat
+# out KEEP_OPEN_IDLE_S: the waiter, holding ``.lock``, could not start, and the holder could not
+# take ``.lock`` for its own next transaction either.
 _CLOSER_POLL_S = 0.02
 # DuckDB's own default is 80% of RAM, which a run's process may fill with the file's cached
 # blocks before DuckDB evicts any. Past this limit it evicts them and spills to
