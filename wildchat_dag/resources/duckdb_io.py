@@ -99,7 +99,7 @@ def duckdb_file_lock(database: str, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -
     # Named by the real path: every process finds the same lock, and a kept file (keyed by its
     # real path) sees who waits for it, whichever name each was given.
     key = _key(database)
-    lock_path = Path(f"{key}.lock")
+    lock_path = _lock_path(key)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     with lock_path.open("a") as handle:
@@ -243,7 +243,7 @@ class _KeptOpen:
                 except BaseException:
                     slot.close()
                     raise
-                lock = Path(f"{path}.lock").open("a")  # noqa: SIM115 -- closed with the anchor
+                lock = _lock_path(path).open("a")  # closed with the anchor
                 kept = self.open[path] = _OpenFile(
                     anchor, slot, lock, _identity(path), dict(config)
                 )
@@ -316,6 +316,12 @@ _KEPT = _KeptOpen()
 # closing thread.
 _WANTED_HERE: Counter[str] = Counter()
 _WANTED_HERE_LOCK = threading.Lock()
+
+
+def _lock_path(key: str) -> Path:
+    """``<database>.lock`` of a file's real path (``_key``): taken for every transaction, and
+    looked at by a process that keeps the file open, to hand it over."""
+    return Path(f"{key}.lock")
 
 
 def _key(database: str) -> str:
