@@ -2,11 +2,19 @@ import json
 from datetime import date, datetime, timedelta
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wildchat_dag.defs.ingest.parsing import ingest_day
-from wildchat_dag.defs.linking.linking import link_window
+from wildchat_dag.defs.linking.linking import (
+    CONTENT_KEY_COLUMNS,
+    COPY_COLUMNS,
+    LIGHT_WINDOW_SCHEMA,
+    MESSAGE_COUNT,
+    ContentChangedError,
+    link_window,
+)
 from wildchat_dag.defs.linking.linking_reference import link_sequential
 from wildchat_dag.loggen import generate_logs
 from wildchat_dag_tests.conftest import RequestFactory, raw_frame
@@ -214,3 +222,89 @@ def test_linking_recovers_the_generators_ground_truth(tmp_path):
             wrong.append((turn_id, t, (parent, branch_of, kind)))
     assert not wrong, wrong[:5]
     assert kinds["branch"] > 0 and kinds["link"] > kinds["start"] > 0
+
+
+def light(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` as the asset reads its window: no content, the length of each history."""
+    return frame.with_columns(pl.col("messages").list.len().alias(MESSAGE_COUNT)).select(
+        LIGHT_WINDOW_SCHEMA.names()
+    )
+
+
+def fetch_from(frame: pl.DataFrame, asked: list[int] | None = None):
+    """A content fetcher over ``frame``, as the asset's SQL reads it; ``asked`` counts rows."""
+
+    def fetch(keys: pl.DataFrame) -> pl.DataFrame:
+        if asked is not None:
+            asked.append(keys.height)
+        found = keys.with_row_index("position").join(
+            frame.drop("current_hash"), on=list(COPY_COLUMNS)
+        )
+        return found.sort("position").select(*CONTENT_KEY_COLUMNS, "messages", "response")
+
+    return fetch
+
+
+def test_a_light_window_links_exactly_as_the_whole_one_reading_only_the_kept_rows(tmp_path):
+    log_root = tmp_path / "logs"
+    generate_logs(log_root, start_date=D1, days=3, conversations_per_day=200, seed=11)
+    frame = pl.concat(
+        ingest_day(log_root / d.isoformat(), d, max_line_bytes=1 << 24).requests
+        for d in (D1, D2, D3)
+    )
+    for day in (D1, D2, D3):
+        whole = link_window(frame, day, lookahead_days=1)
+        asked: list[int] = []
+        lean = link_window(light(frame), day, lookahead_days=1, fetch=fetch_from(frame, asked))
+        assert lean.conversations.equals(whole.conversations)
+        assert lean.orphans.equals(whole.orphans)
+        assert lean.decisions.equals(whole.decisions)
+        assert lean.set_aside.equals(whole.set_aside)
+        assert lean.stats == whole.stats
+        # One row per conversation (its last request) and per orphan, not the window.
+        assert asked == [whole.orphans.height, whole.conversations.height]
+        assert sum(asked) < frame.height / 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_a_light_window_of_colliding_requests_links_as_the_whole_one(requests):
+    frame = raw_frame(requests)
+    whole = link_window(frame, D2, lookahead_days=1)
+    lean = link_window(light(frame), D2, lookahead_days=1, fetch=fetch_from(frame))
+    assert lean.conversations.equals(whole.conversations)
+    assert lean.orphans.equals(whole.orphans)
+    assert lean.decisions.equals(whole.decisions)
+
+
+@pytest.mark.parametrize("change", ["row_gone", "other_history", "other_hash", "reordered"])
+def test_content_that_is_not_the_linked_rows_is_refused(requests_factory, change):
+    """A day written again between the window's read and the content's (a late log file): the
+    content must be of the very rows linked, or linking stops instead of mixing the two."""
+    f = requests_factory
+    a = f.first("hi", "hello", "2024-01-01T10:00:00")
+    b = f.follow(a, "and?", "more", "2024-01-01T10:01:00")
+    c = f.first("other", "reply", "2024-01-01T11:00:00", ip="203.0.113.9", ua="UA-2")
+    frame = raw_frame([a, b, c])
+    fetch = fetch_from(frame)
+
+    def changed(keys: pl.DataFrame) -> pl.DataFrame:
+        got = fetch(keys)
+        if change == "row_gone":
+            return got.head(-1)
+        if change == "other_history":
+            return got.with_columns(pl.col("messages").list.head(0))
+        if change == "other_hash":
+            return got.with_columns(current_hash=pl.lit("rewritten"))
+        return got.reverse()
+
+    # The whole window links the two conversations with no fetch at all.
+    assert link_window(frame, D1, lookahead_days=1).conversations.height == 2
+    with pytest.raises(ContentChangedError, match="raw_requests of 2024-01-01 were written again"):
+        link_window(light(frame), D1, lookahead_days=1, fetch=changed)
+
+
+def test_a_light_window_without_its_history_lengths_is_refused(requests_factory):
+    frame = raw_frame([requests_factory.first("hi", "hello", "2024-01-01T10:00:00")])
+    with pytest.raises(ValueError, match=MESSAGE_COUNT):
+        link_window(light(frame).drop(MESSAGE_COUNT), D1, lookahead_days=1, fetch=fetch_from(frame))

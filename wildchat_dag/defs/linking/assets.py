@@ -9,8 +9,8 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetDep,
     AssetExecutionContext,
-    AssetIn,
     AssetKey,
     AssetOut,
     MetadataValue,
@@ -23,7 +23,16 @@ from wildchat_dag.common.text_exit import log_warning, text_exit
 from wildchat_dag.core.schema import partition_day_value
 from wildchat_dag.defs.checks.table_rules import PLACEMENT_SQL
 from wildchat_dag.defs.ingest.resource import RequestLogStore
-from wildchat_dag.defs.linking.linking import COPY_COLUMNS, horizon_days, link_window, window_days
+from wildchat_dag.defs.linking.linking import (
+    CONTENT_KEY_COLUMNS,
+    COPY_COLUMNS,
+    LIGHT_WINDOW_SCHEMA,
+    MESSAGE_COUNT,
+    ContentFetcher,
+    horizon_days,
+    link_window,
+    window_days,
+)
 from wildchat_dag.partitions import (
     LOOKAHEAD_DAYS,
     collection_days,
@@ -40,6 +49,38 @@ SELECT {", ".join(COPY_COLUMNS)} FROM main.raw_requests
 WHERE partition_day BETWEEN $first AND $last
   AND turn_id IN (SELECT turn_id FROM window_turn_ids)
 """
+
+
+# The window without its content, which is most of its bytes: linking reads the content of the
+# rows it keeps only (``_content_of``), and the window's days are read four times over.
+WINDOW_SQL = f"""
+SELECT * EXCLUDE (messages, response), len(messages) AS {MESSAGE_COUNT}
+FROM main.raw_requests WHERE partition_day BETWEEN $first AND $last
+"""
+
+CONTENT_SQL = f"""
+SELECT {", ".join(f"r.{c}" for c in CONTENT_KEY_COLUMNS)}, r.messages, r.response
+FROM wanted w JOIN main.raw_requests r
+  ON r.partition_day = w.partition_day AND r.turn_id = w.turn_id
+  AND r.source_file = w.source_file AND r.line_number = w.line_number
+ORDER BY w.position
+"""
+
+
+def _window(warehouse: Warehouse, day: date) -> pl.DataFrame:
+    first, last = window_days(day, LOOKAHEAD_DAYS)
+    window = warehouse.query(
+        WINDOW_SQL, {"first": partition_day_value(first), "last": partition_day_value(last)}
+    )
+    schema = LIGHT_WINDOW_SCHEMA
+    return window.select(schema.names()).cast(schema)  # type: ignore[arg-type]
+
+
+def _content_of(warehouse: Warehouse) -> ContentFetcher:
+    def fetch(keys: pl.DataFrame) -> pl.DataFrame:
+        return warehouse.query(CONTENT_SQL, frames={"wanted": keys.with_row_index("position")})
+
+    return fetch
 
 
 def _not_materialized(context: AssetExecutionContext, first: date, last: date) -> list[str]:
@@ -83,7 +124,8 @@ def _earlier_copies(
 
 
 @multi_asset(
-    ins={"raw_requests": AssetIn(partition_mapping=link_window_mapping)},
+    # Read by SQL, not loaded whole: see WINDOW_SQL.
+    deps=[AssetDep("raw_requests", partition_mapping=link_window_mapping)],
     outs={
         "linked_conversations": AssetOut(
             description=(
@@ -135,7 +177,6 @@ def link_turns(
     context: AssetExecutionContext,
     log_store: RequestLogStore,
     warehouse: Warehouse,
-    raw_requests: pl.DataFrame,
 ) -> Iterator[Output | AssetCheckResult]:
     day = partition_date(context.partition_key)
     missing_lookback, missing_lookahead = _window_status(context, day)
@@ -154,7 +195,8 @@ def link_turns(
             f"conversations of {day} that continue then are cut short until this partition "
             "is re-materialized.",
         )
-    earlier, missing_horizon = _earlier_copies(context, log_store, warehouse, day, raw_requests)
+    window = _window(warehouse, day)
+    earlier, missing_horizon = _earlier_copies(context, log_store, warehouse, day, window)
     if missing_horizon:
         log_warning(
             context,
@@ -163,7 +205,13 @@ def link_turns(
             "aside until this partition is re-materialized.",
         )
     started = time.perf_counter()
-    result = link_window(raw_requests, day, lookahead_days=LOOKAHEAD_DAYS, earlier=earlier)
+    result = link_window(
+        window,
+        day,
+        lookahead_days=LOOKAHEAD_DAYS,
+        earlier=earlier,
+        fetch=_content_of(warehouse),
+    )
     first, last = window_days(day, LOOKAHEAD_DAYS)
     horizon_first, _ = horizon_days(day, LOOKAHEAD_DAYS)
     common = {

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -50,6 +51,7 @@ from wildchat_dag.core.schema import (
     LINKED_CONVERSATIONS_SCHEMA,
     ORPHANED_REQUESTS_SCHEMA,
     PARTITION_COLUMN,
+    RAW_REQUESTS_SCHEMA,
     UTTERANCE,
     partition_day_value,
 )
@@ -86,6 +88,27 @@ class DuplicateTurnIdError(ValueError):
 # The columns that identify one copy of a request, and their order: which copy is first.
 COPY_ORDER = (PARTITION_COLUMN, "source_file", "line_number")
 COPY_COLUMNS = ("turn_id", *COPY_ORDER)
+
+# The message history and the reply are most of a raw request's bytes, and linking needs them
+# only for the rows it keeps: a window may come without them (``LIGHT_WINDOW_SCHEMA``), with a
+# ``ContentFetcher`` that reads them for those rows.
+CONTENT_COLUMNS = ("messages", "response")
+MESSAGE_COUNT = "message_count"
+LIGHT_WINDOW_SCHEMA = pl.Schema(
+    {
+        **{c: t for c, t in RAW_REQUESTS_SCHEMA.items() if c not in CONTENT_COLUMNS},
+        MESSAGE_COUNT: pl.Int64,
+    }
+)
+# Given rows of the window (``CONTENT_KEY_COLUMNS``): those columns again, then ``messages`` and
+# ``response``, one row each, in the same order.
+CONTENT_KEY_COLUMNS = (*COPY_COLUMNS, "current_hash")
+ContentFetcher = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+class ContentChangedError(RuntimeError):
+    """The content read for the kept rows is not that of the rows linked: their day's raw
+    requests were written again in between."""
 
 
 @dataclass
@@ -190,7 +213,7 @@ def _prepare(
             "source_file",
             "line_number",
             "row",
-            round=((pl.col("messages").list.len() + 1) // 2).cast(pl.Int64),
+            round=((_message_count(window) + 1) // 2).cast(pl.Int64),
         )
         .filter(pl.col("timestamp").dt.date().is_between(first_day, last_day, closed="both"))
         .with_columns(
@@ -268,9 +291,39 @@ def _roots(requests: pl.DataFrame, parents: pl.DataFrame) -> pl.DataFrame:
     return by_seq.select("turn_id", root_turn_id=pl.col("turn_id").gather(up))
 
 
-def _content(window: pl.DataFrame, rows: pl.Series) -> list[pl.Series]:
+def _message_count(window: pl.DataFrame) -> pl.Expr:
+    if "messages" in window.columns:
+        return pl.col("messages").list.len()
+    if MESSAGE_COUNT in window.columns:
+        return pl.col(MESSAGE_COUNT)
+    raise ValueError(
+        f"a linking window needs either messages or {MESSAGE_COUNT}; it has {window.columns}"
+    )
+
+
+def _content(
+    window: pl.DataFrame, rows: pl.Series, fetch: ContentFetcher | None
+) -> list[pl.Series]:
     """``messages`` and ``response`` of the given window rows, in that order."""
-    heavy = window.select("messages", "response")[rows]
+    if fetch is None:
+        heavy = window.select(CONTENT_COLUMNS)[rows]
+        return [heavy["messages"], heavy["response"]]
+    keys = window.select(*CONTENT_KEY_COLUMNS, MESSAGE_COUNT)[rows]
+    heavy = fetch(keys.drop(MESSAGE_COUNT))
+    # The rows read must be the rows linked, in order, down to their history's length.
+    same = heavy.columns[: len(CONTENT_KEY_COLUMNS)] == list(CONTENT_KEY_COLUMNS) and (
+        heavy.height == keys.height
+        and heavy.select(*CONTENT_KEY_COLUMNS, pl.col("messages").list.len().alias(MESSAGE_COUNT))
+        .cast(keys.schema)  # type: ignore[arg-type]
+        .equals(keys)
+    )
+    if not same:
+        days = ", ".join(d.isoformat() for d in keys[PARTITION_COLUMN].dt.date().unique().sort())
+        raise ContentChangedError(
+            f"the content read for {keys.height} linked requests is not theirs ({heavy.height} "
+            f"rows came back, or other ones): raw_requests of {days} were written again while "
+            "linking ran. Materialize this partition again."
+        )
     return [heavy["messages"], heavy["response"]]
 
 
@@ -280,6 +333,7 @@ def _build_conversations(
     path_parents: pl.DataFrame,
     day: date,
     window: pl.DataFrame,
+    fetch: ContentFetcher | None,
 ) -> pl.DataFrame:
     last = (
         owned.sort("round")
@@ -319,7 +373,7 @@ def _build_conversations(
         left_on="last_turn_id",
         right_on="turn_id",
     )
-    final = final.with_columns(_content(window, final["row"]))
+    final = final.with_columns(_content(window, final["row"], fetch))
     utterances = (
         final.select(
             "conversation_id",
@@ -410,15 +464,21 @@ def link_window(
     *,
     lookahead_days: int,
     earlier: pl.DataFrame | None = None,
+    fetch: ContentFetcher | None = None,
 ) -> LinkResult:
     """Link the requests of ``window`` and keep what partition ``day`` owns.
 
     ``window`` holds raw requests (the ``RAW_REQUESTS_SCHEMA`` columns) of the days returned by
-    ``window_days(day, lookahead_days)``. ``earlier``: the ``COPY_COLUMNS`` of the raw requests
-    of ``horizon_days(day, lookahead_days)`` (only those sharing a turn id with the window are
-    needed), against which the window's copies of a turn id are judged too; without it, a copy
-    whose first copy lies before the window is linked as if it were the only one.
+    ``window_days(day, lookahead_days)``; or, with ``fetch``, their ``LIGHT_WINDOW_SCHEMA``
+    columns, and ``fetch`` reads the content of the rows kept (a fraction of the window's
+    bytes, which it reads four times over as the days go by). ``earlier``: the
+    ``COPY_COLUMNS`` of the raw requests of ``horizon_days(day, lookahead_days)`` (only those
+    sharing a turn id with the window are needed), against which the window's copies of a turn
+    id are judged too; without it, a copy whose first copy lies before the window is linked as
+    if it were the only one.
     """
+    if fetch is not None and MESSAGE_COUNT not in window.columns:
+        raise ValueError(f"a window linked with fetch needs {MESSAGE_COUNT} (LIGHT_WINDOW_SCHEMA)")
     first_day, last_day = window_days(day, lookahead_days)
     requests, set_aside = _prepare(
         window, first_day, last_day, earlier, duplicate_horizon_days(lookahead_days)
@@ -524,13 +584,13 @@ def link_window(
     ).with_columns(pl.lit(partition_day_value(day)).alias(PARTITION_COLUMN))
     orphans = orphans.sort("timestamp", "turn_id", "source_file", "line_number")
     orphans = (
-        orphans.with_columns(_content(window, orphans["row"]))
+        orphans.with_columns(_content(window, orphans["row"], fetch))
         .select(ORPHANED_REQUESTS_SCHEMA.names())
         .cast(ORPHANED_REQUESTS_SCHEMA)  # type: ignore[arg-type]
     )
 
     path_parents = pl.concat([parents, branches])
-    conversations = _build_conversations(requests, owned, path_parents, day, window)
+    conversations = _build_conversations(requests, owned, path_parents, day, window, fetch)
 
     on_day = requests.filter(pl.col("request_day") == day)
     stats = {
