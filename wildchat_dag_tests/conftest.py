@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,29 @@ def utterance_frame(conversations: list[list[str]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows, schema=["conversation_id", "utterance_index", "role", "content"], orient="row"
     )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_homes_per_worker(tmp_path_factory):
+    """Under pytest-xdist (scripts/test.sh), each worker its own WILDCHAT_HOME and DAGSTER_HOME
+    (the project's dagster.yaml): the few tests that use the checkout's, such as the Dagster
+    CLI's, would otherwise share one SQLite instance between two processes."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    names = ("WILDCHAT_HOME", "DAGSTER_HOME")
+    previous = {name: os.environ.get(name) for name in names}
+    home = tmp_path_factory.mktemp("wildchat_home")
+    dagster_home = home / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", dagster_home)
+    os.environ.update(WILDCHAT_HOME=str(home), DAGSTER_HOME=str(dagster_home))
+    yield
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True, scope="session")
