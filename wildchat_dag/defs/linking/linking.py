@@ -470,8 +470,8 @@ def link_window(
 
     ``window`` holds raw requests (the ``RAW_REQUESTS_SCHEMA`` columns) of the days returned by
     ``window_days(day, lookahead_days)``; or, with ``fetch``, their ``LIGHT_WINDOW_SCHEMA``
-    columns, and ``fetch`` reads the content of the rows kept (a fraction of the window's
-    bytes, which it reads four times over as the days go by). ``earlier``: the
+    columns, and ``fetch`` reads the content of the rows kept (each day is in four windows,
+    and its content, most of its bytes, is then read about once). ``earlier``: the
     ``COPY_COLUMNS`` of the raw requests of ``horizon_days(day, lookahead_days)`` (only those
     sharing a turn id with the window are needed), against which the window's copies of a turn
     id are judged too; without it, a copy whose first copy lies before the window is linked as
