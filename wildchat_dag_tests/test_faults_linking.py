@@ -425,3 +425,34 @@ def test_real_assets_set_aside_a_copy_and_conserve_counts(
     assert by_day["2024-01-01"]["duplicate_turn_ids_set_aside"].value == 0
     shown = json.dumps([{k: str(v.value) for k, v in m.metadata.items()} for m in written])
     assert "duplicate_turn_id" in shown and SECRET not in shown and CLIENT_IP not in shown
+
+
+def test_the_assets_light_window_gives_the_rows_of_the_whole_window(tmp_path: Path):
+    """The asset reads its window without the content, then the kept rows' content, by SQL on
+    the DuckDB file; the pure core given the whole stored window gives the very same rows."""
+    from wildchat_dag.loggen import generate_logs
+    from wildchat_dag_tests.pipeline import Pipeline
+
+    log_root = tmp_path / "logs"
+    generate_logs(log_root, start_date=D0, days=4, conversations_per_day=120, seed=5)
+    days = DAYS[:4]
+    p = Pipeline(log_root, tmp_path / "w.duckdb")
+    p.ingest(*(d.isoformat() for d in days))
+    p.link(*(d.isoformat() for d in days))
+    stored = p.table("raw_requests")
+    tables = {name: p.table(name) for name in ("linked_conversations", "orphaned_requests")}
+    kinds = {"conversations": 0, "branches": 0, "orphans": 0}
+    for d in days:
+        expected = link(stored, d)
+        for name, frame in (
+            ("linked_conversations", expected.conversations),
+            ("orphaned_requests", expected.orphans),
+        ):
+            got = tables[name].filter(pl.col(PARTITION_COLUMN).dt.date() == d)
+            keys = ["conversation_id"] if name == "linked_conversations" else ["turn_id"]
+            assert got.sort(keys).to_dicts() == frame.cast(got.schema).sort(keys).to_dicts()
+        kinds["conversations"] += expected.conversations.height
+        kinds["branches"] += expected.conversations["branch_of_turn_id"].is_not_null().sum()
+        kinds["orphans"] += expected.orphans.height
+    # Branches and orphans take the content path too, not only plain conversations.
+    assert all(kinds.values()), kinds
