@@ -45,6 +45,7 @@ import contextlib
 import json
 import re
 import shutil
+import tempfile
 import time
 import unicodedata
 import urllib.error
@@ -382,6 +383,30 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def _write_index(
+    folder: Path, batches: Iterable[pl.DataFrame], heap_bytes: int, threads: int | None
+) -> int:
+    """Index ``batches`` into the new, empty ``folder``; the number of documents."""
+    documents = 0
+    schema = _schema()
+    index = tantivy.Index(schema, path=str(folder), reuse=False)
+    _register_tokenizers(index)
+    writer = index.writer(heap_size=heap_bytes, num_threads=threads or 0)
+    try:
+        for batch in batches:
+            for doc in _tantivy_dicts(batch):
+                writer.add_document(tantivy.Document.from_dict(doc, schema))
+                documents += 1
+        writer.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.rollback()
+        raise
+    finally:
+        writer.wait_merging_threads()
+    return documents
+
+
 def build_index(
     folder: Path,
     batches: Iterable[pl.DataFrame],
@@ -396,43 +421,27 @@ def build_index(
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ValueError(f"cannot build a search index in {folder}: it exists and is not empty")
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    documents = 0
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside ``folder`` and moved in once complete. A failed build leaves ``folder`` as
+    # it was (absent, or empty) whatever tantivy still does: its directory object has a thread
+    # that may write its lock file (.tantivy-meta.lock) after the failure, into the removed
+    # building folder rather than ``folder``.
+    building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.building-", dir=folder.parent))
     try:
-        schema = _schema()
-        index = tantivy.Index(schema, path=str(folder), reuse=False)
-        _register_tokenizers(index)
-        writer = index.writer(heap_size=heap_bytes, num_threads=threads or 0)
-        try:
-            for batch in batches:
-                for doc in _tantivy_dicts(batch):
-                    writer.add_document(tantivy.Document.from_dict(doc, schema))
-                    documents += 1
-            writer.commit()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                writer.rollback()
-            raise
-        finally:
-            writer.wait_merging_threads()
-    except BaseException:
-        # No half-built index left behind: the folder is as it was (empty, or absent).
-        for child in folder.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    marker = {
-        "format": FORMAT_VERSION,
-        "documents": documents,
-        "tantivy": getattr(tantivy, "__version__", "?"),
-    }
-    (folder / MARKER_FILE).write_text(json.dumps(marker) + "\n")
+        documents = _write_index(building, batches, heap_bytes, threads)
+        marker = {
+            "format": FORMAT_VERSION,
+            "documents": documents,
+            "tantivy": getattr(tantivy, "__version__", "?"),
+        }
+        (building / MARKER_FILE).write_text(json.dumps(marker) + "\n")
+        if folder.exists():
+            for child in building.iterdir():
+                shutil.move(str(child), str(folder / child.name))
+        else:
+            building.rename(folder)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return IndexStats(documents, _folder_bytes(folder), time.perf_counter() - started)
 
 
