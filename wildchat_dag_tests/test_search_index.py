@@ -788,18 +788,26 @@ def test_push_bulk_connection_refused():
         push_bulk(url, "wildchat-public", bulk_batches(), timeout_s=5)
 
 
-def test_facets_exact_across_segments(tmp_path):
-    """Many segments (a small writer heap) and many tied counts: the top values and their
-    order (count, then value) are still exactly polars'."""
+def test_facets_across_segments_keep_heavy_values_exact_and_never_overcount(tmp_path):
+    """Many segments (a small writer heap) and many tied counts. A segment counts only its own
+    top values (``_agg_spec``: 10x the size for hashed_ip), so a light IP may come out short,
+    by where tantivy cut the segments, which varies from run to run (its document store is
+    compressed on a thread of its own). What holds whatever the cut: no count is above the
+    truth; the order is count, then value; the heavy IPs (in every segment's top) are exact
+    and first; a facet of fewer values than a segment's top (country) is exact."""
     rng = random.Random(11)
+    heavy = {f"heavy-{i}": 40 + 3 * i for i in range(5)}
+    ips = [ip for ip, count in heavy.items() for _ in range(count)]
+    ips += [f"ip-{rng.randrange(400):03d}" for _ in range(1200 - len(ips))]
+    rng.shuffle(ips)
     rows = [
         record(
             ["alpha " + " ".join(f"w{rng.randrange(100_000)}" for _ in range(600))],
             n=n,
-            hashed_ip=f"ip-{rng.randrange(400):03d}",
+            hashed_ip=ip,
             country=f"C{rng.randrange(40):02d}",
         )
-        for n in range(1200)
+        for n, ip in enumerate(ips)
     ]
     records = frame(rows)
     build_index(tmp_path / "index", [records], heap_bytes=15_000_000, threads=1)
@@ -807,9 +815,16 @@ def test_facets_exact_across_segments(tmp_path):
     assert index._index.searcher().num_segments > 1
     for facet, size in [("hashed_ip", 5), ("hashed_ip", 17), ("country", 3)]:
         page = index.search("alpha", facet_size=size)
-        counts = records.group_by(facet).len().rows()
-        expected = sorted(counts, key=lambda kv: (-kv[1], kv[0]))[:size]
-        assert [(f.value, f.count) for f in page.facets[facet]] == expected
+        exact = dict(records.group_by(facet).len().rows())
+        got = [(f.value, f.count) for f in page.facets[facet]]
+        assert len(got) == size
+        assert got == sorted(got, key=lambda kv: (-kv[1], kv[0]))
+        assert all(count <= exact[value] for value, count in got), got
+        truth = sorted(exact.items(), key=lambda kv: (-kv[1], kv[0]))
+        if facet == "country":
+            assert got == truth[:size]
+        else:
+            assert got[:5] == sorted(heavy.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path):
