@@ -7,6 +7,8 @@ import time
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from wildchat_dag.defs.anonymization.anonymization import redact_batch
 from wildchat_dag.defs.anonymization.redaction_rules import (
@@ -15,6 +17,7 @@ from wildchat_dag.defs.anonymization.redaction_rules import (
     parse_rules,
 )
 from wildchat_dag.defs.pii_detection.pii_detection import (
+    RECOGNIZER_GATES,
     DetectorSettings,
     PiiDetector,
     ScanStatus,
@@ -56,6 +59,71 @@ def test_gated_detection_redacts_exactly_as_analyzing_everything(detector, rules
     )
     assert sum(1 for sha, text in gated.items() if "PRESIDIO_ANONYMIZED" in text) > 100
     assert gated == everywhere
+
+
+# Where a looser check and an exact one could part: case folding that maps a non-ASCII letter
+# to a cue's first letter (long s, Kelvin sign, dotted I), a word character of another script
+# just before a cue, cues inside words, and the cues of every rule.
+CUE_EDGES = [
+    "ſigned, John Smith",
+    "thanKs, Anna Berg",
+    "Hİ John Smith",
+    "éhi John Smith",
+    "你好hi John Smith",
+    "chi Anna Berg",
+    "ohi John Smith",
+    "x\u200bhi Anna Berg",
+    "Dear Wei Zhang",
+    "regards,\nMaría José",
+    "tel 0171 555 0199 21",
+    "call me, phone: +44 7911 123456",
+    "电话：139 1234 5678 1",
+    "microphone 555 123 4567",
+    "",
+]
+
+
+def exact_gates(rules, frame: pl.DataFrame) -> pl.DataFrame:
+    """Every rule's gate as its regexes state it, checked on every text."""
+    text = pl.col("content")
+    gates = {}
+    for rule in rules.rules:
+        recognizer = RECOGNIZER_GATES.get(rule.entity)
+        recognizer_gate = text.str.contains(recognizer) if recognizer else pl.lit(True)
+        gates[f"gate_{rule.entity}"] = pl.all_horizontal(
+            text.str.len_chars() > 0, recognizer_gate, rule.gate_expr(text)
+        )
+    return frame.select(**gates)
+
+
+def test_gates_checked_loosely_first_equal_the_exact_gates(detector, rules, wildchat_sample):
+    real = [u["content"] for c in wildchat_sample[:60] for u in c["conversation"]]
+    texts = CUE_EDGES + real + [text for text, _ in POSITIVES] + NEGATIVES
+    frame = pl.DataFrame({"content": texts}).with_columns(
+        content_sha256=pl.int_range(pl.len()).cast(pl.String)
+    )
+    planned = detector.plan(frame)
+    expected = exact_gates(rules, frame)
+    assert planned.select(expected.columns).equals(expected)
+    # Both sides of every edge occur: the test would see a gate that parted from its rule.
+    edges = expected.head(len(CUE_EDGES))
+    assert 0 < edges["gate_PERSON"].sum() < len(CUE_EDGES)
+    assert 0 < edges["gate_PHONE_NUMBER"].sum() < len(CUE_EDGES)
+
+
+CUE_ALPHABET = "hiHIſKkİıéé你 ,:;\t\nJSmohn+0123456789-电话"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=CUE_ALPHABET, max_size=40))
+def test_the_loose_gate_passes_every_text_the_exact_gate_passes(rules, text: str) -> None:
+    frame = pl.DataFrame({"content": [text]})
+    for rule in rules.rules:
+        exact, loose = frame.select(
+            exact=rule.gate_expr(pl.col("content")),
+            loose=rule.gate_expr(pl.col("content"), word_starts=False),
+        ).row(0)
+        assert loose or not exact, (rule.entity, text)
 
 
 def test_a_text_is_analyzed_once_however_often_it_occurs(detector):

@@ -48,7 +48,7 @@ from wildchat_dag.core.schema import (
 from wildchat_dag.core.text_normalization import (
     NORMALIZATION_VERSION,
     NormalizedText,
-    needs_normalization,
+    needing_normalization,
     normalize_for_detection,
 )
 from wildchat_dag.defs.anonymization.redaction_rules import (
@@ -444,24 +444,57 @@ class PiiDetector:
 
     # -- planning: which entity types to look for in which text --------------------------------
 
-    def _gate(self, entity: str, rule=None) -> pl.Expr:
+    def _gate(self, entity: str, rule=None, word_starts: bool = True) -> pl.Expr:
         text = pl.col("content")
         conditions = [text.str.len_chars() > 0]
         if entity in RECOGNIZER_GATES:
             conditions.append(text.str.contains(RECOGNIZER_GATES[entity]))
         if rule is not None:
-            conditions.append(rule.gate_expr(text))
+            conditions.append(rule.gate_expr(text, word_starts))
         return pl.all_horizontal(*conditions)
+
+    def _gates(self, contents: pl.DataFrame) -> pl.DataFrame:
+        """``contents`` with a ``gate_<entity>`` column for each rule and always-run type.
+
+        A rule whose gate has word boundaries is checked first without them (a looser gate,
+        many times faster on non-ASCII text), then exactly on the texts that passed: the
+        columns equal the exact gates.
+        """
+        rules = self.rules.rules  # detect_also never names a rule's entity type
+        refined = [r for r in rules if r.gate_regexes(word_starts=False) != r.gate_regexes()]
+        gated = contents.with_columns(
+            **{f"gate_{r.entity}": self._gate(r.entity, r, word_starts=False) for r in rules},
+            **{f"gate_{e}": self._gate(e) for e in self.pattern_entities_always},
+        )
+        if not refined:
+            return gated
+        names = [f"gate_{r.entity}" for r in refined]
+        gated = gated.with_row_index("_row")
+        exact = gated.filter(pl.any_horizontal(names)).select(
+            "_row",
+            *(
+                (pl.col(f"gate_{r.entity}") & self._gate(r.entity, r)).alias(f"_exact_{r.entity}")
+                for r in refined
+            ),
+        )
+        return (
+            gated.join(exact, on="_row", how="left")
+            .with_columns(
+                **{
+                    f"gate_{r.entity}": pl.coalesce(f"_exact_{r.entity}", f"gate_{r.entity}")
+                    for r in refined
+                }
+            )
+            .drop("_row", *(f"_exact_{r.entity}" for r in refined))
+        )
 
     def plan(self, contents: pl.DataFrame) -> pl.DataFrame:
         """``contents`` (content_sha256, content) with the entity types to run on each."""
-        gates = {r.entity: self._gate(r.entity, r) for r in self.rules.rules}
-        always = {e: self._gate(e) for e in self.pattern_entities_always}
         language_rules = [r for r in self.rules.rules if r.languages or r.uses_ner]
-        planned = contents.with_columns(
-            **{f"gate_{e}": g for e, g in {**gates, **always}.items()},
+        # From the gate columns: an expression of a gate again would run its regex again.
+        planned = self._gates(contents).with_columns(
             needs_language=pl.any_horizontal(
-                pl.lit(False), *(gates[r.entity] for r in language_rules)
+                pl.lit(False), *(pl.col(f"gate_{r.entity}") for r in language_rules)
             ),
         )
         needing = planned.filter("needs_language")
@@ -686,7 +719,7 @@ def detection_views(
     """``contents`` (content_sha256, content) with each content replaced by the view detection
     analyzes (``text_normalization``), and the views that differ from their text, by sha."""
     # Each distinct text once (the reference detector passes every utterance).
-    needing = contents.filter(needs_normalization(pl.col("content"))).unique("content_sha256")
+    needing = needing_normalization(contents, "content").unique("content_sha256")
     views = {sha: normalize_for_detection(text) for sha, text in needing.iter_rows()}
     views = {sha: view for sha, view in views.items() if view.changed}
     if not views:
