@@ -18,6 +18,7 @@ from wildchat_dag.core.text_normalization import (
     _FAST_BLOCKS,
     _folded_chars,
     _folded_chars_fast,
+    needing_normalization,
     needs_normalization,
     normalize_for_detection,
     normalized_view,
@@ -206,3 +207,31 @@ def test_texts_of_fast_characters_take_the_fast_path(text: str) -> None:
     fast = _folded_chars_fast(text)
     assert fast is not None
     assert fast == _folded_chars(text)
+
+
+# Characters NFKC treats in context: Hangul jamo that compose into a syllable, a vowel sign that
+# composes with the one before it (Tamil ொ = ெ + ா), marks that are reordered, a compatibility
+# jamo NFKC turns into a composing one, and characters with and without a decomposition.
+COMPOSING = ["\u1100", "\u1161", "\u11a8", "\uac00", "\u0bc6", "\u0bbe", "\u0301", "\u0323"]
+COMPOSING += ["\u3131", "\u314f", "e", "é", "Å", "Å", "ﬁ", "１", "中", "a", " "]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.one_of(ALPHABET, st.sampled_from(COMPOSING)), max_size=12).map("".join))
+@example("\u1100\u1161")  # two jamo NFKC composes into 가, neither changed on its own
+@example("\u0bc6\u0bbe")
+def test_the_two_step_filter_keeps_exactly_the_texts_that_need_a_view(text: str) -> None:
+    frame = pl.DataFrame({"t": [text]})
+    kept = needing_normalization(frame, "t").height == 1
+    assert kept == frame.select(needs_normalization(pl.col("t"))).item()
+
+
+def test_every_character_nfkc_changes_alone_passes_the_first_step() -> None:
+    """Each code point, alone and after a letter: where NFKC changes the text, the cheap step
+    keeps it (the second step then decides exactly)."""
+    chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
+    texts = pl.Series("t", chars + ["a" + c for c in chars], dtype=pl.String)
+    frame = texts.to_frame().with_columns(changed=pl.col("t").str.normalize("NFKC") != pl.col("t"))
+    kept = needing_normalization(frame.filter("changed"), "t")
+    assert frame["changed"].sum() > 5_000
+    assert kept.height == frame["changed"].sum()

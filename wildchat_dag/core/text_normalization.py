@@ -147,6 +147,45 @@ def needs_normalization(text: pl.Expr) -> pl.Expr:
     return changed.fill_null(False)
 
 
+# Hangul vowel and trailing jamo: NFKC composes them with the syllable or jamo before them.
+_HANGUL_COMPOSING = ((0x1161, 0x1175), (0x11A8, 0x11C2))
+
+
+@functools.cache
+def _nfkc_may_change() -> str:
+    """A character class that every text NFKC changes holds a character of: those NFKC
+    changes on their own, combining marks (reordered), and those that compose with the
+    character before them (the second of a two-character canonical decomposition, and Hangul
+    vowel and trailing jamo). A text of other characters is left as it is. Characters this
+    Python's Unicode data does not know are in it too: polars' may be newer."""
+    second = set(codepoints(_HANGUL_COMPOSING))
+    changing: list[int] = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        char = chr(cp)
+        decomposition = unicodedata.decomposition(char)
+        if decomposition and not decomposition.startswith("<"):
+            parts = decomposition.split()
+            if len(parts) == 2:
+                second.add(int(parts[1], 16))
+        if (
+            unicodedata.combining(char)
+            or not unicodedata.is_normalized("NFKC", char)
+            or unicodedata.category(char) == "Cn"
+        ):
+            changing.append(cp)
+    return char_class([*changing, *second])
+
+
+def needing_normalization(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """The rows of ``frame`` whose ``column`` ``needs_normalization``: NFKC is compared only on
+    the texts that hold a character it may change (most hold none), the rest is a regex."""
+    text = pl.col(column)
+    may = text.str.contains(f"{_nfkc_may_change()}|{_NEEDS_VIEW_RUST}").fill_null(False)
+    return frame.filter(may).filter(needs_normalization(text))
+
+
 @dataclass(frozen=True)
 class NormalizedText:
     """A normalized view of ``original``; ``starts``/``ends`` are None when it is the original.
@@ -383,10 +422,10 @@ def _needs_space(before: str, after: str) -> bool:
 def normalized_view(texts: pl.Series) -> pl.Series:
     """``normalize_for_detection(t).text`` for each text, computed only where it differs."""
     texts = texts.cast(pl.String)
-    needing = texts.to_frame("t").select(needs_normalization(pl.col("t")))["t"]
-    if not needing.any():
+    needing = needing_normalization(texts.to_frame("t").with_row_index("i"), "t")["i"]
+    if needing.is_empty():
         return texts
     values = texts.to_list()
-    for i in needing.arg_true().to_list():
+    for i in needing.to_list():
         values[i] = normalize_for_detection(values[i]).text
     return pl.Series(texts.name, values, dtype=pl.String)
