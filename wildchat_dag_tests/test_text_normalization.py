@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from wildchat_dag.core.text_normalization import (
     _FAST_BLOCKS,
+    _fast_tables,
+    _folded,
     _folded_chars,
-    _folded_chars_fast,
     needing_normalization,
     needs_normalization,
     normalize_for_detection,
@@ -157,16 +158,22 @@ def test_every_view_character_comes_from_its_original_stretch(text: str) -> None
     assert list(normalized.starts) == sorted(normalized.starts)
 
 
+def cluster_loop(text: str) -> tuple[str, list[int], list[int]]:
+    """``_folded_chars`` as the fast path gives it: the characters as one string, which
+    ``normalize_for_detection`` slices as it would the list."""
+    chars, starts, ends = _folded_chars(text)
+    assert all(len(char) == 1 for char in chars)
+    return "".join(chars), starts, ends
+
+
 def test_fast_path_matches_the_cluster_loop_on_every_fast_character() -> None:
     """Each character the fast path accepts, alone and after a Latin letter and a Han one."""
     checked = 0
     for first, last in _FAST_BLOCKS:
         for cp in range(first, last + 1):
-            for text in (chr(cp), "a" + chr(cp), "中" + chr(cp)):
-                fast = _folded_chars_fast(text)
-                if fast is not None:
-                    assert fast == _folded_chars(text), hex(cp)
-                    checked += 1
+            for text in (chr(cp), "a" + chr(cp), "中" + chr(cp), chr(cp) + "\u0301"):
+                assert _folded(text) == cluster_loop(text), hex(cp)
+                checked += _fast_tables().run.fullmatch(text) is not None
     # Nearly every character of these blocks is fast (not marks, invisible ones and the like).
     assert checked > 3 * 45_000
 
@@ -177,6 +184,9 @@ MIXED = st.one_of(
     st.characters(min_codepoint=0x20, max_codepoint=0x24F),  # ASCII, Latin-1, Latin Ext-A/B
     st.characters(min_codepoint=0x300, max_codepoint=0x36F),  # combining diacriticals
     st.characters(min_codepoint=0x370, max_codepoint=0x52F),  # Greek, Cyrillic (marks too)
+    st.characters(min_codepoint=0x590, max_codepoint=0x6FF),  # Hebrew, Arabic (marks too)
+    st.characters(min_codepoint=0x900, max_codepoint=0x97F),  # Devanagari (marks, nukta)
+    st.characters(min_codepoint=0xE00, max_codepoint=0xE7F),  # Thai (unspaced, marks)
     st.characters(min_codepoint=0x1100, max_codepoint=0x11FF),  # Hangul conjoining jamo
     st.characters(min_codepoint=0x1E00, max_codepoint=0x206F),  # Vietnamese, punctuation
     st.characters(min_codepoint=0x3000, max_codepoint=0x318F),  # kana, compatibility jamo
@@ -193,20 +203,19 @@ MIXED = st.one_of(
 @example("中文a１，ｂ２\n한국어ㄱㄴ")
 @example("Kwame\nVolkov 555-\n0132 x@\ny.com")
 def test_fast_path_is_the_cluster_loop(text: str) -> None:
-    fast = _folded_chars_fast(text)
-    if fast is not None:
-        assert fast == _folded_chars(text)
+    assert _folded(text) == cluster_loop(text)
 
 
 @settings(max_examples=1000, deadline=None)
 @given(
-    st.lists(MIXED.filter(lambda c: _folded_chars_fast(c) is not None), max_size=40).map("".join)
+    st.lists(MIXED.filter(lambda c: _fast_tables().run.fullmatch(c) is not None), max_size=40).map(
+        "".join
+    )
 )
-def test_texts_of_fast_characters_take_the_fast_path(text: str) -> None:
-    """The alphabet above would mostly send a text down the loop; this one never does."""
-    fast = _folded_chars_fast(text)
-    assert fast is not None
-    assert fast == _folded_chars(text)
+def test_texts_of_fast_characters_are_one_stretch(text: str) -> None:
+    """The alphabet above mostly mixes stretches and clusters; this one makes one stretch."""
+    assert not text or _fast_tables().run.fullmatch(text)
+    assert _folded(text) == cluster_loop(text)
 
 
 # Characters NFKC treats in context: Hangul jamo that compose into a syllable, a vowel sign that

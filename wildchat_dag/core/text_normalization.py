@@ -231,7 +231,11 @@ def _clusters(text: str) -> list[tuple[int, int]]:
 # Blocks whose characters the fast path of ``normalize_for_detection`` knows: the scripts and
 # symbols of nearly all chat text. Looked up once a process (some 40 ms), on first use.
 _FAST_BLOCKS: tuple[tuple[int, int], ...] = (
-    (0x0000, 0x052F),  # Basic Latin to Cyrillic Supplement (IPA and Greek included)
+    (0x0000, 0x058F),  # Basic Latin to Armenian (IPA, Greek and Cyrillic included)
+    (0x0590, 0x06FF),  # Hebrew, Arabic
+    (0x0900, 0x09FF),  # Devanagari, Bengali
+    (0x0E00, 0x0E7F),  # Thai
+    (0x10A0, 0x10FF),  # Georgian
     (0x1E00, 0x1FFF),  # Latin Extended Additional (Vietnamese), Greek Extended
     (0x2000, 0x2BFF),  # punctuation, super- and subscripts, symbols, arrows, box drawing
     (0x3000, 0x318F),  # CJK punctuation, kana, bopomofo, Hangul compatibility jamo
@@ -245,8 +249,11 @@ _FAST_BLOCKS: tuple[tuple[int, int], ...] = (
 
 @dataclass(frozen=True)
 class _FastTables:
-    text: re.Pattern[str]  # fullmatches a text made only of the characters below
-    folds: dict[int, str]  # str.translate table: each such character that NFKC changes
+    run: re.Pattern[str]  # a stretch of the characters below
+    folds: dict[int, str]  # each such character that NFKC changes, and what it becomes
+    # str.translate table of every code point of _FAST_BLOCKS: its fold, else itself. A list
+    # indexed by code point translates twice as fast as the dict, which misses on most.
+    translation: list[int | str]
 
 
 @functools.cache
@@ -271,12 +278,18 @@ def _fast_tables() -> _FastTables:
             kept.append(cp)
             if folded != char:
                 folds[cp] = folded
-    return _FastTables(re.compile(f"{char_class(kept)}*"), folds)
+    translation: list[int | str] = list(range(_FAST_BLOCKS[-1][1] + 1))
+    for cp, folded in folds.items():
+        translation[cp] = folded
+    return _FastTables(re.compile(f"{char_class(kept)}+"), folds, translation)
 
 
 def _folded_chars(text: str) -> tuple[list[str], list[int], list[int]]:
     """NFKC by cluster, invisible characters dropped, spaces put between scripts: the view's
-    characters before line breaks are looked at, and the original stretch of each."""
+    characters before line breaks are looked at, and the original stretch of each.
+
+    The definition, one cluster at a time; ``_folded`` computes the same with a Python step a
+    cluster only where a character is not in ``_fast_tables`` (tested to be equal)."""
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -297,61 +310,92 @@ def _folded_chars(text: str) -> tuple[list[str], list[int], list[int]]:
     return chars, starts, ends
 
 
-def _folded_chars_fast(text: str) -> tuple[list[str], list[int], list[int]] | None:
-    """``_folded_chars(text)`` without a Python step a character, or None where it does not
-    apply: for a text of ``_fast_tables`` characters, character i becomes one character (its
-    fold) from ``text[i:i+1]``, and a space from nothing goes before each script change."""
+def _fold_clusters(
+    text: str, begin: int, end: int, pieces: list[str], starts: list[int], ends: list[int]
+) -> None:
+    """``_folded_chars``' loop over ``text[begin:end]`` (whole clusters), without the spaces."""
+    for first, last in _clusters(text[begin:end]):
+        first, last = first + begin, last + begin
+        if _INVISIBLE_RE.fullmatch(text[first]):
+            continue
+        folded = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text[first:last]))
+        pieces.append(folded)
+        starts += [first] * len(folded)
+        ends += [last] * len(folded)
+
+
+def _folded(text: str) -> tuple[str, list[int], list[int]]:
+    """``_folded_chars(text)``, the characters as one string. A stretch of ``_fast_tables``
+    characters (each a cluster by itself: the one before a combining mark is left out) is
+    translated at once, character i to one character from ``text[i:i+1]``; the clusters
+    between stretches go through the loop. The spaces between scripts are put in last: a
+    space never decides where another goes."""
     tables = _fast_tables()
-    if tables.text.fullmatch(text) is None:
-        return None
-    view = text.translate(tables.folds)
-    chars: list[str] = []
+    pieces: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     position = 0
-    for match in _SCRIPT_CHANGE_RE.finditer(view):
-        cut = match.start()
-        chars += view[position:cut]
-        starts += range(position, cut)
-        ends += range(position + 1, cut + 1)
-        chars.append(" ")
-        starts.append(cut)
-        ends.append(cut)
+    for match in tables.run.finditer(text):
+        begin, end = match.span()
+        if end < len(text) and unicodedata.combining(text[end]):
+            end -= 1  # its last character is the base of the next cluster
+        if begin >= end:
+            continue
+        if position < begin:
+            _fold_clusters(text, position, begin, pieces, starts, ends)
+        pieces.append(text[begin:end].translate(tables.translation))
+        starts += range(begin, end)
+        ends += range(begin + 1, end + 1)
+        position = end
+    if position < len(text):
+        _fold_clusters(text, position, len(text), pieces, starts, ends)
+    view = "".join(pieces)
+    cuts = [match.start() for match in _SCRIPT_CHANGE_RE.finditer(view)]
+    if not cuts:
+        return view, starts, ends
+    spaced: list[str] = []
+    spaced_starts: list[int] = []
+    spaced_ends: list[int] = []
+    position = 0
+    for cut in cuts:
+        spaced += (view[position:cut], " ")
+        spaced_starts += starts[position:cut]
+        spaced_starts.append(starts[cut])
+        spaced_ends += ends[position:cut]
+        spaced_ends.append(starts[cut])
         position = cut
-    chars += view[position:]
-    starts += range(position, len(view))
-    ends += range(position + 1, len(view) + 1)
-    return chars, starts, ends
+    spaced.append(view[position:])
+    return (
+        "".join(spaced),
+        spaced_starts + starts[position:],
+        spaced_ends + ends[position:],
+    )
 
 
 def normalize_for_detection(text: str) -> NormalizedText:
     """The view detection analyzes (see the module's docstring), with its offset map."""
     if not text:
         return NormalizedText(text, text)
-    # Nearly every text takes the fast path; one with a combining mark, an invisible
-    # character or a rarer script takes the per-cluster loop.
-    folded = _folded_chars_fast(text)
-    chars, starts, ends = folded if folded is not None else _folded_chars(text)
-    view = "".join(chars)
+    view, starts, ends = _folded(text)
     breaks = _splitting_breaks(view)
     if breaks:
-        joined: list[str] = []
+        pieces: list[str] = []
         joined_starts: list[int] = []
         joined_ends: list[int] = []
         position = 0
         for begin, finish, replacement in breaks:
-            joined += chars[position:begin]
+            pieces.append(view[position:begin])
             joined_starts += starts[position:begin]
             joined_ends += ends[position:begin]
             if replacement:
-                joined.append(replacement)
+                pieces.append(replacement)
                 joined_starts.append(starts[begin])
                 joined_ends.append(ends[finish - 1])
             position = finish
-        chars = joined + chars[position:]
+        pieces.append(view[position:])
         starts = joined_starts + starts[position:]
         ends = joined_ends + ends[position:]
-        view = "".join(chars)
+        view = "".join(pieces)
     if view == text and all(s == i for i, s in enumerate(starts)):
         return NormalizedText(text, text)
     return NormalizedText(text, view, tuple(starts), tuple(ends))
