@@ -478,7 +478,7 @@ class PiiDetector:
             ),
         )
         return (
-            gated.join(exact, on="_row", how="left")
+            gated.join(exact, on="_row", how="left", maintain_order="left")
             .with_columns(
                 **{
                     f"gate_{r.entity}": pl.coalesce(f"_exact_{r.entity}", f"gate_{r.entity}")
