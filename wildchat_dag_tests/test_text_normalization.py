@@ -18,12 +18,12 @@ from wildchat_dag.core.text_normalization import (
     _FAST_BLOCKS,
     _fast_tables,
     _folded,
-    _folded_chars,
     needing_normalization,
     needs_normalization,
     normalize_for_detection,
     normalized_view,
 )
+from wildchat_dag.core.text_normalization_reference import folded_chars
 
 CASES = [
     # (original, view, a value in the view, the original characters it must map back to)
@@ -159,9 +159,9 @@ def test_every_view_character_comes_from_its_original_stretch(text: str) -> None
 
 
 def cluster_loop(text: str) -> tuple[str, list[int], list[int]]:
-    """``_folded_chars`` as the fast path gives it: the characters as one string, which
-    ``normalize_for_detection`` slices as it would the list."""
-    chars, starts, ends = _folded_chars(text)
+    """The reference loop's result as ``_folded`` gives it: the characters as one string,
+    which ``normalize_for_detection`` slices as it would the list."""
+    chars, starts, ends = folded_chars(text)
     assert all(len(char) == 1 for char in chars)
     return "".join(chars), starts, ends
 

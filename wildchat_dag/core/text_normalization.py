@@ -98,7 +98,8 @@ _LINE_BREAK = "(?:\\r\\n|[\\r\\n\\u2028\\u2029])"
 _INVISIBLE_RE = re.compile(INVISIBLE_CLASS)
 _UNSPACED_RE = re.compile(f"[{UNSPACED_SCRIPTS}]")
 _LATIN_OR_DIGIT_RE = re.compile(r"[A-Za-z0-9\u00c0-\u024f]")
-# Where ``_needs_space`` holds between a character and the one before it.
+# Where a space goes between a character and the one before it: a change between a script
+# written without spaces and a Latin letter or digit.
 _SCRIPT_CHANGE_RE = re.compile(
     f"(?<={_UNSPACED_RE.pattern}){_LATIN_OR_DIGIT_RE.pattern}"
     f"|(?<={_LATIN_OR_DIGIT_RE.pattern}){_UNSPACED_RE.pattern}"
@@ -258,7 +259,7 @@ class _FastTables:
 
 @functools.cache
 def _fast_tables() -> _FastTables:
-    """The characters that the per-cluster loop (``_folded_chars``) turns into exactly one
+    """The characters that the per-cluster loop (``_fold_clusters``) turns into exactly one
     visible character, whatever surrounds them: no combining class (so a cluster by itself),
     not a mark, not invisible, and NFKC gives one character that is not invisible either.
 
@@ -284,36 +285,11 @@ def _fast_tables() -> _FastTables:
     return _FastTables(re.compile(f"{char_class(kept)}+"), folds, translation)
 
 
-def _folded_chars(text: str) -> tuple[list[str], list[int], list[int]]:
-    """NFKC by cluster, invisible characters dropped, spaces put between scripts: the view's
-    characters before line breaks are looked at, and the original stretch of each.
-
-    The definition, one cluster at a time; ``_folded`` computes the same with a Python step a
-    cluster only where a character is not in ``_fast_tables`` (tested to be equal)."""
-    chars: list[str] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    for start, end in _clusters(text):
-        piece = text[start:end]
-        if _INVISIBLE_RE.fullmatch(piece[0]):
-            continue
-        folded = unicodedata.normalize("NFKC", piece)
-        folded = _INVISIBLE_RE.sub("", folded)
-        for char in folded:
-            if chars and _needs_space(chars[-1], char):
-                chars.append(" ")
-                starts.append(start)
-                ends.append(start)
-            chars.append(char)
-            starts.append(start)
-            ends.append(end)
-    return chars, starts, ends
-
-
 def _fold_clusters(
     text: str, begin: int, end: int, pieces: list[str], starts: list[int], ends: list[int]
 ) -> None:
-    """``_folded_chars``' loop over ``text[begin:end]`` (whole clusters), without the spaces."""
+    """NFKC by cluster over ``text[begin:end]`` (whole clusters), invisible characters
+    dropped; the view's pieces and the original stretch of each of their characters."""
     for first, last in _clusters(text[begin:end]):
         first, last = first + begin, last + begin
         if _INVISIBLE_RE.fullmatch(text[first]):
@@ -325,11 +301,14 @@ def _fold_clusters(
 
 
 def _folded(text: str) -> tuple[str, list[int], list[int]]:
-    """``_folded_chars(text)``, the characters as one string. A stretch of ``_fast_tables``
-    characters (each a cluster by itself: the one before a combining mark is left out) is
-    translated at once, character i to one character from ``text[i:i+1]``; the clusters
-    between stretches go through the loop. The spaces between scripts are put in last: a
-    space never decides where another goes."""
+    """NFKC by cluster, invisible characters dropped, spaces put between scripts: the view
+    before line breaks are looked at, and the original stretch of each of its characters, as
+    ``text_normalization_reference.folded_chars`` defines it one cluster at a time.
+
+    A stretch of ``_fast_tables`` characters (each a cluster by itself: the one before a
+    combining mark is left out) is translated at once, character i to one character from
+    ``text[i:i+1]``; the clusters between stretches go through the loop. The spaces between
+    scripts are put in last: a space never decides where another goes."""
     tables = _fast_tables()
     pieces: list[str] = []
     starts: list[int] = []
@@ -454,13 +433,6 @@ def _splitting_breaks(view: str) -> list[tuple[int, int, str]]:
 
 def _capitalized(word: str) -> bool:
     return len(word) > 1 and word[0].isupper() and word[1:].isalpha() and word[1:].islower()
-
-
-def _needs_space(before: str, after: str) -> bool:
-    return bool(
-        (_UNSPACED_RE.match(before) and _LATIN_OR_DIGIT_RE.match(after))
-        or (_LATIN_OR_DIGIT_RE.match(before) and _UNSPACED_RE.match(after))
-    )
 
 
 def normalized_view(texts: pl.Series) -> pl.Series:
