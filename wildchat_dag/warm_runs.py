@@ -351,6 +351,7 @@ def preload(packages: tuple[str, ...] = ()) -> None:
 
     for package in packages:
         importlib.import_module(package)
+    from wildchat_dag.core import text_normalization
     from wildchat_dag.definitions import defs
     from wildchat_dag.defs.pii_detection import person_names
     from wildchat_dag.defs.pii_detection.pii_detection import build_ner_engine, build_pattern_engine
@@ -361,6 +362,7 @@ def preload(packages: tuple[str, ...] = ()) -> None:
         for language, model in detector.spacy_models.items():
             build_ner_engine(language, model)
     person_names.preload()
+    text_normalization.preload()
     if (language_id := resources.get("language_id")) is not None:
         language_id.preload()
     if (geoip := resources.get("geoip")) is not None:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from wildchat_dag.core import text_normalization
 from wildchat_dag.core.text_normalization import (
     _FAST_BLOCKS,
     _fast_tables,
@@ -244,3 +245,12 @@ def test_every_character_nfkc_changes_alone_passes_the_first_step() -> None:
     kept = needing_normalization(frame.filter("changed"), "t")
     assert frame["changed"].sum() > 5_000
     assert kept.height == frame["changed"].sum()
+
+
+def test_preload_builds_both_tables() -> None:
+    """What a warm worker builds at start, so that no run pays for it."""
+    for table in (text_normalization._nfkc_may_change, text_normalization._fast_tables):
+        table.cache_clear()
+    text_normalization.preload()
+    assert text_normalization._nfkc_may_change.cache_info().currsize == 1
+    assert text_normalization._fast_tables.cache_info().currsize == 1
