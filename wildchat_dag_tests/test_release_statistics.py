@@ -18,6 +18,8 @@ import duckdb
 import polars as pl
 import pytest
 from dagster import AssetKey, DagsterInstance
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wildchat_dag.core.ip_addresses import SALT_ENV_VAR
 from wildchat_dag.defs.moderation.resource import DetoxifyResource, OpenAIModerationResource
@@ -27,10 +29,13 @@ from wildchat_dag.defs.release.release_statistics import (
     DAY_RECORDS_SQL,
     MISSING,
     STALE,
+    TOKEN_PATTERN,
+    TOKEN_PATTERN_POLARS,
     day_statistics,
     merge_day_statistics,
     release_statistics_full_scan,
     unmergeable_days,
+    utterance_tokens,
 )
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag_tests.conftest import TEST_SALT, RequestFactory
@@ -328,6 +333,56 @@ def test_the_merge_equals_the_full_scan_on_edge_cases(pipeline):
                          statistics.filter(pl.col("release") == "public"))  # fmt: skip
     finally:
         con.close()
+
+
+def duckdb_tokens(texts: list[str | None]) -> list[int | None]:
+    """The reference count: ``TOKEN_PATTERN`` in DuckDB, as the full scan counts."""
+    con = duckdb.connect()
+    try:
+        con.register("texts", pl.DataFrame({"t": texts}, schema={"t": pl.String}))
+        sql = f"SELECT len(regexp_extract_all(t, '{TOKEN_PATTERN}')) AS n FROM texts"
+        return con.execute(sql).pl()["n"].to_list()
+    finally:
+        con.close()
+
+
+def test_polars_classes_every_code_point_as_duckdb_does():
+    """Each code point alone and doubled counts (1, 1) tokens for a word character, (1, 2) for
+    another character and (0, 0) for a space: the same pairs in both engines mean the same
+    classes, and so the same count for any text. Fails if a new DuckDB or polars reads Unicode
+    differently (see ``TOKEN_PATTERN_POLARS``)."""
+    alone = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    texts = alone + [c + c for c in alone]
+    ours = pl.Series(texts).str.count_matches(TOKEN_PATTERN_POLARS).cast(pl.Int64).to_list()
+    reference = duckdb_tokens(texts)
+    differ = [
+        f"U+{ord(t[0]):04X}" for t, a, b in zip(texts, ours, reference, strict=True) if a != b
+    ]
+    assert not differ, f"{len(differ)} texts count differently, first {differ[:10]}"
+
+
+TOKEN_TEXT = st.text(
+    alphabet=st.sampled_from(
+        [
+            *"ab1_ -,.!\t\n\f\r\v",
+            *("\u00a0", "\u2028", "\u3000", "\u0301", "\u0663", "中", "\U0001f600"),
+            # Letters of Unicode 16 and 15.1, a private-use and an unassigned code point
+            *("\u0897", "\U000105c0", "\U0002ebf0", "\ue000", "\U000e0fff"),
+        ]
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), TOKEN_TEXT), max_size=6))
+def test_utterance_tokens_count_as_duckdb_does(contents):
+    conversation = pl.DataFrame(
+        {"conversation": [[{"content": c} for c in contents]]},
+        schema={"conversation": pl.List(pl.Struct({"content": pl.String}))},
+    )
+    counted = conversation.select(utterance_tokens(pl.col("conversation")))["conversation"][0]
+    assert counted.to_list() == duckdb_tokens(contents)
 
 
 def test_which_days_can_be_merged():
