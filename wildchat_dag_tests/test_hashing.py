@@ -1,4 +1,5 @@
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -7,6 +8,7 @@ from wildchat_dag.core.hashing import (
     canonical_messages_json,
     history_hashes,
     json_array_body,
+    sha256_column,
     sha256_hex,
 )
 
@@ -47,3 +49,21 @@ def test_next_turn_prev_equals_previous_current():
         "e",
     )
     assert prev == current
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["", "a", "é", "中文", "\u200b", "\x00", "👍🏽", "x" * 5000]), max_size=8
+    )
+)
+def test_sha256_column_is_sha256_of_each_text(texts):
+    texts = texts + texts[:2]  # duplicates too
+    column = sha256_column(pl.Series("content", texts, dtype=pl.String))
+    assert column.name == "content" and column.dtype == pl.String
+    assert column.to_list() == [sha256_hex(t) for t in texts]
+
+
+def test_sha256_column_refuses_a_null_text():
+    with pytest.raises(ValueError, match="1 null text"):
+        sha256_column(pl.Series("content", ["a", None]))

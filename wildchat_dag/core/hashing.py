@@ -43,9 +43,16 @@ def sha256_hex(text: str) -> str:
 
 
 def sha256_column(texts: pl.Series) -> pl.Series:
-    """sha256 of each text (UTF-8), hashed once per distinct text."""
-    digests = {t: sha256_hex(t) for t in texts.unique().to_list()}
-    return texts.replace_strict(digests, return_dtype=pl.String)
+    """sha256 of each text (UTF-8). Texts are hashed as they come, duplicates too: looking a
+    long text up in a table of digests costs more than hashing it again."""
+    if texts.null_count():
+        raise ValueError(f"sha256_column: {texts.null_count()} null text(s) in {texts.name!r}")
+    sha256 = hashlib.sha256
+    return pl.Series(
+        texts.name,
+        [sha256(b).hexdigest() for b in texts.cast(pl.Binary).to_list()],
+        dtype=pl.String,
+    )
 
 
 def history_hashes(messages: list[Mapping[str, str]], response: str) -> tuple[str, str]:
