@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -86,6 +86,10 @@ class TreeSampler:
         self.rss_series: dict[int, list[tuple[float, int]]] = defaultdict(list)
         self.kind: dict[int, str] = {}
         self.peak_tree_rss = 0
+        # At the sample of the tree's peak: RSS by kind of process, and the tree's PSS (shared
+        # pages, the libraries' code above all, divided among the processes that map them).
+        self.peak_tree_by_kind: dict[str, int] = {}
+        self.peak_tree_pss = 0
         self.peak_process_rss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -115,6 +119,8 @@ class TreeSampler:
             except psutil.NoSuchProcess:
                 continue
         tree_rss = 0
+        by_kind: Counter[str] = Counter()
+        alive: list[psutil.Process] = []
         for pid, proc in seen.items():
             try:
                 with proc.oneshot():
@@ -129,8 +135,13 @@ class TreeSampler:
             self.series[pid].append((now, self.cpu[pid]))
             self.rss_series[pid].append((now, rss))
             tree_rss += rss
+            by_kind[self.kind[pid]] += rss
+            alive.append(proc)
             self.peak_process_rss = max(self.peak_process_rss, rss)
-        self.peak_tree_rss = max(self.peak_tree_rss, tree_rss)
+        if tree_rss > self.peak_tree_rss:
+            self.peak_tree_rss = tree_rss
+            self.peak_tree_by_kind = dict(by_kind)
+            self.peak_tree_pss = sum(_pss(proc) for proc in alive)
 
     def cpu_between(self, pid: int, start: float, end: float) -> float:
         """CPU the process used from ``start`` to ``end`` (wall clock), interpolated."""
@@ -165,6 +176,15 @@ class TreeSampler:
         for pid, seconds in self.cpu.items():
             totals[self.kind.get(pid, "other")] += seconds
         return dict(totals)
+
+
+def _pss(proc: psutil.Process) -> int:
+    """The process's proportional set size (its RSS with each shared page divided among the
+    processes that map it); 0 once it has exited."""
+    try:
+        return proc.memory_full_info().pss
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return 0
 
 
 def classify(cmdline: list[str]) -> str:
@@ -387,6 +407,8 @@ def run_scenario(scenario: Scenario, work: Path, mean_chars: int, postgres: bool
         "memory_growth": largest_growths(executions),
         "peak_tree_rss_mb": sampler.peak_tree_rss / 2**20,
         "peak_process_rss_mb": sampler.peak_process_rss / 2**20,
+        "peak_tree_pss_mb": sampler.peak_tree_pss / 2**20,
+        "peak_tree_by_kind_mb": {k: v / 2**20 for k, v in sampler.peak_tree_by_kind.items()},
         "steps": steps,
         "occupancy": run_occupancy(env),
         "runs": count_runs(env),
@@ -605,6 +627,13 @@ def print_scenario(name: str, r: dict) -> None:
     )
     kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
     print(f"CPU-s by process: {kinds}")
+    at_peak = ", ".join(
+        f"{k} {v:,.0f}" for k, v in sorted(r["peak_tree_by_kind_mb"].items(), key=lambda kv: -kv[1])
+    )
+    print(
+        f"At the tree's peak, RSS MB by process: {at_peak}; the tree's PSS then "
+        f"{r['peak_tree_pss_mb']:,.0f} MB"
+    )
     print(
         "\n| step | runs | wall s | CPU s | rows | rows/s | peak RSS MB | RSS growth MB |"
         "\n|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -49,7 +49,9 @@ from report_tables import print_table
 
 from wildchat_dag.core.schema import (
     DETOXIFY_FIELDS,
+    DETOXIFY_MODERATION_SCHEMA,
     OPENAI_CATEGORIES,
+    OPENAI_MODERATION_SCHEMA,
     PARTITION_COLUMN,
     SPEC_CATEGORY_KEYS,
 )
@@ -281,6 +283,15 @@ def generate(args: argparse.Namespace, database: Path) -> dict:
         con.execute("INSERT INTO main.release_records BY NAME SELECT * FROM rows")
         con.unregister("rows")
         del frame
+    # The scorers' tables, which the exports read for the models that scored each release (none
+    # here: the records carry their scores already).
+    for table, schema in (
+        ("openai_moderation", OPENAI_MODERATION_SCHEMA),
+        ("detoxify_moderation", DETOXIFY_MODERATION_SCHEMA),
+    ):
+        con.register("empty", pl.DataFrame(schema=schema).to_arrow())
+        con.execute(f"CREATE TABLE IF NOT EXISTS main.{table} AS SELECT * FROM empty")
+        con.unregister("empty")
     public, full = con.execute(
         "SELECT count(*) FILTER (WHERE in_public), count(*) FILTER (WHERE in_full) "
         "FROM main.release_records"

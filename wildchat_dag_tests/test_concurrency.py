@@ -226,6 +226,35 @@ def test_each_transaction_on_a_kept_file_gets_its_own_settings(tmp_path):
     assert limited != default and "953" in limited  # 1 GB in DuckDB's MiB
 
 
+def test_a_streaming_read_runs_under_its_own_limit_and_gives_the_cache_back(tmp_path):
+    """The exports read each day's release records once: under ``streaming_memory_limit`` the
+    file's cached blocks are evicted down to it, and the next transaction has the warehouse's
+    own limit again."""
+    from wildchat_dag.resources.warehouse import Warehouse
+
+    assert Warehouse(database="w").streaming_memory_limit == "512MB"
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"), streaming_memory_limit="64MB")
+    setting = "select current_setting('memory_limit')"
+    cached_bytes = "select sum(memory_usage_bytes) from duckdb_memory()"
+    hex_text = " || ".join(f"md5((i * 7 + {n})::varchar)" for n in range(16))
+    with kept_open(warehouse.database):
+        with warehouse.connect() as con:
+            con.execute(f"create table t as select {hex_text} as s from range(600000) r(i)")
+        with warehouse.connect() as con:
+            con.execute("checkpoint")
+        with warehouse.connect() as con:
+            assert con.execute("select count(distinct s) from t").fetchone()[0] == 600_000
+            cached = con.execute(cached_bytes).fetchone()[0]
+            assert con.execute(setting).fetchone()[0] == "1.8 GiB"
+        with warehouse.connect(streaming=True) as con:
+            assert con.execute(setting).fetchone()[0] == "61.0 MiB"
+            assert con.execute("select count(*) from t").fetchone()[0] == 600_000
+            held = con.execute(cached_bytes).fetchone()[0]
+        with warehouse.connect() as con:
+            assert con.execute(setting).fetchone()[0] == "1.8 GiB"
+    assert cached > 100_000_000 and held < 64_000_000
+
+
 @pytest.mark.parametrize("kept", [True, False])
 def test_every_connection_is_bounded_in_memory_and_spills_beside_the_file(tmp_path, kept):
     """Not DuckDB's 80% of RAM, which a run's process may fill with cached blocks. Spill files

@@ -38,8 +38,11 @@ from wildchat_dag.defs.checks.table_rules import (
     duckdb_columns,
     quarantine_rate,
     redaction_decisions,
+    rescan_released,
+    rescan_rules,
     values_left,
 )
+from wildchat_dag.defs.pii_detection.pii_detection import DetectorSettings, PiiDetector
 from wildchat_dag.defs.release.release_schema import RELEASE_RECORDS_SCHEMA
 from wildchat_dag.resources.warehouse import Warehouse
 from wildchat_dag_tests.conftest import TEST_SALT, RequestFactory
@@ -485,6 +488,44 @@ def test_values_left_allows_the_copies_redaction_did_not_cover():
         {"conversation_id": 1, "utterance_index": 0, "entity_type": "PERSON",
          "found_by": "stored_candidate"}
     ]  # fmt: skip
+
+
+def test_the_rescan_finds_a_leak_without_loading_a_language_model():
+    """The rescan's rules (pattern-recognized types) depend on no language: its detector must
+    not pay for loading fastText, which each day's release checks did. The full rules, with
+    PERSON for English only, load it for the text whose PERSON gate passes."""
+    rules = load_rules()
+    released = pl.DataFrame(
+        {
+            "conversation_id": [1, 1],
+            "utterance_index": [0, 1],
+            "role": ["user", "assistant"],
+            "content": [f"Mail me at {EMAIL} today.", "Sure, I will."],
+        }
+    )
+
+    def no_frequencies(keys: pl.DataFrame) -> pl.DataFrame:
+        return pl.DataFrame(
+            schema={"entity_type": pl.String, "value_key": pl.String, "conversations": pl.Int64}
+        )
+
+    rescan = PiiDetector(rescan_rules(rules), DetectorSettings(workers=1))
+    leaks, stats = rescan_released(released, rules, no_frequencies, rescan)
+    assert leaks.select("utterance_index", "entity_type").to_dicts() == [
+        {"utterance_index": 0, "entity_type": "EMAIL_ADDRESS"}
+    ]
+    assert stats["texts_rescanned"] == 1
+    assert rescan._languages is None
+
+    full = PiiDetector(rules, DetectorSettings(workers=1))
+    full.plan(pl.DataFrame({"content_sha256": ["a"], "content": ["Sure, I will."]}))
+    assert full._languages is None
+    planned = full.plan(
+        pl.DataFrame({"content_sha256": ["b"], "content": ["Hi, my name is Ann Lee."]})
+    )
+    assert full._languages is not None
+    assert planned["language_code"].to_list() == ["en"]
+    assert planned["ner_entities"].to_list() == [["PERSON"]]
 
 
 def test_quarantine_rate_threshold_and_empty_day(monkeypatch):

@@ -58,7 +58,7 @@ from wildchat_dag.defs.anonymization.redaction_rules import (
     parse_rules,
     stable_hash,
 )
-from wildchat_dag.defs.language.language import LanguageIdentifier
+from wildchat_dag.defs.language.language import PREDICTION_SCHEMA, LanguageIdentifier
 from wildchat_dag.defs.pii_detection.credentials import (
     SECRET_ENTITY,
     SECRET_GATE,
@@ -498,9 +498,14 @@ class PiiDetector:
             ),
         )
         needing = planned.filter("needs_language")
-        identified = needing.select("content_sha256").hstack(
+        # The model is loaded only when a text needs it: the release checks' rescan, whose
+        # rules need no language, never pays the load.
+        predicted = (
             self.languages.predict(needing["content"])
+            if needing.height
+            else pl.DataFrame(schema=PREDICTION_SCHEMA)
         )
+        identified = needing.select("content_sha256").hstack(predicted)
         planned = planned.join(identified, on="content_sha256", how="left")
 
         def runs(rule) -> pl.Expr:

@@ -301,7 +301,9 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             columns = ", ".join(f'"{c}"' for c in RELEASE_SCHEMA.names())
             for day in days["partition_day"].to_list():
                 # Fetched under the lock, written after it: other steps go on meanwhile.
-                with warehouse.connect() as con:
+                # Streaming: a day's blocks are not read again, and a cache would only hold
+                # memory beside the Arrow tables and the Parquet writer.
+                with warehouse.connect(streaming=True) as con:
                     table = con.execute(
                         f"SELECT {columns} FROM main.release_records WHERE partition_day = $day "
                         f"AND {member} ORDER BY timestamp, conversation_id",
