@@ -26,6 +26,7 @@ path), so that two versions are compared in the same minutes on the same machine
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,8 @@ import time
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
+
+import polars as pl
 
 REPO = Path(__file__).resolve().parent.parent
 START = date(2024, 1, 1)
@@ -96,11 +99,110 @@ def volume(conversations: int, days: int, work: Path) -> dict:
     pipeline.run = timed
     started = time.process_time()
     pipeline.through_release(*[(START + timedelta(days=n)).isoformat() for n in range(days)])
+    cpu_s = time.process_time() - started
     return {
         "conversations": summary.conversations,
-        "cpu_s": time.process_time() - started,
+        "cpu_s": cpu_s,
         "steps": steps,
+        "texts": pipeline.table("linked_conversations")
+        .select(pl.col("conversation").list.eval(pl.element().struct.field("content")))
+        .explode("conversation")["conversation"],
     }
+
+
+def planned_shares(texts: pl.Series) -> dict[str, float]:
+    """The share of distinct texts that detection plans each entity type for: what its gates
+    pass, so what the scan costs."""
+    from wildchat_dag.core.hashing import sha256_column
+    from wildchat_dag.defs.anonymization.redaction_rules import load_rules
+    from wildchat_dag.defs.pii_detection.pii_detection import PiiDetector
+
+    contents = pl.DataFrame({"content": texts.drop_nulls().unique()})
+    contents = contents.with_columns(content_sha256=sha256_column(contents["content"]))
+    planned = PiiDetector(load_rules()).plan(contents)
+    entities = planned.select(
+        pl.concat_list("pattern_entities", "ner_entities").alias("entity")
+    ).explode("entity")
+    counts = entities.drop_nulls()["entity"].value_counts()
+    shares = {e: n / contents.height for e, n in counts.iter_rows()}
+    shares["any"] = float(
+        ((planned["pattern_entities"].list.len() + planned["ner_entities"].list.len()) > 0).mean()
+    )
+    return shares
+
+
+def real_texts() -> pl.Series | None:
+    """Every utterance of the real sample in ../shared, or None where it is absent."""
+    from bench_backfill import SAMPLE
+
+    if not SAMPLE.is_file():
+        return None
+    return pl.Series(
+        [
+            turn["content"]
+            for line in SAMPLE.open(encoding="utf-8")
+            for turn in json.loads(line)["conversation"]
+        ],
+        dtype=pl.String,
+    )
+
+
+def detection_cpu_ms(texts: pl.Series, sample: int = 1500) -> dict[str, float]:
+    """CPU of ``PiiDetector.detect`` (in this process, one worker) over ``sample`` distinct
+    texts, ms per text: under the rules (detection) and under the rescan's rules (the release
+    checks'); each the second of two passes, the first loading the engines."""
+    from wildchat_dag.defs.anonymization.redaction_rules import load_rules
+    from wildchat_dag.defs.checks.table_rules import rescan_rules
+    from wildchat_dag.defs.pii_detection.pii_detection import DetectorSettings, PiiDetector
+
+    distinct = texts.drop_nulls().unique().sort()
+    picked = distinct.sample(min(sample, distinct.len()), seed=7)
+    utterances = pl.DataFrame(
+        {
+            "conversation_id": range(picked.len()),
+            "utterance_index": [0] * picked.len(),
+            "role": ["user"] * picked.len(),
+            "content": picked,
+        }
+    )
+    costs = {}
+    for name, rules in (("detection", load_rules()), ("rescan", rescan_rules(load_rules()))):
+        detector = PiiDetector(rules, DetectorSettings(workers=1))
+        for _ in range(2):
+            started = time.process_time()
+            detector.detect(utterances)
+            cpu_s = time.process_time() - started
+        costs[name] = cpu_s * 1000 / picked.len()
+    costs["characters"] = float(picked.str.len_chars().mean())
+    return costs
+
+
+def print_fidelity(generated: pl.Series) -> None:
+    """What detection plans for the generated texts beside the real sample's: where they
+    differ, the generated logs make detection cheaper or dearer than WildChat's text would."""
+    real = real_texts()
+    ours = planned_shares(generated)
+    theirs = planned_shares(real) if real is not None else {}
+    print(
+        "\nfidelity: share of distinct texts detection scans for each entity type, generated "
+        + ("against the real sample in ../shared" if real is not None else "(../shared absent)")
+        + "\n\n| entity type | generated | real sample |\n|---|---:|---:|"
+    )
+    for entity in sorted(ours.keys() | theirs.keys(), key=lambda e: (e == "any", e)):
+        real_share = f"{theirs[entity]:.1%}" if entity in theirs else ("0.0%" if theirs else "")
+        print(f"| {entity} | {ours.get(entity, 0.0):.1%} | {real_share} |")
+    costs = {"generated": detection_cpu_ms(generated)}
+    if real is not None:
+        costs["real sample"] = detection_cpu_ms(real)
+    print(
+        "\n| texts | mean characters | detection, ms a text | the rescan, ms a text |"
+        "\n|---|---:|---:|---:|"
+    )
+    for name, cost in costs.items():
+        print(
+            f"| {name} | {cost['characters']:,.0f} | {cost['detection']:.2f} | "
+            f"{cost['rescan']:.2f} |"
+        )
 
 
 def fixed(days: int, storage: str, work: Path) -> tuple[float, float]:
@@ -223,6 +325,7 @@ def measure(args: argparse.Namespace) -> None:
     for key in keys:
         cost = (large["steps"][key] - small["steps"][key]) / added * 1000
         print(f"| {key} | {small['steps'][key]:.2f} | {large['steps'][key]:.2f} | {cost:.3f} |")
+    print_fidelity(large["texts"])
     print_fixed(args, work)
 
 

@@ -61,7 +61,9 @@ class Warehouse(ConfigurableResource):
         sql: str,
         parameters: dict | None = None,
         frames: dict[str, pl.DataFrame] | None = None,
+        streaming: bool = False,
     ) -> pl.DataFrame:
-        """Run ``sql``; ``frames`` are visible to it as tables of those names."""
-        with self.connect() as con:
+        """Run ``sql``; ``frames`` are visible to it as tables of those names. ``streaming``:
+        as ``connect``'s."""
+        with self.connect(streaming) as con:
             return run_query(con, sql, parameters, frames)

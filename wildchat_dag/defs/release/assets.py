@@ -4,6 +4,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -274,8 +275,12 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
     ) -> MaterializeResult:
         started = time.perf_counter()
         member = f"in_{release}"
+        # Every read here passes over the release records once (the index reads each
+        # conversation's turns): a cache of their blocks would only hold memory, beside the
+        # Arrow tables and the Parquet writer.
+        query = partial(warehouse.query, streaming=True)
         requests, ledger_version = takedowns.snapshot()
-        named = named_records(warehouse.query, ledger_frame(requests), f"WHERE {member}")
+        named = named_records(query, ledger_frame(requests), f"WHERE {member}")
         if named.height:
             raise Failure(
                 description=(
@@ -285,7 +290,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
                 ),
                 metadata={"takedown_ledger_version": ledger_version},
             )
-        days = warehouse.query(
+        days = query(
             f"SELECT partition_day, count(*) FILTER (WHERE {member}) AS n "
             "FROM main.release_records GROUP BY 1 ORDER BY 1"
         )
@@ -301,8 +306,6 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             columns = ", ".join(f'"{c}"' for c in RELEASE_SCHEMA.names())
             for day in days["partition_day"].to_list():
                 # Fetched under the lock, written after it: other steps go on meanwhile.
-                # Streaming: a day's blocks are not read again, and a cache would only hold
-                # memory beside the Arrow tables and the Parquet writer.
                 with warehouse.connect(streaming=True) as con:
                     table = con.execute(
                         f"SELECT {columns} FROM main.release_records WHERE partition_day = $day "
@@ -314,24 +317,24 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
         folder = release_folder.folder(release)
         staging = staging_folder(folder)
         written = write_shards(staging, day_tables(), total, release_folder.shard_rows)
-        statistics = warehouse.query(
+        statistics = query(
             "SELECT * FROM main.release_statistics WHERE release = $r", {"r": release}
         )
-        facts = release_facts(warehouse.query, release)
+        facts = release_facts(query, release)
         released_days = [
             partition_key_of(d) for d, n in days.select("partition_day", "n").iter_rows() if n
         ]
         facts.geoip_names = geoip_names_of(context.instance, released_days)
         built_at = datetime.now(UTC)
         history = history_root_of(Path(release_folder.root))
-        index = conversation_index(warehouse.query(INDEX_SQL.format(release=release)))
+        index = conversation_index(query(INDEX_SQL.format(release=release)))
         cut = plan_cut(
             history,
             release,
             built_at.date(),
             index,
             requests,
-            warehouse.query(EXCLUDED_SQL.format(release=release)),
+            query(EXCLUDED_SQL.format(release=release)),
         )
         card = dataset_card(
             release,
@@ -353,7 +356,7 @@ def build_export(release: str, policy: ReleasePolicy, threshold: float) -> Asset
             threshold,
             language_id.model_description(),
             ledger_version,
-            moderation_models(warehouse.query(MODERATION_MODELS_SQL)),
+            moderation_models(query(MODERATION_MODELS_SQL)),
         )
         manifest["built_at"] = built_at.isoformat()
         manifest["files"] = file_entries(staging)
