@@ -57,7 +57,7 @@ _CLOSER_POLL_S = 0.02
 # ``temp_directory``; a connection that asks for another limit (``connection_config``, the
 # warehouse's ``memory_limit``) gets it.
 DEFAULT_MEMORY_LIMIT = "2GB"
-# For a query that streams the release a day at a time (the exports): its blocks are read once.
+# For the exports' reads, which pass over the release records once: a cache would only hold memory.
 STREAMING_MEMORY_LIMIT = "512MB"
 # Rows per row group. Appending to a table whose last row group has room rewrites that whole
 # row group at the next checkpoint: with DuckDB's 122,880, a day of raw requests (6,500 rows of
