@@ -147,10 +147,15 @@ def real_texts() -> pl.Series | None:
     )
 
 
-def detection_cpu_ms(texts: pl.Series, sample: int = 1500) -> dict[str, float]:
+def detection_cpu_ms(
+    texts: pl.Series, sample: int = 1500, by_rule: bool = False
+) -> dict[str, float]:
     """CPU of ``PiiDetector.detect`` (in this process, one worker) over ``sample`` distinct
     texts, ms per text: under the rules (detection) and under the rescan's rules (the release
-    checks'); each the second of two passes, the first loading the engines."""
+    checks'), and with ``by_rule`` under no rule and under each rule alone; each the second of
+    two passes, the first loading the engines."""
+    import dataclasses
+
     from wildchat_dag.defs.anonymization.redaction_rules import load_rules
     from wildchat_dag.defs.checks.table_rules import rescan_rules
     from wildchat_dag.defs.pii_detection.pii_detection import DetectorSettings, PiiDetector
@@ -165,8 +170,14 @@ def detection_cpu_ms(texts: pl.Series, sample: int = 1500) -> dict[str, float]:
             "content": picked,
         }
     )
+    rules_of = {"detection": load_rules(), "rescan": rescan_rules(load_rules())}
+    if by_rule:
+        every = load_rules()
+        rules_of["no rule"] = dataclasses.replace(every, rules=(), detect_also=())
+        for rule in every.rules:
+            rules_of[rule.entity] = dataclasses.replace(every, rules=(rule,), detect_also=())
     costs = {}
-    for name, rules in (("detection", load_rules()), ("rescan", rescan_rules(load_rules()))):
+    for name, rules in rules_of.items():
         detector = PiiDetector(rules, DetectorSettings(workers=1))
         for _ in range(2):
             started = time.process_time()
@@ -177,7 +188,7 @@ def detection_cpu_ms(texts: pl.Series, sample: int = 1500) -> dict[str, float]:
     return costs
 
 
-def print_fidelity(generated: pl.Series) -> None:
+def print_fidelity(generated: pl.Series, by_rule: bool = False) -> None:
     """What detection plans for the generated texts beside the real sample's: where they
     differ, the generated logs make detection cheaper or dearer than WildChat's text would."""
     real = real_texts()
@@ -191,9 +202,9 @@ def print_fidelity(generated: pl.Series) -> None:
     for entity in sorted(ours.keys() | theirs.keys(), key=lambda e: (e == "any", e)):
         real_share = f"{theirs[entity]:.1%}" if entity in theirs else ("0.0%" if theirs else "")
         print(f"| {entity} | {ours.get(entity, 0.0):.1%} | {real_share} |")
-    costs = {"generated": detection_cpu_ms(generated)}
+    costs = {"generated": detection_cpu_ms(generated, by_rule=by_rule)}
     if real is not None:
-        costs["real sample"] = detection_cpu_ms(real)
+        costs["real sample"] = detection_cpu_ms(real, by_rule=by_rule)
     print(
         "\n| texts | mean characters | detection, ms a text | the rescan, ms a text |"
         "\n|---|---:|---:|---:|"
@@ -203,6 +214,16 @@ def print_fidelity(generated: pl.Series) -> None:
             f"| {name} | {cost['characters']:,.0f} | {cost['detection']:.2f} | "
             f"{cost['rescan']:.2f} |"
         )
+    if by_rule:
+        print(
+            "\ndetection's CPU under no rule and under each rule alone, ms a text:\n\n| rules | "
+            + " | ".join(costs)
+            + " |\n|---|"
+            + "---:|" * len(costs)
+        )
+        for name in costs["generated"]:
+            if name not in ("detection", "rescan", "characters"):
+                print(f"| {name} | " + " | ".join(f"{c[name]:.2f}" for c in costs.values()) + " |")
 
 
 def fixed(days: int, storage: str, work: Path) -> tuple[float, float]:
@@ -325,7 +346,7 @@ def measure(args: argparse.Namespace) -> None:
     for key in keys:
         cost = (large["steps"][key] - small["steps"][key]) / added * 1000
         print(f"| {key} | {small['steps'][key]:.2f} | {large['steps'][key]:.2f} | {cost:.3f} |")
-    print_fidelity(large["texts"])
+    print_fidelity(large["texts"], args.by_rule)
     print_fixed(args, work)
 
 
@@ -355,6 +376,11 @@ def main() -> None:
         "--fixed-only", action="store_true", help="only the days without traffic, no volume"
     )
     parser.add_argument("--source", type=Path, help="the checkout to measure (default: this)")
+    parser.add_argument(
+        "--by-rule",
+        action="store_true",
+        help="also detection's CPU under each redaction rule alone, generated and real text",
+    )
     args = parser.parse_args()
     args.storage = args.storage or ["sqlite"]
     source = (args.source or REPO).resolve()
