@@ -53,15 +53,23 @@ WILDCHAT_DAYS = 390
 IPV4 = r"\b(?:\d{1,3}\.){3}\d{1,3}\b"
 
 
-def wildchat_mean_message_chars() -> tuple[int, str]:
-    """The mean utterance length of the real sample in ../shared, or WildChat's published ~1,000."""
+def real_utterances() -> list[str] | None:
+    """Every utterance of the real sample in ../shared, in order; None where it is absent."""
     if not SAMPLE.is_file():
-        return 1000, "WildChat's published mean (../shared absent)"
-    lengths = [
-        len(turn["content"])
+        return None
+    return [
+        turn["content"]
         for line in SAMPLE.open(encoding="utf-8")
         for turn in json.loads(line)["conversation"]
     ]
+
+
+def wildchat_mean_message_chars() -> tuple[int, str]:
+    """The mean utterance length of the real sample in ../shared, or WildChat's published ~1,000."""
+    texts = real_utterances()
+    if texts is None:
+        return 1000, "WildChat's published mean (../shared absent)"
+    lengths = [len(text) for text in texts]
     return round(statistics.fmean(lengths)), f"mean of {len(lengths):,} real utterances"
 
 

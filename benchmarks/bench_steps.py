@@ -26,7 +26,6 @@ path), so that two versions are compared in the same minutes on the same machine
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -99,15 +98,21 @@ def volume(conversations: int, days: int, work: Path) -> dict:
     pipeline.run = timed
     started = time.process_time()
     pipeline.through_release(*[(START + timedelta(days=n)).isoformat() for n in range(days)])
-    cpu_s = time.process_time() - started
     return {
         "conversations": summary.conversations,
-        "cpu_s": cpu_s,
+        "cpu_s": time.process_time() - started,
         "steps": steps,
-        "texts": pipeline.table("linked_conversations")
-        .select(pl.col("conversation").list.eval(pl.element().struct.field("content")))
-        .explode("conversation")["conversation"],
+        "pipeline": pipeline,
     }
+
+
+def generated_texts(pipeline) -> pl.Series:
+    """Every utterance the pipeline linked."""
+    return (
+        pipeline.table("linked_conversations")
+        .select(pl.col("conversation").list.eval(pl.element().struct.field("content")))
+        .explode("conversation")["conversation"]
+    )
 
 
 def planned_shares(texts: pl.Series) -> dict[str, float]:
@@ -133,18 +138,10 @@ def planned_shares(texts: pl.Series) -> dict[str, float]:
 
 def real_texts() -> pl.Series | None:
     """Every utterance of the real sample in ../shared, or None where it is absent."""
-    from bench_backfill import SAMPLE
+    from bench_backfill import real_utterances
 
-    if not SAMPLE.is_file():
-        return None
-    return pl.Series(
-        [
-            turn["content"]
-            for line in SAMPLE.open(encoding="utf-8")
-            for turn in json.loads(line)["conversation"]
-        ],
-        dtype=pl.String,
-    )
+    texts = real_utterances()
+    return None if texts is None else pl.Series(texts, dtype=pl.String)
 
 
 def detection_cpu_ms(
@@ -346,7 +343,7 @@ def measure(args: argparse.Namespace) -> None:
     for key in keys:
         cost = (large["steps"][key] - small["steps"][key]) / added * 1000
         print(f"| {key} | {small['steps'][key]:.2f} | {large['steps'][key]:.2f} | {cost:.3f} |")
-    print_fidelity(large["texts"], args.by_rule)
+    print_fidelity(generated_texts(large["pipeline"]), args.by_rule)
     print_fixed(args, work)
 
 
