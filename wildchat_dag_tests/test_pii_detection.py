@@ -245,3 +245,126 @@ def test_a_pool_of_workers_finds_what_one_process_finds(rules, detector, wildcha
     assert pooled.stats["workers"] == 2 and alone.stats["workers"] == 1
     assert pooled.candidates.equals(alone.candidates)
     assert pooled.scans.equals(alone.scans)
+
+
+# --- the screened phone recognizer -----------------------------------------------------------
+
+# Numbers as people write them (plans, notations, vanity letters, extensions, full-width digits),
+# and the short numbers of code, dates and prose that the screen skips.
+PHONE_TEXTS = [
+    "call me, phone: +44 7911 123456",
+    "(212) 555-0199 or 212.555.0199 or 1-800-FLOWERS",
+    "Tel. 030 1234567, aus dem Ausland 0049 30 1234567",
+    "电话：139 1234 5678，微信同号",
+    "手机 １３９１２３４５６７８",
+    "+7 (495) 123-45-67 доб. 123",
+    "+1 650-253-0000 ext. 1234 and +1 650 253 0000 x12",
+    "06 12 34 56 78, +33 6 12 34 56 78",
+    "03-1234-5678 / 090-1234-5678",
+    "02-312-3456, 010-1234-5678",
+    "Ring 0412 345 678 or (02) 9876 5432",
+    "+86 10 1234 5678 +852 2123 4567 +886 2 2345 6789",
+    "+90 212 123 45 67, +84 24 3123 4567, +65 6123 4567",
+    "+34 912 34 56 78, +39 06 1234 5678, +52 55 1234 5678",
+    "+91 98765 43210, +55 11 91234-5678, +972 3-123-4567",
+    "+380 44 123 4567, 112, 911, 0800 123 456",
+    "for i in range(3): x[i] = 12 * i + 7  # v3.11, 2023-05-04, 10:30",
+    "see pp. 123-4 and 1/2/2023; 50% of $100; abc8005001234def",
+    "12:30:45 1234 12345 123456 1234567 12345678 123456789 1234567890 12345678901",
+    "a1b2c3d4 x1x2x3 1x2 ext 12 +1 +12 +123 ++1234 (+49) [030] 1234567",
+    "١٢٣٤٥٦٧٨٩٠ ۱۲۳۴۵۶۷۸۹۰ ०१२३४५६७८९ ٠٥٠ ١٢٣ ٤٥٦٧",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def phone_recognizers():
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    from wildchat_dag.defs.pii_detection.phone_numbers import ScreenedPhoneRecognizer
+    from wildchat_dag.defs.pii_detection.pii_detection import PHONE_REGIONS
+
+    return PhoneRecognizer(supported_regions=PHONE_REGIONS), ScreenedPhoneRecognizer(PHONE_REGIONS)
+
+
+def _phone_results(recognizer, text: str) -> list[tuple]:
+    return sorted(
+        (
+            r.entity_type,
+            r.start,
+            r.end,
+            r.score,
+            r.recognition_metadata["recognizer_name"],
+            r.analysis_explanation.textual_explanation,
+        )
+        for r in recognizer.analyze(text, ["PHONE_NUMBER"])
+    )
+
+
+def assert_same_phone_numbers(phone_recognizers, texts: list[str]) -> int:
+    presidio, screened = phone_recognizers
+    found = 0
+    for text in texts:
+        expected = _phone_results(presidio, text)
+        assert _phone_results(screened, text) == expected, text[:80]
+        found += len(expected)
+    return found
+
+
+def test_no_string_of_three_digits_is_a_valid_number_in_any_plan():
+    """The screen's bound, checked against the metadata of the installed phonenumbers."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+    from phonenumbers.phonenumberutil import COUNTRY_CODES_FOR_NON_GEO_REGIONS, SUPPORTED_REGIONS
+
+    from wildchat_dag.defs.pii_detection.phone_numbers import MIN_VALID_DIGITS
+    from wildchat_dag.defs.pii_detection.pii_detection import PHONE_REGIONS
+
+    plans = [PhoneMetadata.metadata_for_region(r) for r in SUPPORTED_REGIONS] + [
+        PhoneMetadata.metadata_for_nongeo_region(c) for c in COUNTRY_CODES_FOR_NON_GEO_REGIONS
+    ]
+    shortest = min(n for plan in plans for n in plan.general_desc.possible_length if n > 0)
+    assert shortest == MIN_VALID_DIGITS
+    # The national significant number is made of the candidate's digits, but a plan's national
+    # prefix rules can rewrite them: parse every short string as the matcher would.
+    short = [str(n).zfill(width) for width in (1, 2, 3) for n in range(10**width)]
+    for digits in short:
+        for number, region in [(f"+{digits}", "ZZ")] + [(digits, r) for r in PHONE_REGIONS]:
+            try:
+                parsed = phonenumbers.parse(number, region, keep_raw_input=True)
+            except phonenumbers.NumberParseException:
+                continue
+            assert not phonenumbers.is_valid_number(parsed), (number, region)
+
+
+def test_the_screened_phone_recognizer_finds_what_presidios_finds(phone_recognizers):
+    from wildchat_dag.loggen.pii_cases import build_case_set
+
+    cases = build_case_set(0)
+    labelled = [m["content"] for c in cases.conversations for m in c.messages]
+    assert assert_same_phone_numbers(phone_recognizers, PHONE_TEXTS + labelled) > 50
+
+
+def test_the_screen_skips_short_numbers_and_keeps_the_rest():
+    from wildchat_dag.defs.pii_detection.phone_numbers import _ScreenedMatcher, could_be_valid
+
+    assert not could_be_valid("2.5") and not could_be_valid("+1 (2) 3")
+    assert could_be_valid("2023") and could_be_valid("1-800-AB") and could_be_valid("１２３４")
+    short = _ScreenedMatcher("in 3.11 set x=5, y=12, z=-7.5 (see 1/2)", "US", 1)
+    assert list(short) == [] and short.parsed == 0
+    long = _ScreenedMatcher("call 212 555 0199 or 12", "US", 1)
+    assert [m.raw_string for m in long] == ["212 555 0199"] and long.parsed == 1
+
+
+PHONE_ALPHABET = "0123456789０１２３٤+-. ()/x#extTelFLOWRSabc:,\n电话手机"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=PHONE_ALPHABET, max_size=40))
+def test_the_screened_phone_recognizer_agrees_on_any_text(phone_recognizers, text: str) -> None:
+    assert_same_phone_numbers(phone_recognizers, [text])
+
+
+def test_the_screened_phone_recognizer_agrees_on_real_text(phone_recognizers, wildchat_sample):
+    texts = list(dict.fromkeys(u["content"] for c in wildchat_sample for u in c["conversation"]))
+    assert assert_same_phone_numbers(phone_recognizers, texts) > 0

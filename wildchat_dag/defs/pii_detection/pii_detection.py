@@ -210,11 +210,16 @@ def spacy_model_installed(model: str) -> bool:
     return Path(model).is_dir() or importlib.util.find_spec(model) is not None
 
 
-def _use_phone_regions(registry) -> None:
+def _use_phone_regions(registry, screened: bool = True) -> None:
+    """Presidio's phone recognizer over ``PHONE_REGIONS``; ``screened``: with the exact cuts of
+    ``phone_numbers`` (the baseline engine keeps Presidio's own, to compare against)."""
     from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
+    from wildchat_dag.defs.pii_detection.phone_numbers import ScreenedPhoneRecognizer
+
     registry.recognizers = [r for r in registry.recognizers if not isinstance(r, PhoneRecognizer)]
-    registry.add_recognizer(PhoneRecognizer(supported_regions=PHONE_REGIONS))
+    recognizer = ScreenedPhoneRecognizer if screened else PhoneRecognizer
+    registry.add_recognizer(recognizer(supported_regions=PHONE_REGIONS))
 
 
 @functools.cache
@@ -269,13 +274,14 @@ def build_ner_engine(language: str, model: str):
 
 def build_full_engine(model: str = DEFAULT_SPACY_MODELS["en"], rules: RedactionRules | None = None):
     """Presidio as a user would first run it: every recognizer, spaCy's whole pipeline on every
-    text (the baseline). Same recognizers and phone regions as the pipeline's engines, and the
-    same recognizers of our own: secrets, and names after the PERSON rule's cues."""
+    text (the baseline). Same recognizers and phone regions as the pipeline's engines (with
+    Presidio's own phone recognizer, which the pipeline's screened one must equal), and the same
+    recognizers of our own: secrets, and names after the PERSON rule's cues."""
     from presidio_analyzer import AnalyzerEngine
 
     configure_offline()
     engine = AnalyzerEngine(nlp_engine=_spacy_nlp_engine("en", model), supported_languages=["en"])
-    _use_phone_regions(engine.registry)
+    _use_phone_regions(engine.registry, screened=False)
     engine.registry.add_recognizer(build_secret_recognizer())
     person = rules.rule("PERSON") if rules is not None else None
     if person is not None and person.cues_before:
