@@ -204,7 +204,7 @@ def bench_language(copies: int) -> None:
             )
 
         for key in keys:
-            run(["raw_requests", "quarantined_log_lines"], key)
+            run(["raw_requests", "raw_message_texts", "quarantined_log_lines"], key)
         run(
             ["linked_conversations", "orphaned_requests", "withdrawn_conversations"],
             DAY.isoformat(),

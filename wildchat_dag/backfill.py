@@ -22,7 +22,8 @@ would cost a run that finds nothing. Consecutive days make one range, a gap spli
 ``--include-empty-days`` targets every day of the range.
 
     python -m wildchat_dag.backfill 2024-01-01 2024-01-31 [--workspace workspace.yaml]
-        [--assets raw_requests,quarantined_log_lines] [--log-root DIR] [--include-empty-days]
+        [--assets raw_requests,raw_message_texts,quarantined_log_lines] [--log-root DIR]
+        [--include-empty-days]
 """
 
 from __future__ import annotations

@@ -20,13 +20,14 @@ from dagster import AssetKey, DagsterInstance
 os.environ.setdefault("WILDCHAT_MODE", "demo")
 
 from wildchat_dag import settings
+from wildchat_dag.defs.ingest.assets import INGEST_ASSETS
 from wildchat_dag.local_runs import run_stage
 from wildchat_dag.loggen.generator import generate_logs
 
 # (stage, assets, per day?). Each stage runs for every day before the next starts: linking sees
 # its lookahead days, and the PII frequencies count every day before any is redacted.
 STAGES = (
-    ("ingest", ["raw_requests", "quarantined_log_lines"], True),
+    ("ingest", list(INGEST_ASSETS), True),
     ("linking", ["linked_conversations", "orphaned_requests", "withdrawn_conversations"], True),
     (
         "enrichment",

@@ -93,7 +93,8 @@ def requests_factory() -> RequestFactory:
 
 
 def raw_frame(requests: list[dict[str, Any]]) -> pl.DataFrame:
-    """Requests through the real ingest path, day by day, as raw_requests rows."""
+    """Requests through the real ingest path, day by day, as ingest parses them (before
+    ``split_texts`` stores their texts apart)."""
     by_day: dict[str, list[dict[str, Any]]] = {}
     for r in requests:
         by_day.setdefault(r["timestamp"][:10], []).append(r)

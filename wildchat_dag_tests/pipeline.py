@@ -15,10 +15,12 @@ from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules, load
 from wildchat_dag.defs.automation.jobs import wildchat_daily_job
 from wildchat_dag.defs.checks.raw_ip_check import RAW_IP_CHECK
 from wildchat_dag.defs.checks.table_checks import build_table_checks
+from wildchat_dag.defs.ingest.assets import INGEST_ASSETS
+from wildchat_dag.defs.ingest.message_texts import with_texts
 from wildchat_dag.defs.release.resource import ReleaseFolder
 from wildchat_dag.defs.takedowns.resource import TakedownLedger
 
-INGEST = [AssetKey("raw_requests"), AssetKey("quarantined_log_lines")]
+INGEST = [AssetKey(name) for name in INGEST_ASSETS]
 # Linking with the takedown mark every later step reads.
 LINKING = [
     AssetKey("linked_conversations"),
@@ -36,10 +38,17 @@ TOXICITY = [AssetKey("utterance_toxicity"), AssetKey("conversation_toxicity")]
 # nightly job and the demo build them).
 RELEASE_RECORDS = [AssetKey("release_records"), AssetKey("release_day_statistics")]
 EXPORTS = [AssetKey("release_statistics"), AssetKey("public_release"), AssetKey("full_release")]
-TABLES = ("raw_requests", "quarantined_log_lines", "linked_conversations", "orphaned_requests")
+TABLES = (
+    "raw_requests",
+    "raw_message_texts",
+    "quarantined_log_lines",
+    "linked_conversations",
+    "orphaned_requests",
+)
 
 SORT_KEYS = {
     "raw_requests": ["turn_id"],
+    "raw_message_texts": ["partition_day", "text_sha256"],
     "quarantined_log_lines": ["source_file", "line_number"],
     "linked_conversations": ["conversation_id"],
     "orphaned_requests": ["turn_id", "partition_day"],
@@ -168,6 +177,10 @@ class Pipeline:
             return con.sql(f"SELECT * FROM main.{name}").pl()
         finally:
             con.close()
+
+    def requests(self) -> pl.DataFrame:
+        """Every stored request with its texts put back, as ingest parsed it."""
+        return with_texts(self.table("raw_requests"), self.table("raw_message_texts"))
 
     def snapshot(self, tables: tuple[str, ...] = TABLES) -> dict[str, pl.DataFrame]:
         """Every table, in a canonical row order, for comparing runs."""

@@ -309,6 +309,7 @@ def test_the_code_location_carries_its_jobs_automation_and_pools():
         assert in_run and not any(c.name == "no_stale_days" for c in in_run), job
     unconditioned = {
         "raw_requests",
+        "raw_message_texts",
         "quarantined_log_lines",
         "redaction_rules",
         "takedown_ledger",

@@ -14,6 +14,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from wildchat_dag.backfill import backfill_params, day_ranges, nightly_assets, submit_backfill
+from wildchat_dag.defs.ingest.assets import INGEST_ASSETS
 from wildchat_dag_tests.deployment import REPO
 
 # 01-03 has no folder, 01-04 an empty one, 01-05 only a README (an entry ingest skips): none had
@@ -145,12 +146,12 @@ def test_a_range_without_logs_submits_nothing(workspace, tmp_path):
         "--log-root",
         str(other),
         "--assets",
-        "raw_requests,quarantined_log_lines",
+        ",".join(INGEST_ASSETS),
     )
     assert "skipped 1 of 2 days" in done.stdout
-    assert "1 days (2024-01-01 .. 2024-01-01), 2 assets" in done.stdout
+    assert "1 days (2024-01-01 .. 2024-01-01), 3 assets" in done.stdout
     [(days, unpartitioned)] = targets(home)
-    assert days == {"raw_requests": ["2024-01-01"], "quarantined_log_lines": ["2024-01-01"]}
+    assert days == {name: ["2024-01-01"] for name in INGEST_ASSETS}
     assert unpartitioned == set()
 
 

@@ -42,6 +42,7 @@ REDIS_DB = int(os.environ.get("WILDCHAT_TEST_CELERY_REDIS_DB", "14"))
 BROKER = f"redis://127.0.0.1:6379/{REDIS_DB}"
 SELECTED = [
     "raw_requests",
+    "raw_message_texts",
     "quarantined_log_lines",
     "linked_conversations",
     "orphaned_requests",

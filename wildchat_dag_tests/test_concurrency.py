@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from wildchat_dag.defs.ingest.assets import INGEST_ASSETS
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.resources import duckdb_io
 from wildchat_dag.resources.duckdb_io import (
@@ -25,6 +26,7 @@ from wildchat_dag.resources.duckdb_io import (
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
+INGEST = ",".join(INGEST_ASSETS)
 
 
 def cli_env(tmp_path: Path) -> dict[str, str]:
@@ -81,7 +83,7 @@ def test_partitions_materialized_at_the_same_time_all_succeed(tmp_path):
     )
     env = cli_env(tmp_path)
     days = ["2024-01-01", "2024-01-02", "2024-01-03"]
-    wait_all([materialize_cli(env, "raw_requests,quarantined_log_lines", d) for d in days])
+    wait_all([materialize_cli(env, INGEST, d) for d in days])
     wait_all([materialize_cli(env, "linked_conversations,orphaned_requests", d) for d in days])
 
     con = duckdb.connect(env["WILDCHAT_DUCKDB_PATH"], read_only=True)
@@ -105,7 +107,7 @@ def test_a_writer_waits_for_the_lock_instead_of_failing(tmp_path):
     )
     env = cli_env(tmp_path)
     with duckdb_file_lock(env["WILDCHAT_DUCKDB_PATH"]):
-        process = materialize_cli(env, "raw_requests,quarantined_log_lines", "2024-01-01")
+        process = materialize_cli(env, INGEST, "2024-01-01")
         time.sleep(12)
         assert process.poll() is None, "the run finished while another process held the lock"
     wait_all([process])

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 
 from wildchat_dag.core.hashing import history_hashes
-from wildchat_dag.core.schema import PARTITION_COLUMN, RAW_REQUESTS_SCHEMA, partition_day_value
+from wildchat_dag.core.schema import PARTITION_COLUMN, REQUESTS_SCHEMA, partition_day_value
 from wildchat_dag.defs.linking.linking import (
     COPY_COLUMNS,
     DuplicateTurnIdError,
@@ -61,8 +61,8 @@ class Copy:
 
 
 def stored(copies: list[Copy | dict[str, Any]]) -> pl.DataFrame:
-    """``raw_requests`` rows as ingest stores them. Built here, not through ingest: a test picks
-    each copy's file and line, which decide which copy is first."""
+    """Requests as ingest parses them (``REQUESTS_SCHEMA``). Built here, not through ingest: a
+    test picks each copy's file and line, which decide which copy is first."""
     rows = []
     next_line: dict[str, int] = {}
     for item in copies:
@@ -94,7 +94,7 @@ def stored(copies: list[Copy | dict[str, Any]]) -> pl.DataFrame:
                 "line_number": line,
             }
         )
-    return pl.DataFrame(rows, schema=RAW_REQUESTS_SCHEMA)
+    return pl.DataFrame(rows, schema=REQUESTS_SCHEMA)
 
 
 def link(frame: pl.DataFrame, d: date, with_horizon: bool = True) -> LinkResult:
@@ -439,7 +439,7 @@ def test_the_assets_light_window_gives_the_rows_of_the_whole_window(tmp_path: Pa
     p = Pipeline(log_root, tmp_path / "w.duckdb")
     p.ingest(*(d.isoformat() for d in days))
     p.link(*(d.isoformat() for d in days))
-    stored = p.table("raw_requests")
+    stored = p.requests()
     tables = {name: p.table(name) for name in ("linked_conversations", "orphaned_requests")}
     kinds = {"conversations": 0, "branches": 0, "orphans": 0}
     for d in days:

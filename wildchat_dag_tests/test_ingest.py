@@ -280,3 +280,63 @@ def test_ingest_metadata_lists_every_folder_entry_and_warns_on_skips(tmp_path):
     run_id = pipeline.instance.get_runs()[0].run_id
     warnings = [r.user_message for r in pipeline.instance.all_logs(run_id) if r.level >= 30]
     assert any("late.jsonl.tmp" in w and "temporary_file" in w for w in warnings), warnings
+
+
+# --- each text stored once (message_texts.py) --------------------------------------------------
+
+
+def texts_day(tmp_path, conversations: int = 60):
+    from wildchat_dag.loggen import generate_logs
+
+    generate_logs(tmp_path, start_date=DAY, days=1, conversations_per_day=conversations, seed=9)
+    return ingest_day(tmp_path / DAY.isoformat(), DAY, max_line_bytes=1 << 24).requests
+
+
+def test_stored_requests_with_their_texts_put_back_are_the_parsed_requests(tmp_path):
+    from wildchat_dag.core.hashing import sha256_column
+    from wildchat_dag.core.schema import RAW_MESSAGE_TEXTS_SCHEMA, RAW_REQUESTS_SCHEMA
+    from wildchat_dag.defs.ingest.message_texts import split_texts, text_share, with_texts
+
+    requests = texts_day(tmp_path)
+    # Hostile texts too: other scripts, zero-width and control characters, an empty reply, and
+    # one text that is both a message and, elsewhere, a reply.
+    odd = ["", "مرحبا \u202e 你好", "a\u200bb\x00c", "😀" * 3000, "same text"]
+    extra = requests.head(len(odd)).with_columns(
+        turn_id=pl.col("turn_id") + 10**9,
+        line_number=pl.col("line_number") + 10**6,
+        messages=pl.Series([[{"role": "user", "content": t}] for t in odd]),
+        response=pl.Series(["same text", "", "x", "same text", "y"]),
+    )
+    requests = pl.concat([requests, extra])
+    stored, texts = split_texts(requests)
+    assert stored.schema == RAW_REQUESTS_SCHEMA and texts.schema == RAW_MESSAGE_TEXTS_SCHEMA
+    assert "messages" not in stored.columns and "response" not in stored.columns
+    assert with_texts(stored, texts).equals(requests)
+    # Each text once, keyed by its sha256, and many fewer than the logs hold.
+    assert texts["text_sha256"].is_unique().all()
+    assert texts["text_sha256"].equals(sha256_column(texts["content"]).alias("text_sha256"))
+    share = text_share(requests, texts)
+    assert share["texts_stored"] == texts.height < share["texts_logged"]
+    assert share["characters_stored"] * 2 < share["characters_logged"]
+    # Stored alike whatever the order the lines came in.
+    again = split_texts(requests.reverse())
+    assert again[1].equals(texts) and again[0].reverse().equals(stored)
+
+
+def test_a_missing_text_is_an_error_naming_its_day_never_a_shorter_history(tmp_path):
+    from wildchat_dag.defs.ingest.message_texts import MissingTextError, split_texts, with_texts
+
+    stored, texts = split_texts(texts_day(tmp_path, conversations=5))
+    with pytest.raises(MissingTextError, match="not in raw_message_texts of 2024-03-01"):
+        with_texts(stored, texts.slice(1))
+    empty = (
+        texts_day(tmp_path / "e", conversations=2)
+        .head(1)
+        .with_columns(
+            messages=pl.Series(
+                [[]], dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+            )
+        )
+    )
+    with pytest.raises(ValueError, match=r"requests without messages .*2024-03-01/"):
+        split_texts(empty)

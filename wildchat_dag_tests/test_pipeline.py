@@ -3,6 +3,7 @@
 import json
 from datetime import date, timedelta
 
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -143,6 +144,7 @@ def test_empty_day_creates_empty_tables(tmp_path):
     p.link("2024-02-01")
     for name in (
         "raw_requests",
+        "raw_message_texts",
         "quarantined_log_lines",
         "linked_conversations",
         "orphaned_requests",
@@ -166,6 +168,12 @@ def test_materialization_metadata_counts(tmp_path):
     }
     raw, quarantine = events["raw_requests"], events["quarantined_log_lines"]
     assert raw["lines_read"].value == raw["requests_kept"].value + 2
+    # Each text once: the logs resend every history, so they hold many times what is stored.
+    texts = {k: v.value for k, v in events["raw_message_texts"].items()}
+    assert texts["texts_stored"] == p.table("raw_message_texts").height
+    assert texts["texts_logged"] > texts["texts_stored"] > raw["requests_kept"].value
+    assert texts["characters_logged"] > texts["characters_stored"] > 0
+    assert texts["characters_logged_per_stored"] > 1.5
     assert quarantine["reason/invalid_json"].value == 1
     assert quarantine["reason/missing_field"].value == 1
 
@@ -194,3 +202,40 @@ def test_placement_check_warns_until_the_owning_day_is_linked(tmp_path):
     assert check.passed
     (check,) = placement_checks(p.run(LINKING, second))
     assert check.passed and check.metadata["placed_once"].value == check.metadata["requests"].value
+
+
+def link_failure(p: Pipeline, day: str) -> str:
+    result = p.run(LINKING, day, raise_on_error=False)
+    assert not result.success
+    return result.get_step_failure_events()[0].event_specific_data.error.to_string()
+
+
+def test_linking_refuses_a_text_that_is_not_stored_and_a_day_stored_the_old_way(tmp_path):
+    """Texts are stored apart from their requests: a lost one stops linking, naming its day,
+    instead of linking a conversation without that utterance; so does a day that an older
+    ingest stored with full histories and no references."""
+    log_root = tmp_path / "logs"
+    generate_logs(log_root, start_date=START, days=2, conversations_per_day=20, seed=4)
+    p = Pipeline(log_root, tmp_path / "w.duckdb")
+    p.ingest(*days(2))
+    p.link(*days(2))
+    before = p.table("linked_conversations")
+    with duckdb.connect(str(p.database)) as con:
+        con.execute(
+            "DELETE FROM main.raw_message_texts WHERE text_sha256 = (SELECT min(text_sha256) "
+            "FROM main.raw_message_texts WHERE partition_day = '2024-02-02')"
+        )
+    assert "not in raw_message_texts of 2024-02-02" in link_failure(p, days(2)[1])
+    p.ingest(days(2)[1])
+    p.link(*days(2))
+    assert (
+        p.table("linked_conversations")
+        .sort("conversation_id")
+        .equals(before.sort("conversation_id"))
+    )
+    with duckdb.connect(str(p.database)) as con:
+        con.execute(
+            "UPDATE main.raw_requests SET message_refs = NULL WHERE partition_day = '2024-02-01'"
+        )
+    message = link_failure(p, days(2)[0])
+    assert "raw_requests of 2024-02-01 were stored by an older ingest" in message

@@ -9,6 +9,7 @@ import pytest
 
 from wildchat_dag.backfill import LAUNCH as BACKFILL
 from wildchat_dag.backfill import backfill_params
+from wildchat_dag.defs.ingest.assets import INGEST_ASSETS
 from wildchat_dag.loggen.generator import generate_logs
 from wildchat_dag.resources.duckdb_io import locked_connection
 from wildchat_dag_tests.conftest import TEST_SALT
@@ -21,12 +22,7 @@ from wildchat_dag_tests.deployment import (
 )
 
 LOCATION = {"repositoryLocationName": "wildchat_dag", "repositoryName": "__repository__"}
-INGEST_AND_LINKING = [
-    "raw_requests",
-    "quarantined_log_lines",
-    "linked_conversations",
-    "orphaned_requests",
-]
+INGEST_AND_LINKING = [*INGEST_ASSETS, "linked_conversations", "orphaned_requests"]
 
 LAUNCH = """
 mutation Launch($executionParams: ExecutionParams!) {
@@ -203,7 +199,7 @@ def test_the_production_topology_runs_launches_backfills_and_automation(tmp_path
         # shows what an asset backfill targets).
         backfill = deployment.query(
             BACKFILL,
-            {"params": backfill_params(backfill_days, INGEST_AND_LINKING[:2], "test backfill")},
+            {"params": backfill_params(backfill_days, list(INGEST_ASSETS), "test backfill")},
         )["launchPartitionBackfill"]
         assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
         backfill_id = backfill["backfillId"]

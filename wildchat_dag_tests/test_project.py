@@ -65,6 +65,7 @@ def test_definitions_load_with_descriptions_and_partitions():
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == {
         "raw_requests",
+        "raw_message_texts",
         "quarantined_log_lines",
         "linked_conversations",
         "orphaned_requests",
@@ -145,6 +146,7 @@ def test_dagster_cli_lists_the_assets():
         "public_release",
         "public_search_index",
         "quarantined_log_lines",
+        "raw_message_texts",
         "raw_requests",
         "release_day_statistics",
         "release_records",

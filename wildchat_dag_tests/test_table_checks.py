@@ -183,43 +183,55 @@ def test_schema_check_lists_a_changed_type_an_extra_and_a_dropped_column(checked
     assert only(result, SCHEMA_CHECK, "raw_requests").passed
 
 
-def test_conservation_fails_naming_the_stage_that_lost_a_row(checked, tmp_path):
-    day = partition_day_value(DAY)
-    lost_record = copy_of(checked, tmp_path / "records")
+def conservation_after(checked: Pipeline, folder, table: str, key: str):
+    """The conservation check on a copy of ``checked`` whose ``table`` lost the row of the
+    first day with the smallest ``key``."""
+    damaged = copy_of(checked, folder)
     execute(
-        lost_record.database,
-        "DELETE FROM main.release_records WHERE conversation_id = "
-        "(SELECT min(conversation_id) FROM main.release_records WHERE partition_day = $day)",
-        {"day": day},
+        damaged.database,
+        f"DELETE FROM main.{table} WHERE partition_day = $day AND {key} = "
+        f"(SELECT min({key}) FROM main.{table} WHERE partition_day = $day)",
+        {"day": partition_day_value(DAY)},
     )
-    evaluation = only(
-        run_checks(lost_record, [("release_records", CONSERVATION_CHECK)]),
+    return only(
+        run_checks(damaged, [("release_records", CONSERVATION_CHECK)]),
         CONSERVATION_CHECK,
         "release_records",
     )
+
+
+def test_conservation_fails_naming_the_stage_that_lost_a_row(checked, tmp_path):
+    evaluation = conservation_after(checked, tmp_path / "r", "release_records", "conversation_id")
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
     assert evaluation.metadata["failing_stages"].value == [
         "conversations in release_records: 1 missing"
     ]
     assert "**1**" in evaluation.metadata["chain"].value
 
-    lost_request = copy_of(checked, tmp_path / "requests")
-    execute(
-        lost_request.database,
-        "DELETE FROM main.raw_requests WHERE turn_id = "
-        "(SELECT min(turn_id) FROM main.raw_requests WHERE partition_day = $day)",
-        {"day": day},
-    )
-    evaluation = only(
-        run_checks(lost_request, [("release_records", CONSERVATION_CHECK)]),
-        CONSERVATION_CHECK,
-        "release_records",
-    )
+    evaluation = conservation_after(checked, tmp_path / "q", "raw_requests", "turn_id")
     assert not evaluation.passed
     [stage] = evaluation.metadata["failing_stages"].value
     assert stage == (
         "requests kept (raw_requests, quarantined_log_lines): 1 lines read but in neither table"
     )
+
+    assert checked_stage(copy_of(checked, tmp_path / "c"), "texts_stored") > 0
+    evaluation = conservation_after(checked, tmp_path / "t", "raw_message_texts", "text_sha256")
+    assert not evaluation.passed
+    assert evaluation.metadata["failing_stages"].value == [
+        "texts (raw_message_texts): 1 referred to but not stored"
+    ]
+
+
+def checked_stage(p: Pipeline, key: str) -> int:
+    """A stage's count in the conservation check of the pipeline's first day."""
+    evaluation = only(
+        run_checks(p, [("release_records", CONSERVATION_CHECK)]),
+        CONSERVATION_CHECK,
+        "release_records",
+    )
+    assert evaluation.passed
+    return evaluation.metadata[key].value
 
 
 def release_row_with(p: Pipeline, table: str, text: str) -> pl.DataFrame:
@@ -440,6 +452,10 @@ def test_conservation_names_each_broken_stage():
         "requests kept (raw_requests, quarantined_log_lines): 1 lines read but in neither table"
     ]
     assert chain(lines_read=None).conserved
+    assert chain(texts={"referred": 30, "missing": 0}).conserved
+    assert chain(texts={"referred": 30, "missing": 2}).failures == [
+        "texts (raw_message_texts): 2 referred to but not stored"
+    ]
     placement = {"requests": 9, "placed_once": 8, "not_placed": 0, "placed_twice_or_more": 1}
     assert chain(placement=placement).failures == [
         "requests placed once (linked_conversations, orphaned_requests): 1 placed twice or more"

@@ -61,6 +61,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         nodes = {tuple(n["assetKey"]["path"]): n for n in data}
         assert set(nodes) == {
             ("raw_requests",),
+            ("raw_message_texts",),
             ("quarantined_log_lines",),
             ("linked_conversations",),
             ("orphaned_requests",),

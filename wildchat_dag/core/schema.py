@@ -16,7 +16,8 @@ PARTITION_COLUMN = "partition_day"
 UTC_TIME = pl.Datetime("us", "UTC")
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 
-RAW_REQUESTS_SCHEMA = pl.Schema(
+# A request as ingest parses it and linking's core reads it: its whole history and its reply.
+REQUESTS_SCHEMA = pl.Schema(
     {
         PARTITION_COLUMN: pl.Datetime("us"),
         "turn_id": pl.Int64,
@@ -33,6 +34,27 @@ RAW_REQUESTS_SCHEMA = pl.Schema(
         "current_hash": pl.String,
         "source_file": pl.String,
         "line_number": pl.Int64,
+    }
+)
+
+# Every request resends its whole history, so a conversation of n turns logs its first message n
+# times. Stored, a request refers to its texts by sha256 (``raw_message_texts``: each distinct
+# text of the day once), and the stored request holds no text at all.
+MESSAGE_REF = pl.Struct({"role": pl.String, "text_sha256": pl.String})
+CONTENT_COLUMNS = ("messages", "response")
+TEXT_REF_COLUMNS = ("message_refs", "response_sha256")
+RAW_REQUESTS_SCHEMA = pl.Schema(
+    {
+        **{c: t for c, t in REQUESTS_SCHEMA.items() if c not in CONTENT_COLUMNS},
+        "message_refs": pl.List(MESSAGE_REF),
+        "response_sha256": pl.String,
+    }
+)
+RAW_MESSAGE_TEXTS_SCHEMA = pl.Schema(
+    {
+        PARTITION_COLUMN: pl.Datetime("us"),
+        "text_sha256": pl.String,
+        "content": pl.String,
     }
 )
 
@@ -379,6 +401,7 @@ CONVERSATION_TOXICITY_SCHEMA = pl.Schema(
 RAW_LAYER_TABLES = frozenset(
     {
         "raw_requests",
+        "raw_message_texts",
         "quarantined_log_lines",
         "linked_conversations",
         "orphaned_requests",

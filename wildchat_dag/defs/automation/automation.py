@@ -40,6 +40,7 @@ from dagster import (
 
 from wildchat_dag import settings
 from wildchat_dag.defs.automation.jobs import wildchat_nightly_job
+from wildchat_dag.defs.ingest.assets import INGEST_ASSETS
 from wildchat_dag.defs.ingest.log_folders import LOG_FINGERPRINT, changed_days, folder_fingerprint
 from wildchat_dag.defs.ingest.resource import RequestLogStore
 from wildchat_dag.partitions import FIRST_DAY, LAST_DAY, collection_days, partition_date
@@ -63,7 +64,7 @@ _LIVE_OR_DONE = [
 _RULES = AssetSelection.assets("redaction_rules")
 _FREQUENCY = AssetSelection.assets("pii_entity_frequency")
 _NOT_FOLLOWED = _RULES | _FREQUENCY
-ROOTS = frozenset({AssetKey("raw_requests"), AssetKey("quarantined_log_lines")})
+ROOTS = frozenset(AssetKey(name) for name in INGEST_ASSETS)
 RELEASE_CUT = frozenset(
     AssetKey(name)
     for name in (

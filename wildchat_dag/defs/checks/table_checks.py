@@ -60,6 +60,7 @@ from wildchat_dag.defs.checks.table_rules import (
     REQUESTS_OF_DAY_SQL,
     STORED_COLUMNS_SQL,
     TABLES,
+    TEXTS_SQL,
     UNRECORDED_SQL,
     WITHDRAWN_OF_DAY_SQL,
     compare_schema,
@@ -243,7 +244,8 @@ def _lines_read(context: AssetCheckExecutionContext) -> int | None:
 CONSERVATION_DESCRIPTION = (
     "For this day, nothing is lost between the log lines and the released utterances, "
     "and every difference is in a side table: log lines read = requests kept "
-    "(raw_requests) + lines quarantined (quarantined_log_lines); every request is "
+    "(raw_requests) + lines quarantined (quarantined_log_lines); every text a request "
+    "refers to is stored (raw_message_texts); every request is "
     "placed exactly once, in a conversation or in orphaned_requests (an orphan, or a later "
     "copy of a turn id set aside as duplicate_turn_id), and no turn id is kept on two days; the "
     "same "
@@ -270,6 +272,7 @@ def _conservation_result(
         result = conservation(
             lines_read=_lines_read(context),
             files=sql(LINES_SQL, day),
+            texts=sql(TEXTS_SQL, day).row(0, named=True),
             placement=sql(PLACEMENT_SQL, day).row(0, named=True),
             orphaned=int(side["orphaned"] or 0),
             set_aside=int(side["set_aside"] or 0),

@@ -48,6 +48,7 @@ class DeclaredTable:
 # asset cannot go unplaced.
 _DECLARATIONS = {
     "raw_requests": (schema, "RAW_REQUESTS_SCHEMA"),
+    "raw_message_texts": (schema, "RAW_MESSAGE_TEXTS_SCHEMA"),
     "quarantined_log_lines": (schema, "QUARANTINE_SCHEMA"),
     "linked_conversations": (schema, "LINKED_CONVERSATIONS_SCHEMA"),
     "orphaned_requests": (schema, "ORPHANED_REQUESTS_SCHEMA"),
@@ -178,6 +179,21 @@ FROM lines GROUP BY source_file ORDER BY source_file
 
 # The reason linking gives a later copy of a turn id (defs/linking/linking.py, OrphanReason).
 SET_ASIDE_REASON = "duplicate_turn_id"
+
+# The distinct texts the day's requests refer to (history and reply), and those of them that
+# the day's raw_message_texts does not hold.
+TEXTS_SQL = """
+WITH referred AS (
+    SELECT r.ref.text_sha256 AS text_sha256
+    FROM (SELECT unnest(message_refs) AS ref FROM main.raw_requests WHERE partition_day = $day) r
+    UNION
+    SELECT response_sha256 FROM main.raw_requests WHERE partition_day = $day
+)
+SELECT count(*) AS referred, count(*) FILTER (WHERE t.text_sha256 IS NULL) AS missing
+FROM referred r LEFT JOIN (
+    SELECT text_sha256 FROM main.raw_message_texts WHERE partition_day = $day
+) t USING (text_sha256)
+"""
 
 # For the requests of one collection day: how many times each is placed, in a conversation's
 # own turns or in orphaned_requests, over every partition. Exactly once is the invariant.
@@ -366,6 +382,7 @@ def conservation(
     set_aside: int = 0,
     withdrawn: frozenset[int] = frozenset(),
     withdrawn_marked: frozenset[int] = frozenset(),
+    texts: Mapping[str, int] | None = None,
 ) -> Conservation:
     """The chain of one day, from the log lines read to the released utterances.
 
@@ -375,7 +392,7 @@ def conservation(
     rows; ``records``: ``RECORD_SIZES_SQL`` rows; ``withdrawn_marked``: the day's
     ``withdrawn_conversations`` (left out by every step after linking); ``withdrawn``: the
     conversations without a record that the takedown ledger names (``withdrawn_conversations``
-    below, matched again from the anonymized text).
+    below, matched again from the anonymized text); ``texts``: the ``TEXTS_SQL`` row.
 
     Requests kept = placed once, of which some in orphaned_requests as orphans and some set
     aside there as later copies of a turn id (``duplicate_turn_id``).
@@ -421,6 +438,23 @@ def conservation(
     ]
     if note:
         failures.append(f"requests kept (raw_requests, quarantined_log_lines): {note}")
+    if texts is not None:
+        # Each text a request refers to is stored once (ingest's message_texts.py): one that is
+        # not would be an utterance lost, or a failed re-link of every window holding the day.
+        missing = int(texts["missing"] or 0)
+        note = _note({"referred to but not stored": missing})
+        stages.append(
+            Stage(
+                "texts_stored",
+                "distinct texts the requests refer to, stored once",
+                "raw_message_texts",
+                int(texts["referred"] or 0) - missing,
+                unaccounted=missing,
+                note=note,
+            )
+        )
+        if note:
+            failures.append(f"texts (raw_message_texts): {note}")
 
     # Requests: PLACEMENT_SQL's verdict, the existing rule of linking's check.
     misplaced = {

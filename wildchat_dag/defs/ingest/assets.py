@@ -1,4 +1,5 @@
-"""Ingest: one collection day of raw request logs into typed, hashed requests."""
+"""Ingest: one collection day of raw request logs into typed, hashed requests, and the texts
+they refer to, each once (``message_texts``)."""
 
 import time
 from collections.abc import Iterator
@@ -9,19 +10,34 @@ from wildchat_dag.common.metadata import STORAGE, counts_table, preview
 from wildchat_dag.common.text_exit import log_warning, text_exit
 from wildchat_dag.defs.ingest.log_contract import SCHEMA_VERSION
 from wildchat_dag.defs.ingest.log_folders import LOG_FINGERPRINT, folder_fingerprint
+from wildchat_dag.defs.ingest.message_texts import split_texts, text_share
 from wildchat_dag.defs.ingest.parsing import ingest_day
 from wildchat_dag.defs.ingest.resource import RequestLogStore
 from wildchat_dag.partitions import collection_days, partition_date
+
+# One step writes all three: a day's requests and the texts they refer to are never apart.
+INGEST_ASSETS = ("raw_requests", "raw_message_texts", "quarantined_log_lines")
 
 
 @multi_asset(
     outs={
         "raw_requests": AssetOut(
             description=(
-                "Every valid request logged on this UTC day: full message history, reply, "
-                "timestamps, model, client IP (raw, never exported), user-agent and "
-                "accept-language, and the prev/current history hashes used for linking. "
-                "Raw layer: holds raw IPs."
+                "Every valid request logged on this UTC day: timestamps, model, client IP "
+                "(raw, never exported), user-agent and accept-language, the prev/current "
+                "history hashes used for linking, and its message history and reply as "
+                "references (`message_refs`: role and text sha256, in order; "
+                "`response_sha256`) to the day's raw_message_texts. Raw layer: holds raw IPs."
+            ),
+            metadata=STORAGE,
+            group_name="ingest",
+        ),
+        "raw_message_texts": AssetOut(
+            description=(
+                "Each distinct message or reply text that this day's requests refer to, once, "
+                "keyed by its sha256. Every request resends its whole history, so the logs "
+                "hold each earlier message once per later turn; this table holds it once. "
+                "Raw layer: the texts as logged, before any redaction."
             ),
             metadata=STORAGE,
             group_name="ingest",
@@ -39,7 +55,7 @@ from wildchat_dag.partitions import collection_days, partition_date
         ),
     },
     partitions_def=collection_days,
-    code_version=f"ingest-v2-contract-v{SCHEMA_VERSION}",
+    code_version=f"ingest-v3-contract-v{SCHEMA_VERSION}",
 )
 @text_exit
 def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> Iterator[Output]:
@@ -70,8 +86,10 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
         "lines_quarantined": quarantined,
         "seconds": round(seconds, 3),
     }
+    stored, texts = split_texts(result.requests)
+    shared = text_share(result.requests, texts)
     yield Output(
-        result.requests,
+        stored,
         output_name="raw_requests",
         metadata={
             **common,
@@ -86,6 +104,20 @@ def ingest_logs(context: AssetExecutionContext, log_store: RequestLogStore) -> I
             "log_folder": MetadataValue.path(str(log_store.folder(day))),
             LOG_FINGERPRINT: fingerprint,
             "lines_per_second": round(result.lines_read / seconds) if seconds else 0,
+        },
+    )
+    yield Output(
+        texts,
+        output_name="raw_message_texts",
+        metadata={
+            **shared,
+            # How many times over the logs hold what is stored: a conversation of n turns
+            # sends its first message n times.
+            "characters_logged_per_stored": round(
+                shared["characters_logged"] / shared["characters_stored"], 2
+            )
+            if shared["characters_stored"]
+            else 0.0,
         },
     )
     yield Output(

@@ -42,7 +42,7 @@ from wildchat_dag.core.hashing import json_array_body
 from wildchat_dag.core.schema import (
     MESSAGE,
     QUARANTINE_SCHEMA,
-    RAW_REQUESTS_SCHEMA,
+    REQUESTS_SCHEMA,
     partition_day_value,
 )
 from wildchat_dag.defs.ingest.log_contract import (
@@ -926,7 +926,7 @@ def parse_lines(
             light.select("source_file", "line_number"),
         ],
         how="horizontal",
-    ).cast(RAW_REQUESTS_SCHEMA)  # type: ignore[arg-type]
+    ).cast(REQUESTS_SCHEMA)  # type: ignore[arg-type]
     quarantine = quarantine.sort("source_file", "line_number")
     return IngestResult(
         requests=requests,

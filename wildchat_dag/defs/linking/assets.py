@@ -20,7 +20,7 @@ from dagster import (
 
 from wildchat_dag.common.metadata import STORAGE, counts_table, preview
 from wildchat_dag.common.text_exit import log_warning, text_exit
-from wildchat_dag.core.schema import partition_day_value
+from wildchat_dag.core.schema import PARTITION_COLUMN, partition_day_value
 from wildchat_dag.defs.checks.table_rules import PLACEMENT_SQL
 from wildchat_dag.defs.ingest.resource import RequestLogStore
 from wildchat_dag.defs.linking.linking import (
@@ -28,6 +28,7 @@ from wildchat_dag.defs.linking.linking import (
     COPY_COLUMNS,
     LIGHT_WINDOW_SCHEMA,
     MESSAGE_COUNT,
+    ContentChangedError,
     ContentFetcher,
     horizon_days,
     link_window,
@@ -54,16 +55,43 @@ WHERE partition_day BETWEEN $first AND $last
 # The window without its content, which is most of its bytes: linking reads the content of the
 # rows it keeps only (``_content_of``), and the window's days are read four times over.
 WINDOW_SQL = f"""
-SELECT * EXCLUDE (messages, response), len(messages) AS {MESSAGE_COUNT}
+SELECT * EXCLUDE (message_refs, response_sha256), len(message_refs) AS {MESSAGE_COUNT}
 FROM main.raw_requests WHERE partition_day BETWEEN $first AND $last
 """
 
+# The kept rows with their texts put back from their day's raw_message_texts (ingest's
+# message_texts.py; ``with_texts`` is the same in polars). A text that is not there comes back
+# as a null and is counted in ``missing_texts``: an error, never a shorter conversation.
 CONTENT_SQL = f"""
-SELECT {", ".join(f"r.{c}" for c in CONTENT_KEY_COLUMNS)}, r.messages, r.response
-FROM wanted w JOIN main.raw_requests r
-  ON r.partition_day = w.partition_day AND r.turn_id = w.turn_id
-  AND r.source_file = w.source_file AND r.line_number = w.line_number
-ORDER BY w.position
+WITH kept AS (
+    SELECT w.position, {", ".join(f"r.{c}" for c in CONTENT_KEY_COLUMNS)},
+           r.message_refs, r.response_sha256
+    FROM wanted w JOIN main.raw_requests r
+      ON r.partition_day = w.partition_day AND r.turn_id = w.turn_id
+      AND r.source_file = w.source_file AND r.line_number = w.line_number
+),
+texts AS (
+    SELECT partition_day, text_sha256, content FROM main.raw_message_texts
+    WHERE partition_day BETWEEN $first AND $last
+),
+refs AS (
+    SELECT position, partition_day, unnest(message_refs) AS ref,
+           generate_subscripts(message_refs, 1) AS i
+    FROM kept
+),
+messages AS (
+    SELECT f.position,
+           list({{'role': f.ref.role, 'content': t.content}} ORDER BY f.i) AS messages,
+           count(*) FILTER (WHERE t.content IS NULL) AS missing
+    FROM refs f LEFT JOIN texts t
+      ON t.partition_day = f.partition_day AND t.text_sha256 = f.ref.text_sha256
+    GROUP BY f.position
+)
+SELECT {", ".join(f"k.{c}" for c in CONTENT_KEY_COLUMNS)}, m.messages, t.content AS response,
+       m.missing + CASE WHEN t.content IS NULL THEN 1 ELSE 0 END AS missing_texts
+FROM kept k JOIN messages m USING (position)
+LEFT JOIN texts t ON t.partition_day = k.partition_day AND t.text_sha256 = k.response_sha256
+ORDER BY k.position
 """
 
 
@@ -72,13 +100,36 @@ def _window(warehouse: Warehouse, day: date) -> pl.DataFrame:
     window = warehouse.query(
         WINDOW_SQL, {"first": partition_day_value(first), "last": partition_day_value(last)}
     )
+    older = window.filter(pl.col(MESSAGE_COUNT).is_null())
+    if not older.is_empty():
+        days = ", ".join(d.isoformat() for d in older[PARTITION_COLUMN].dt.date().unique().sort())
+        raise RuntimeError(
+            f"raw_requests of {days} were stored by an older ingest, with full histories and no "
+            "message_refs: materialize ingest of those days again (ingest-v3 stores each text "
+            "once, in raw_message_texts)"
+        )
     schema = LIGHT_WINDOW_SCHEMA
     return window.select(schema.names()).cast(schema)  # type: ignore[arg-type]
 
 
 def _content_of(warehouse: Warehouse) -> ContentFetcher:
     def fetch(keys: pl.DataFrame) -> pl.DataFrame:
-        return warehouse.query(CONTENT_SQL, frames={"wanted": keys.with_row_index("position")})
+        days = keys[PARTITION_COLUMN]
+        found = warehouse.query(
+            CONTENT_SQL,
+            {"first": days.min(), "last": days.max()},
+            frames={"wanted": keys.with_row_index("position")},
+        )
+        missing = found.filter(pl.col("missing_texts") > 0)
+        if not missing.is_empty():
+            listed = ", ".join(
+                d.isoformat() for d in missing[PARTITION_COLUMN].dt.date().unique().sort()
+            )
+            raise ContentChangedError(
+                f"{int(missing['missing_texts'].sum())} text(s) that raw_requests refers to are "
+                f"not in raw_message_texts of {listed}: materialize ingest of those days again"
+            )
+        return found.drop("missing_texts")
 
     return fetch
 
@@ -125,7 +176,10 @@ def _earlier_copies(
 
 @multi_asset(
     # Read by SQL, not loaded whole: see WINDOW_SQL.
-    deps=[AssetDep("raw_requests", partition_mapping=link_window_mapping)],
+    deps=[
+        AssetDep("raw_requests", partition_mapping=link_window_mapping),
+        AssetDep("raw_message_texts", partition_mapping=link_window_mapping),
+    ],
     outs={
         "linked_conversations": AssetOut(
             description=(

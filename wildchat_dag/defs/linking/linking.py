@@ -48,10 +48,11 @@ from datetime import date, timedelta
 import polars as pl
 
 from wildchat_dag.core.schema import (
+    CONTENT_COLUMNS,
     LINKED_CONVERSATIONS_SCHEMA,
     ORPHANED_REQUESTS_SCHEMA,
     PARTITION_COLUMN,
-    RAW_REQUESTS_SCHEMA,
+    REQUESTS_SCHEMA,
     UTTERANCE,
     partition_day_value,
 )
@@ -92,11 +93,10 @@ COPY_COLUMNS = ("turn_id", *COPY_ORDER)
 # The message history and the reply are most of a raw request's bytes, and linking needs them
 # only for the rows it keeps: a window may come without them (``LIGHT_WINDOW_SCHEMA``), with a
 # ``ContentFetcher`` that reads them for those rows.
-CONTENT_COLUMNS = ("messages", "response")
 MESSAGE_COUNT = "message_count"
 LIGHT_WINDOW_SCHEMA = pl.Schema(
     {
-        **{c: t for c, t in RAW_REQUESTS_SCHEMA.items() if c not in CONTENT_COLUMNS},
+        **{c: t for c, t in REQUESTS_SCHEMA.items() if c not in CONTENT_COLUMNS},
         MESSAGE_COUNT: pl.Int64,
     }
 )
@@ -468,7 +468,7 @@ def link_window(
 ) -> LinkResult:
     """Link the requests of ``window`` and keep what partition ``day`` owns.
 
-    ``window`` holds raw requests (the ``RAW_REQUESTS_SCHEMA`` columns) of the days returned by
+    ``window`` holds requests (the ``REQUESTS_SCHEMA`` columns) of the days returned by
     ``window_days(day, lookahead_days)``; or, with ``fetch``, their ``LIGHT_WINDOW_SCHEMA``
     columns, and ``fetch`` reads the content of the rows kept (each day is in four windows,
     and its content, most of its bytes, is then read about once). ``earlier``: the
