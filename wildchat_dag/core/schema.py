@@ -42,7 +42,6 @@ REQUESTS_SCHEMA = pl.Schema(
 # text of the day once), and the stored request holds no text at all.
 MESSAGE_REF = pl.Struct({"role": pl.String, "text_sha256": pl.String})
 CONTENT_COLUMNS = ("messages", "response")
-TEXT_REF_COLUMNS = ("message_refs", "response_sha256")
 RAW_REQUESTS_SCHEMA = pl.Schema(
     {
         **{c: t for c, t in REQUESTS_SCHEMA.items() if c not in CONTENT_COLUMNS},
