@@ -143,6 +143,11 @@ def partition_day_value(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
 
 
+def days_named(frame: pl.DataFrame) -> str:
+    """The distinct days of ``frame``'s rows, in order, for a message: "2024-01-01, 2024-01-02"."""
+    return ", ".join(d.isoformat() for d in frame[PARTITION_COLUMN].dt.date().unique().sort())
+
+
 # -- privacy: detection, frequency, anonymization ----------------------------------------------
 
 # Raw analyzer results, one row per result, keyed by the analyzed text's sha256. Matched text and

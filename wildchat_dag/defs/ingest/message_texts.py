@@ -26,6 +26,7 @@ from wildchat_dag.core.schema import (
     RAW_MESSAGE_TEXTS_SCHEMA,
     RAW_REQUESTS_SCHEMA,
     REQUESTS_SCHEMA,
+    days_named,
 )
 
 
@@ -98,10 +99,9 @@ def with_texts(stored: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
         pl.col("content").is_null()
     )
     if not missing.is_empty():
-        days = ", ".join(d.isoformat() for d in missing[PARTITION_COLUMN].dt.date().unique().sort())
         raise MissingTextError(
             f"{missing.height} text(s) that raw_requests refers to are not in raw_message_texts "
-            f"of {days}: materialize ingest of those days again"
+            f"of {days_named(missing)}: materialize ingest of those days again"
         )
     messages = refs.group_by("row", maintain_order=True).agg(messages=pl.struct("role", "content"))
     full = pl.concat(

@@ -20,7 +20,7 @@ from dagster import (
 
 from wildchat_dag.common.metadata import STORAGE, counts_table, preview
 from wildchat_dag.common.text_exit import log_warning, text_exit
-from wildchat_dag.core.schema import PARTITION_COLUMN, partition_day_value
+from wildchat_dag.core.schema import PARTITION_COLUMN, days_named, partition_day_value
 from wildchat_dag.defs.checks.table_rules import PLACEMENT_SQL
 from wildchat_dag.defs.ingest.resource import RequestLogStore
 from wildchat_dag.defs.linking.linking import (
@@ -102,11 +102,10 @@ def _window(warehouse: Warehouse, day: date) -> pl.DataFrame:
     )
     older = window.filter(pl.col(MESSAGE_COUNT).is_null())
     if not older.is_empty():
-        days = ", ".join(d.isoformat() for d in older[PARTITION_COLUMN].dt.date().unique().sort())
         raise RuntimeError(
-            f"raw_requests of {days} were stored by an older ingest, with full histories and no "
-            "message_refs: materialize ingest of those days again (ingest-v3 stores each text "
-            "once, in raw_message_texts)"
+            f"raw_requests of {days_named(older)} were stored by an older ingest, with full "
+            "histories and no message_refs: materialize ingest of those days again (ingest-v3 "
+            "stores each text once, in raw_message_texts)"
         )
     schema = LIGHT_WINDOW_SCHEMA
     return window.select(schema.names()).cast(schema)  # type: ignore[arg-type]
@@ -122,12 +121,10 @@ def _content_of(warehouse: Warehouse) -> ContentFetcher:
         )
         missing = found.filter(pl.col("missing_texts") > 0)
         if not missing.is_empty():
-            listed = ", ".join(
-                d.isoformat() for d in missing[PARTITION_COLUMN].dt.date().unique().sort()
-            )
             raise ContentChangedError(
                 f"{int(missing['missing_texts'].sum())} text(s) that raw_requests refers to are "
-                f"not in raw_message_texts of {listed}: materialize ingest of those days again"
+                f"not in raw_message_texts of {days_named(missing)}: materialize ingest of those "
+                "days again"
             )
         return found.drop("missing_texts")
 

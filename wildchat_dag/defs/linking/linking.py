@@ -54,6 +54,7 @@ from wildchat_dag.core.schema import (
     PARTITION_COLUMN,
     REQUESTS_SCHEMA,
     UTTERANCE,
+    days_named,
     partition_day_value,
 )
 from wildchat_dag.core.utterances import most_frequent
@@ -318,7 +319,7 @@ def _content(
         .equals(keys)
     )
     if not same:
-        days = ", ".join(d.isoformat() for d in keys[PARTITION_COLUMN].dt.date().unique().sort())
+        days = days_named(keys)
         raise ContentChangedError(
             f"the content read for {keys.height} linked requests is not theirs ({heavy.height} "
             f"rows came back, or other ones): raw_requests of {days} were written again while "
