@@ -181,6 +181,7 @@ def run_phase(work: Path, phase: str, workers: int) -> dict:
             "characters_analyzed",
             "texts_with_ner",
             "characters_with_ner",
+            "characters_read_by_ner",
             "texts_language_identified",
             "scan_status",
         )

@@ -6,7 +6,8 @@ utterance where a cue phrase comes just before two capitalized words, a LinkedIn
 ``linkedin.com/in/`` appears, and so on. Each entity type therefore gets a *gate*: the rule's own
 necessary conditions (``EntityRule.gate_regexes``) and the recognizer's (``RECOGNIZER_GATES``),
 checked on all texts at once with polars. Presidio runs on a text only for the entity types
-whose gate it passes, and spaCy only where an NER rule needs it. A gate never rejects a text in
+whose gate it passes, and spaCy only where an NER rule needs it: in a text that passes, only the
+stretches around the places the gate matched (``ner_windows``). A gate never rejects a text in
 which its rule could redact something, so the redactions equal those of analyzing everything
 (``benchmarks/bench_privacy.py`` checks this on real and generated text).
 
@@ -65,13 +66,18 @@ from wildchat_dag.defs.pii_detection.credentials import (
     SECRETS_VERSION,
     build_secret_recognizer,
 )
+from wildchat_dag.defs.pii_detection.ner_windows import (
+    interior,
+    ner_window_settings,
+    ner_windows,
+)
 from wildchat_dag.defs.pii_detection.person_names import (
     PERSON_NAMES_VERSION,
     build_cued_name_recognizer,
 )
 
 # Bumped when this module changes what is found where; part of pii_candidates' code version.
-DETECTION_ALGORITHM = "gated-presidio-v3-normalized"
+DETECTION_ALGORITHM = "gated-presidio-v4-ner-windows"
 
 # Necessary conditions of Presidio's own recognizers, read off their patterns (Rust regex syntax;
 # ``\d`` is Unicode in both engines). An entity type missing here runs on every text.
@@ -141,6 +147,7 @@ def detection_version(rules: RedactionRules) -> str:
             "phone_regions": PHONE_REGIONS,
             "normalization": NORMALIZATION_VERSION,
             "secrets": SECRETS_VERSION,
+            "ner_windows": ner_window_settings(),
             # The name lists decide detections too.
             "person_names": [PERSON_NAMES_VERSION, _version("faker"), _version("wordfreq")],
             "rules": rules.detection_view(),
@@ -428,19 +435,45 @@ class PiiDetector:
             self._cued_names = build_cued_name_recognizer(person)
         return self._cued_names
 
-    def _ner_results(self, engine, content: str, language: str, ners: list[str], artifacts=None):
-        results = (
-            engine.analyze(content, language=language, entities=ners, nlp_artifacts=artifacts)
-            if engine is not None
-            else []
-        )
-        if "PERSON" in ners and self.cued_names is not None:
-            from presidio_analyzer import EntityRecognizer
+    def ner_windows(self, content: str, ners: list[str]) -> list[tuple[int, int]]:
+        """Where spaCy reads ``content`` for the NER entity types ``ners`` (``ner_windows``)."""
+        return ner_windows(content, [self.rules.rule(entity) for entity in ners])
 
-            # As one AnalyzerEngine with both recognizers would (the reference detector).
-            cued = self.cued_names.analyze(content, ["PERSON"], None)
-            results = EntityRecognizer.remove_duplicates([*results, *cued])
-        return results
+    def _ner_found(self, language: str, texts: list[tuple[str, list[str]]]) -> list[list]:
+        """Presidio's NER results for each ``(content, ner entity types)``: spaCy over the
+        windows the rules need, and the names after the PERSON rule's cues over the whole text,
+        as one AnalyzerEngine with both recognizers would give them (the reference detector)."""
+        from presidio_analyzer import EntityRecognizer
+
+        engine = self.ner_engine(language)
+        found: list[list] = [[] for _ in texts]
+        if engine is not None:
+            pieces = [
+                (i, window)
+                for i, (content, ners) in enumerate(texts)
+                for window in self.ner_windows(content, ners)
+            ]
+            artifacts = engine.nlp_engine.process_batch(
+                [texts[i][0][start:end] for i, (start, end) in pieces],
+                language=language,
+                batch_size=self.settings.ner_batch_size,
+            )
+            for (i, window), (piece, nlp_artifacts) in zip(pieces, artifacts, strict=True):
+                content, ners = texts[i]
+                low, high = interior(window, len(content))
+                for result in engine.analyze(
+                    piece, language=language, entities=ners, nlp_artifacts=nlp_artifacts
+                ):
+                    result.start += window[0]
+                    result.end += window[0]
+                    if low <= result.start and result.end <= high:
+                        found[i].append(result)
+        if self.cued_names is not None:
+            for i, (content, ners) in enumerate(texts):
+                if "PERSON" in ners:
+                    cued = self.cued_names.analyze(content, ["PERSON"], None)
+                    found[i] = EntityRecognizer.remove_duplicates([*found[i], *cued])
+        return found
 
     def ner_engine(self, language: str):
         if language not in self._ner_engines:
@@ -608,8 +641,13 @@ class PiiDetector:
             .sort("content_sha256")
         )
         without_model = planned.filter("ner_without_model")
-        ner_chars = int(
-            work.filter(pl.col("ner_entities").list.len() > 0)["content"].str.len_chars().sum() or 0
+        with_ner = work.filter(pl.col("ner_entities").list.len() > 0)
+        ner_chars = int(with_ner["content"].str.len_chars().sum() or 0)
+        # What spaCy reads (a text longer than a chunk has its windows counted whole).
+        ner_read = sum(
+            end - start
+            for content, ners in with_ner.select("content", "ner_entities").iter_rows()
+            for start, end in self.ner_windows(content, ners)
         )
         stats = {
             "utterances": utterances.height,
@@ -620,6 +658,7 @@ class PiiDetector:
             "characters_analyzed": int(work["content"].str.len_chars().sum() or 0),
             "texts_with_ner": int((work["ner_entities"].list.len() > 0).sum()),
             "characters_with_ner": ner_chars,
+            "characters_read_by_ner": ner_read,
             "texts_language_identified": int(planned["needs_language"].sum()),
             "texts_needing_ner_without_model": without_model.height,
             "languages_without_ner_model": sorted(
@@ -675,22 +714,15 @@ class PiiDetector:
         return candidates, scans
 
     def _ner_batch(self, language: str, batch: list[tuple[str, str, list[str]]]) -> list[tuple]:
-        engine = self.ner_engine(language)
-        artifacts = engine.nlp_engine.process_batch(
-            [content for _, content, _ in batch],
-            language=language,
-            batch_size=self.settings.ner_batch_size,
-        )
+        found = self._ner_found(language, [(content, ners) for _, content, ners in batch])
         rows: list[tuple] = []
-        for (sha, content, ners), (_, nlp_artifacts) in zip(batch, artifacts, strict=True):
-            results = self._ner_results(engine, content, language, ners, nlp_artifacts)
+        for (sha, content, _), results in zip(batch, found, strict=True):
             rows.extend(candidate_rows(sha, content, 0, results))
         return rows
 
     def _scan_long(self, sha, content, language, patterns, ners, timeouts):
         size, overlap = self.settings.chunk_chars, self.settings.chunk_overlap
         deadline = time.monotonic() + self.settings.time_limit_s
-        ner = self.ner_engine(language) if ners else None
         found: list[tuple] = []
         scanned = chunks = 0
         status, detail = ScanStatus.COMPLETE, None
@@ -711,7 +743,7 @@ class PiiDetector:
             if patterns:
                 results += self.pattern_engine.analyze(chunk, language="en", entities=patterns)
             if ners:
-                results += self._ner_results(ner, chunk, language, ners)
+                results += self._ner_found(language, [(chunk, ners)])[0]
             found.extend(
                 candidate_rows(sha, content, window, results, begin - window, begin + size - window)
             )
