@@ -19,7 +19,12 @@ from wildchat_dag.defs.pii_detection.ner_windows import (
     interior,
     ner_windows,
 )
-from wildchat_dag.defs.pii_detection.pii_detection import PiiDetector, detection_views
+from wildchat_dag.defs.pii_detection.pii_detection import (
+    NER_WEIGHT,
+    DetectorSettings,
+    PiiDetector,
+    detection_views,
+)
 from wildchat_dag.defs.pii_detection.pii_detection_reference import detect_everywhere
 from wildchat_dag_tests.conftest import utterance_frame
 from wildchat_dag_tests.test_pii_detection import released_texts
@@ -228,3 +233,15 @@ def test_on_real_text_ner_finds_in_its_windows_what_reading_everything_finds_the
         }
         assert people(ours, sha) == inside, content[:80]
     assert read < planned["content"].str.len_chars().sum() / 3
+
+
+def test_a_pool_is_started_for_what_spacy_reads_not_for_the_whole_text(rules):
+    """80,000 characters with one cue: weighed whole for NER, over ``parallel_min_work``; weighed
+    by its window, one process does it."""
+    text = letter(230, 230)
+    assert 75_000 < len(text) < 100_000
+    settings = DetectorSettings(workers=2, parallel_min_work=2_000_000)
+    assert len(text) * NER_WEIGHT >= settings.parallel_min_work
+    found = PiiDetector(rules, settings).detect(utterance_frame([[text]]))
+    assert found.stats["workers"] == 1
+    assert "Nadia Osei" in found.candidates["text"].to_list()

@@ -437,7 +437,7 @@ class PiiDetector:
 
     def ner_windows(self, content: str, ners: list[str]) -> list[tuple[int, int]]:
         """Where spaCy reads ``content`` for the NER entity types ``ners`` (``ner_windows``)."""
-        return ner_windows(content, [self.rules.rule(entity) for entity in ners])
+        return _windows(content, ners, self.rules)
 
     def _ner_found(self, language: str, texts: list[tuple[str, list[str]]]) -> list[list]:
         """Presidio's NER results for each ``(content, ner entity types)``: spaCy over the
@@ -593,7 +593,7 @@ class PiiDetector:
                 "content_sha256", "content", "language_code", "pattern_entities", "ner_entities"
             ).iter_rows()
         )
-        workload = sum(_work(item) for item in items)
+        workload = sum(_work(item, self.rules) for item in items)
         workers = self.settings.workers if workload >= self.settings.parallel_min_work else 1
         if workers > 1:
             found_rows, scan_rows = _scan_in_pool(self.rules, self.settings, items, workers)
@@ -643,11 +643,9 @@ class PiiDetector:
         without_model = planned.filter("ner_without_model")
         with_ner = work.filter(pl.col("ner_entities").list.len() > 0)
         ner_chars = int(with_ner["content"].str.len_chars().sum() or 0)
-        # What spaCy reads (a text longer than a chunk has its windows counted whole).
         ner_read = sum(
-            end - start
+            _ner_read(content, ners, self.rules)
             for content, ners in with_ner.select("content", "ner_entities").iter_rows()
-            for start, end in self.ner_windows(content, ners)
         )
         stats = {
             "utterances": utterances.height,
@@ -832,10 +830,22 @@ def candidate_rows(
 NER_WEIGHT = 30
 
 
-def _work(item: tuple) -> int:
-    """How much scanning an item takes, in characters (``scan``'s items)."""
+def _work(item: tuple, rules: RedactionRules) -> int:
+    """How much scanning an item takes, in characters (``scan``'s items): the text for the
+    pattern recognizers, and what spaCy reads of it (``ner_windows``), weighing more."""
     _, content, _, _, ners = item
-    return len(content) * (NER_WEIGHT if ners else 1)
+    read = _ner_read(content, ners, rules) if ners else 0
+    return len(content) + NER_WEIGHT * read
+
+
+def _windows(content: str, ners: list[str], rules: RedactionRules) -> list[tuple[int, int]]:
+    return ner_windows(content, [rules.rule(entity) for entity in ners])
+
+
+def _ner_read(content: str, ners: list[str], rules: RedactionRules) -> int:
+    """How many characters of ``content`` spaCy reads (a text longer than a chunk has its
+    windows counted whole)."""
+    return sum(end - start for start, end in _windows(content, ners, rules))
 
 
 # -- a pool of worker processes, for large partitions --------------------------------------------
@@ -853,15 +863,15 @@ def _scan_shard(items: list[tuple]) -> tuple[list[tuple], list[tuple]]:
     return _WORKER.scan(items)
 
 
-def _shards(items: list[tuple], count: int) -> list[list[tuple]]:
+def _shards(items: list[tuple], count: int, rules: RedactionRules) -> list[list[tuple]]:
     """Split into ``count`` shards of about equal work (NER texts weigh more)."""
-    weighted = sorted(items, key=_work, reverse=True)
+    weighted = sorted(((_work(item, rules), item) for item in items), key=lambda w: -w[0])
     shards: list[list[tuple]] = [[] for _ in range(count)]
     loads = [0] * count
-    for item in weighted:
+    for work, item in weighted:
         k = loads.index(min(loads))
         shards[k].append(item)
-        loads[k] += _work(item)
+        loads[k] += work
     return [s for s in shards if s]
 
 
@@ -869,7 +879,7 @@ def _scan_in_pool(
     rules: RedactionRules, settings: DetectorSettings, items: list[tuple], workers: int
 ) -> tuple[list[tuple], list[tuple]]:
     # Several shards a worker, so that one slow text does not leave the other workers idle.
-    shards = _shards(items, workers * 4)
+    shards = _shards(items, workers * 4, rules)
     # A worker that dies (killed for memory, say) fails the whole call (BrokenProcessPool)
     # instead of leaving it waiting.
     with ProcessPoolExecutor(
