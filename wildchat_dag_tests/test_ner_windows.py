@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from wildchat_dag.core.hashing import sha256_column
 from wildchat_dag.defs.anonymization.redaction_rules import EntityRule, load_rules, unanchored
+from wildchat_dag.defs.language.language import LanguageIdentifier
 from wildchat_dag.defs.pii_detection.ner_windows import (
     MAX_SNAP,
     NER_WINDOW_EDGE,
@@ -21,11 +22,13 @@ from wildchat_dag.defs.pii_detection.ner_windows import (
 )
 from wildchat_dag.defs.pii_detection.pii_detection import (
     NER_WEIGHT,
+    PARALLEL_MIN_WORK,
     DetectorSettings,
     PiiDetector,
     detection_views,
 )
 from wildchat_dag.defs.pii_detection.pii_detection_reference import detect_everywhere
+from wildchat_dag.defs.pii_detection.resource import PresidioDetector
 from wildchat_dag_tests.conftest import utterance_frame
 from wildchat_dag_tests.test_pii_detection import released_texts
 
@@ -245,3 +248,12 @@ def test_a_pool_is_started_for_what_spacy_reads_not_for_the_whole_text(rules):
     found = PiiDetector(rules, settings).detect(utterance_frame([[text]]))
     assert found.stats["workers"] == 1
     assert "Nadia Osei" in found.candidates["text"].to_list()
+
+
+def test_the_resource_sets_the_pool_threshold(rules):
+    languages = LanguageIdentifier()
+    assert PresidioDetector().detector(rules, languages).settings.parallel_min_work == (
+        PARALLEL_MIN_WORK
+    )
+    tuned = PresidioDetector(parallel_min_work=1_000).detector(rules, languages)
+    assert tuned.settings.parallel_min_work == 1_000

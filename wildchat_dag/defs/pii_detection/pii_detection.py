@@ -136,6 +136,8 @@ PHONE_REGIONS = (
 # Lemmas and attributes only tune Presidio's context scores; spaCy's entities do not depend on
 # them (the parser's sentence boundaries do, so it stays).
 NER_UNUSED_PIPES = ("lemmatizer", "attribute_ruler")
+# The default of ``DetectorSettings.parallel_min_work``.
+PARALLEL_MIN_WORK = 50_000_000
 
 
 def detection_version(rules: RedactionRules) -> str:
@@ -346,9 +348,12 @@ class DetectorSettings:
     regex_timeout_s: float = 10.0
     ner_batch_size: int = 32
     workers: int = 1
-    # Below this much planned work (``_work``: characters, NER ones weighing more), a pool is
-    # not worth its start-up (each worker loads spaCy).
-    parallel_min_work: int = 10_000_000
+    # Below this much planned work (``_work``: characters, NER ones weighing more; about a
+    # microsecond of CPU each), a pool is not worth its start-up: two workers spend some 20
+    # CPU-s loading Presidio, spaCy and the name lists. A WildChat-sized day of real text (2,500
+    # conversations, about 10 M) took 30 CPU-s and 16 s in a pool of two, 10 CPU-s and 10 s in
+    # the step's process; and a backfill keeps both cores busy with runs anyway.
+    parallel_min_work: int = PARALLEL_MIN_WORK
 
     def __post_init__(self) -> None:
         if self.chunk_chars < 1_000 or self.chunk_overlap < 0:
