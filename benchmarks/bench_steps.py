@@ -87,9 +87,9 @@ def step_seconds(instance, run_id: str, into: Counter) -> None:
 TAG_LETTERS = "bcdfghjklmnqrstvxz"
 
 
-def tag(text: str) -> str:
-    """Eight letters from the text's sha256: the same text, the same tag."""
-    number = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+def tag(digest: bytes) -> str:
+    """Eight letters from a text's sha256 ``digest``: the same text, the same tag."""
+    number = int.from_bytes(digest[8:16], "big")
     letters = []
     for _ in range(8):
         number, digit = divmod(number, len(TAG_LETTERS))
@@ -106,7 +106,7 @@ def with_real_texts(log_root: Path, pool: list[str]) -> None:
 
     def real(text: str) -> str:
         digest = hashlib.sha256(text.encode()).digest()
-        return f"{pool[int.from_bytes(digest[:8], 'big') % len(pool)]} {tag(text)}"
+        return f"{pool[int.from_bytes(digest[:8], 'big') % len(pool)]} {tag(digest)}"
 
     for path in sorted(log_root.rglob("requests-*.jsonl.gz")):
         lines = []

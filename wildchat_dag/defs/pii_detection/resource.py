@@ -9,6 +9,7 @@ from wildchat_dag.defs.anonymization.redaction_rules import RedactionRules
 from wildchat_dag.defs.language.language import LanguageIdentifier
 from wildchat_dag.defs.pii_detection.pii_detection import (
     DEFAULT_SPACY_MODELS,
+    NER_WEIGHT,
     PARALLEL_MIN_WORK,
     DetectorSettings,
     PiiDetector,
@@ -49,10 +50,10 @@ class PresidioDetector(ConfigurableResource):
     parallel_min_work: int = Field(
         default=PARALLEL_MIN_WORK,
         ge=0,
-        description="The planned work (characters to scan, those spaCy reads weighing 30 "
-        "times more; about a microsecond of CPU each) from which a partition is scanned by "
-        "`workers` processes. Two workers spend some 20 CPU-s starting up, so the default "
-        "keeps a WildChat-sized day (about 10 M) in the step's process.",
+        description="The planned work (characters to scan, those spaCy reads weighing "
+        f"{NER_WEIGHT} times more; about a microsecond of CPU each) from which a partition is "
+        "scanned by `workers` processes. Two workers spend some 20 CPU-s starting up, so the "
+        "default keeps a WildChat-sized day (about 10 M) in the step's process.",
     )
 
     def detector(self, rules: RedactionRules, languages: LanguageIdentifier) -> PiiDetector:
