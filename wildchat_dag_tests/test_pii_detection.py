@@ -7,7 +7,7 @@ import time
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wildchat_dag.defs.anonymization.anonymization import redact_batch
@@ -357,6 +357,106 @@ def test_the_screen_skips_short_numbers_and_keeps_the_rest():
 
 
 PHONE_ALPHABET = "0123456789０１２３٤+-. ()/x#extTelFLOWRSabc:,\n电话手机"
+
+# The sha256 (first 16 hex digits) of phonenumbers' matcher methods whose control flow
+# ``_ScreenedMatcher`` repeats, in the installed release.
+COPIED_MATCHER_METHODS = {
+    "_find": "a9e89d83733105cb",
+    "_extract_match": "59b5958e65b0c9e5",
+    "_extract_inner_match": "3f18c77cd6a26a92",
+    "_trim_after_first_match": "f1425e3d66d98793",
+}
+
+
+def test_the_matcher_loop_the_screen_repeats_is_phonenumbers_own():
+    """A phonenumbers release that changes these methods must be read before it is trusted:
+    ``_ScreenedMatcher`` repeats them, and would silently keep the old behaviour."""
+    import hashlib
+    import inspect
+
+    from phonenumbers import PhoneNumberMatcher
+
+    installed = {
+        name: hashlib.sha256(
+            inspect.getsource(getattr(PhoneNumberMatcher, name)).encode()
+        ).hexdigest()[:16]
+        for name in COPIED_MATCHER_METHODS
+    }
+    assert installed == COPIED_MATCHER_METHODS, (
+        "phonenumbers' matcher changed: compare it with phone_numbers._ScreenedMatcher and "
+        "_TextWalk, then update COPIED_MATCHER_METHODS"
+    )
+
+
+# Dates, time stamps, slashes, brackets and " - " separators: every branch of the matcher's
+# search, its skips and its inner groups.
+MATCHER_PIECES = [
+    "212 555 0199",
+    "+44 20 7946 0958",
+    "030 1234567",
+    "(650) 253-0000",
+    "0912 345 678",
+    "13812345678",
+    "1/2/2023",
+    "2012-01-02 08",
+    ":30",
+    "651-234-2345/332-445-1234",
+    "(650) 223 3345 (754) 223 3321",
+    "12345 - 332-445-1234",
+    "1-800-FLOWERS",
+    "pp. 211-227 (2003)",
+    "1234/5678/9999/1111",
+    "(0911) 2345 (0922) 3456 - 4567",
+    " / x",
+    "\\",
+    "ext. 12",
+    " ",
+    " ",
+    "\n",
+    "/",
+    "-",
+    "(",
+    ")",
+    "x",
+    "a",
+    "%",
+    "$",
+    "12",
+    "2023",
+    "７８９０",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(MATCHER_PIECES), max_size=14).map("".join),
+    st.sampled_from(["US", "GB", "CN", "JP", "BR", "IN"]),
+    st.integers(min_value=0, max_value=8),
+)
+# Tries run out among the inner groups of the first candidate: at 5 the number after it is not
+# reached, at 6 it is.
+@example("1234/5678/9999/1111 a 212 555 0199", "US", 5)
+@example("1234/5678/9999/1111 a 212 555 0199", "US", 6)
+# A second number's start (" / x") ends the candidate, trailing space included.
+@example("212 555 0199 / x212 555 0100", "US", 8)
+def test_the_screened_matcher_walks_a_text_as_phonenumbers_does(
+    text: str, region: str, max_tries: int
+) -> None:
+    """Match for match, under any plan and with few tries left: the walk shared between plans
+    and the count of tries must leave the matcher where phonenumbers' own would be."""
+    from phonenumbers import Leniency, PhoneNumberMatcher
+
+    from wildchat_dag.defs.pii_detection.phone_numbers import _ScreenedMatcher, _TextWalk
+
+    def found(matcher) -> list[tuple]:
+        return [(m.start, m.raw_string, m.number) for m in matcher]
+
+    expected = found(PhoneNumberMatcher(text, region, Leniency.VALID, max_tries))
+    walk = _TextWalk(text)
+    # Another plan's matcher goes first, so the walk is shared as in the recognizer.
+    found(_ScreenedMatcher(walk, "DE", Leniency.VALID, max_tries))
+    assert found(_ScreenedMatcher(walk, region, Leniency.VALID, max_tries)) == expected
+    assert found(_ScreenedMatcher(text, region, Leniency.VALID, max_tries)) == expected
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -21,12 +21,23 @@ Two exact cuts:
   match it searches on from the match's end, otherwise from the candidate's end. So a text in
   which no candidate survived the first cut under one plan yields the same candidates, none of
   them parseable, under every plan.
+
+And one exact saving of repeated work: **what does not depend on the plan is done once a text.**
+The matcher's search for candidates, its trimming, its date and time-stamp tests and its split
+of a candidate into inner groups depend only on the text, yet each plan's matcher did them
+again, 22 times for a text with a long candidate. ``_TextWalk`` does them once and the matchers
+of one text share it; each plan's matcher keeps its own place in the text and its own count of
+tries, and only the parse depends on the plan. That means ``_ScreenedMatcher`` repeats the
+control flow of phonenumbers' ``_find``, ``_extract_match`` and ``_extract_inner_match``
+(phonenumbers, Apache-2.0). ``test_pii_detection`` pins their source, so that a phonenumbers
+release that changes them fails a test instead of drifting from Presidio's results.
 """
 
 from __future__ import annotations
 
 import phonenumbers
 from phonenumbers import Leniency, NumberParseException, PhoneNumberMatcher
+from phonenumbers import phonenumbermatcher as matcher_module
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
@@ -39,15 +50,133 @@ def could_be_valid(candidate: str) -> bool:
     return sum(1 for c in candidate if c.isdigit() or c.isalpha()) >= MIN_VALID_DIGITS
 
 
-class _ScreenedMatcher(PhoneNumberMatcher):
-    """phonenumbers' matcher that does not parse a candidate too short to be valid."""
+def _trimmed(pattern, candidate: str) -> str:
+    """phonenumbers' ``_trim_after_first_match``: ``candidate`` up to ``pattern``'s match."""
+    found = pattern.search(candidate)
+    return candidate[: found.start()] if found else candidate
 
-    def __init__(self, text: str, region: str, leniency: int) -> None:
-        super().__init__(text, region, leniency=leniency)
+
+# One inner group the matcher tries: the text before the group's first match (only with the
+# first), the group, and where the group starts in the candidate.
+InnerStep = tuple[str | None, str, int]
+
+
+class _TextWalk:
+    """What phonenumbers' matcher computes from a text alone, computed once for all plans."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._candidates: dict[int, tuple[int, str] | None] = {}
+        self._skipped: dict[int, bool] = {}
+        self._inner: dict[str, list[list[InnerStep]]] = {}
+        self._long_enough: dict[str, bool] = {}
+
+    def candidate_from(self, index: int) -> tuple[int, str] | None:
+        """The first candidate at or after ``index``, trimmed after a second number's start:
+        where it starts and its text."""
+        if index not in self._candidates:
+            found = matcher_module._PATTERN.search(self.text, index)
+            self._candidates[index] = (
+                None
+                if found is None
+                else (
+                    found.start(),
+                    _trimmed(
+                        matcher_module._SECOND_NUMBER_START_PATTERN,
+                        self.text[found.start() : found.end()],
+                    ),
+                )
+            )
+        return self._candidates[index]
+
+    def skipped(self, candidate: str, offset: int) -> bool:
+        """Whether the matcher skips the candidate as a date or a time stamp."""
+        if offset not in self._skipped:
+            self._skipped[offset] = bool(
+                matcher_module._SLASH_SEPARATED_DATES.search(candidate)
+            ) or bool(
+                matcher_module._TIME_STAMPS.search(candidate)
+                and matcher_module._TIME_STAMPS_SUFFIX.match(self.text, offset + len(candidate))
+            )
+        return self._skipped[offset]
+
+    def inner_steps(self, candidate: str) -> list[list[InnerStep]]:
+        """The inner groups the matcher tries in ``candidate``, for each of its patterns."""
+        if candidate not in self._inner:
+            self._inner[candidate] = [
+                self._steps(pattern, candidate) for pattern in matcher_module._INNER_MATCHES
+            ]
+        return self._inner[candidate]
+
+    @staticmethod
+    def _steps(pattern, candidate: str) -> list[InnerStep]:
+        end_chars = matcher_module._UNWANTED_END_CHAR_PATTERN
+        steps: list[InnerStep] = []
+        group_match = pattern.search(candidate)
+        while group_match:
+            before = None if steps else _trimmed(end_chars, candidate[: group_match.start()])
+            steps.append((before, _trimmed(end_chars, group_match.group(1)), group_match.start(1)))
+            group_match = pattern.search(candidate, group_match.start() + 1)
+        return steps
+
+    def long_enough(self, candidate: str) -> bool:
+        if candidate not in self._long_enough:
+            self._long_enough[candidate] = could_be_valid(candidate)
+        return self._long_enough[candidate]
+
+
+class _ScreenedMatcher(PhoneNumberMatcher):
+    """phonenumbers' matcher that does not parse a candidate too short to be valid, and takes
+    what does not depend on the plan from a ``_TextWalk`` that the plans of a text share."""
+
+    def __init__(
+        self, text: str | _TextWalk, region: str, leniency: int, max_tries: int = 65535
+    ) -> None:
+        walk = text if isinstance(text, _TextWalk) else _TextWalk(text)
+        super().__init__(walk.text, region, leniency=leniency, max_tries=max_tries)
+        self._walk = walk
         self.parsed = 0  # candidates that reached phonenumbers' parser
 
+    # The three methods below are phonenumbers' own (see the module's docstring), with the
+    # plan-independent work read from the walk.
+    def _find(self, index: int):
+        found = self._walk.candidate_from(index)
+        while self._max_tries > 0 and found is not None:
+            start, candidate = found
+            if len(candidate) >= self._min_candidate_length:
+                match = self._extract_match(candidate, start)
+                if match is not None:
+                    return match
+                self._max_tries -= 1
+            found = self._walk.candidate_from(start + len(candidate))
+        return None
+
+    def _extract_match(self, candidate: str, offset: int):
+        if self._walk.skipped(candidate, offset):
+            return None
+        match = self._parse_and_verify(candidate, offset)
+        if match is not None:
+            return match
+        return self._extract_inner_match(candidate, offset)
+
+    def _extract_inner_match(self, candidate: str, offset: int):
+        for steps in self._walk.inner_steps(candidate):
+            for before, group, group_start in steps:
+                if self._max_tries <= 0:
+                    break
+                if before is not None:
+                    match = self._parse_and_verify(before, offset)
+                    if match is not None:
+                        return match
+                    self._max_tries -= 1
+                match = self._parse_and_verify(group, offset + group_start)
+                if match is not None:
+                    return match
+                self._max_tries -= 1
+        return None
+
     def _parse_and_verify(self, candidate: str, offset: int):
-        if not could_be_valid(candidate):
+        if not self._walk.long_enough(candidate):
             return None
         self.parsed += 1
         return super()._parse_and_verify(candidate, offset)
@@ -66,10 +195,11 @@ class ScreenedPhoneRecognizer(PhoneRecognizer):
             raise ValueError("the digit bound holds only for valid numbers (leniency VALID)")
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts=None) -> list[RecognizerResult]:
-        # PhoneRecognizer.analyze, with the screened matcher and the early stop.
+        # PhoneRecognizer.analyze, with the screened matchers of one walk and the early stop.
         results = []
+        walk = _TextWalk(text)
         for index, region in enumerate(self.supported_regions):
-            matcher = _ScreenedMatcher(text, region, self.leniency)
+            matcher = _ScreenedMatcher(walk, region, self.leniency)
             for match in matcher:
                 try:
                     parsed_number = phonenumbers.parse(text[match.start : match.end])
