@@ -17,6 +17,7 @@ from wildchat_dag.defs.anonymization.redaction_rules import (
     parse_rules,
 )
 from wildchat_dag.defs.pii_detection.pii_detection import (
+    PHONE_REGIONS,
     RECOGNIZER_GATES,
     DetectorSettings,
     PiiDetector,
@@ -268,6 +269,12 @@ PHONE_TEXTS = [
     "+34 912 34 56 78, +39 06 1234 5678, +52 55 1234 5678",
     "+91 98765 43210, +55 11 91234-5678, +972 3-123-4567",
     "+380 44 123 4567, 112, 911, 0800 123 456",
+    # Valid only under the plans with numbers this short (DE: 4 digits): the other plans skip
+    # them, and the first plan's skip must not stop the rest.
+    "the Glorious Revolution of 1688 and the Act of 1701, 12345 or 123456",
+    # International, by IDD prefix or plus sign: every plan parses them.
+    "aus dem Ausland 0049 30 1234567, from the US 011 44 20 7946 0958, 810 7 495 123 4567",
+    "St Helena +290 2234 or 00290 2234, Niue +683 4002",
     "for i in range(3): x[i] = 12 * i + 7  # v3.11, 2023-05-04, 10:30",
     "see pp. 123-4 and 1/2/2023; 50% of $100; abc8005001234def",
     "12:30:45 1234 12345 123456 1234567 12345678 123456789 1234567890 12345678901",
@@ -337,6 +344,57 @@ def test_no_string_of_three_digits_is_a_valid_number_in_any_plan():
             assert not phonenumbers.is_valid_number(parsed), (number, region)
 
 
+def test_each_plans_bound_rests_on_its_metadata():
+    """The regional bound's argument (phone_numbers' docstring), checked for each plan: its
+    bound is its country's shortest valid length, its rules add no digit, its IDD prefix is a
+    plain pattern; and no national string of fewer digits is valid under it (sampled)."""
+    import random
+
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    from wildchat_dag.defs.pii_detection.phone_numbers import (
+        MIN_VALID_DIGITS,
+        national_min_digits,
+        regional_bound,
+    )
+    from wildchat_dag.defs.pii_detection.pii_detection import PHONE_REGIONS
+
+    bounds = {region: regional_bound(region)[0] for region in PHONE_REGIONS}
+    # The bound is the metadata's, not the fallback, for every plan the pipeline uses.
+    assert bounds == {region: national_min_digits(region) for region in PHONE_REGIONS}
+    assert bounds["US"] == 7 and bounds["RU"] == 10 and bounds["DE"] == MIN_VALID_DIGITS
+    # A plan whose rules would add a digit (Argentina's "9$1") falls back to the common bound.
+    assert PhoneMetadata.metadata_for_region("AR").national_prefix_transform_rule
+    assert regional_bound("AR")[0] == MIN_VALID_DIGITS
+    draw = random.Random(1688)
+    for region, bound in bounds.items():
+        prefix = PhoneMetadata.metadata_for_region(region).national_prefix or ""
+        for _ in range(400):
+            digits = "".join(draw.choice("0123456789") for _ in range(draw.randint(1, bound - 1)))
+            for number in {digits, (prefix + digits)[: bound - 1]}:
+                try:
+                    parsed = phonenumbers.parse(number, region, keep_raw_input=True)
+                except phonenumbers.NumberParseException:
+                    continue
+                assert not phonenumbers.is_valid_number(parsed), (number, region)
+
+
+def test_a_plans_bound_skips_what_only_shorter_plans_allow():
+    from phonenumbers import PhoneNumberMatcher
+
+    from wildchat_dag.defs.pii_detection.phone_numbers import _ScreenedMatcher, _TextWalk
+
+    walk = _TextWalk("the Glorious Revolution of 1688 and")
+    us, de = _ScreenedMatcher(walk, "US", 1), _ScreenedMatcher(walk, "DE", 1)
+    assert list(us) == [] and us.long_enough == 1 and us.parsed == 0
+    assert [m.raw_string for m in de] == ["1688"] and de.parsed == 1
+    # Dialled from Britain (IDD 00), it is a German number: the bound does not apply to it.
+    abroad = _ScreenedMatcher("dial 0049 1688 now", "GB", 1)
+    assert [m.raw_string for m in abroad] == ["0049 1688"]
+    assert [m.raw_string for m in PhoneNumberMatcher("dial 0049 1688 now", "GB")] == ["0049 1688"]
+
+
 def test_the_screened_phone_recognizer_finds_what_presidios_finds(phone_recognizers):
     from wildchat_dag.loggen.pii_cases import build_case_set
 
@@ -353,7 +411,11 @@ def test_the_screen_skips_short_numbers_and_keeps_the_rest():
     short = _ScreenedMatcher("in 3.11 set x=5, y=12, z=-7.5 (see 1/2)", "US", 1)
     assert list(short) == [] and short.parsed == 0
     long = _ScreenedMatcher("call 212 555 0199 or 12", "US", 1)
-    assert [m.raw_string for m in long] == ["212 555 0199"] and long.parsed == 1
+    assert (
+        [m.raw_string for m in long] == ["212 555 0199"]
+        and long.parsed == 1
+        and long.long_enough == 1
+    )
 
 
 PHONE_ALPHABET = "0123456789０１２３٤+-. ()/x#extTelFLOWRSabc:,\n电话手机"
@@ -406,6 +468,12 @@ MATCHER_PIECES = [
     "1-800-FLOWERS",
     "pp. 211-227 (2003)",
     "1234/5678/9999/1111",
+    "1688",
+    "0049 ",
+    "00290 2234",
+    "+49 1688",
+    "00 49 1688",
+    "810 7 495 123 4567",
     "(0911) 2345 (0922) 3456 - 4567",
     " / x",
     "\\",
@@ -430,13 +498,17 @@ MATCHER_PIECES = [
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(st.sampled_from(MATCHER_PIECES), max_size=14).map("".join),
-    st.sampled_from(["US", "GB", "CN", "JP", "BR", "IN"]),
+    st.sampled_from(PHONE_REGIONS),
     st.integers(min_value=0, max_value=8),
 )
 # Tries run out among the inner groups of the first candidate: at 5 the number after it is not
 # reached, at 6 it is.
 @example("1234/5678/9999/1111 a 212 555 0199", "US", 5)
 @example("1234/5678/9999/1111 a 212 555 0199", "US", 6)
+# Written internationally, a number shorter than the plan's own is parsed all the same: by
+# plus sign, and by the plan's IDD prefix (Spain's 00).
+@example("call +49 1688 now", "RU", 8)
+@example("call 00 49 1688 now", "ES", 8)
 # A second number's start (" / x") ends the candidate, trailing space included.
 @example("212 555 0199 / x212 555 0100", "US", 8)
 def test_the_screened_matcher_walks_a_text_as_phonenumbers_does(

@@ -16,11 +16,23 @@ Two exact cuts:
   None; the matcher's bookkeeping around it (its tries, where it searches next) is unchanged.
   ``test_pii_detection`` checks the bound against phonenumbers' metadata, by parsing every
   string of up to three digits, with and without ``+``, under every plan.
-- **The other plans are not tried when the first one parsed nothing.** Which candidates the
-  matcher takes from a text depends on the plan only through the matches it finds: after a
-  match it searches on from the match's end, otherwise from the candidate's end. So a text in
-  which no candidate survived the first cut under one plan yields the same candidates, none of
-  them parseable, under every plan.
+- **A candidate written nationally is not parsed under a plan whose numbers are all longer.**
+  Written without a plus sign, without letters, and not starting with the plan's international
+  (IDD) prefix, a candidate is parsed as a national number of the plan's country: its national
+  significant number is made of the candidate's digits (the country code, the national prefix
+  and an extension only take some away), so it has at most as many digits as the candidate.
+  A valid number's length is one its country's metadata allows, and that is at least
+  ``national_min_digits`` of the plan: 7 for the US, 10 for Russia, so "2023" or "12345" is
+  parsed only under the plans with numbers that short. The argument needs two facts of the
+  metadata, checked for each plan when its bound is built (``regional_bound``): the national
+  prefix rules add no digit of their own, and the IDD prefix is a plain pattern. A plan where
+  one fails keeps the bound of every plan.
+- **The other plans are not tried when the first one had nothing long enough.** Which
+  candidates the matcher takes from a text depends on the plan only through the matches it
+  finds: after a match it searches on from the match's end, otherwise from the candidate's
+  end. So a text in which no candidate passed the first cut under one plan yields the same
+  candidates, none of them parseable, under every plan. (The first cut, not the second: the
+  second depends on the plan.)
 
 And one exact saving of repeated work: **what does not depend on the plan is done once a text.**
 The matcher's search for candidates, its trimming, its date and time-stamp tests and its split
@@ -35,9 +47,18 @@ release that changes them fails a test instead of drifting from Presidio's resul
 
 from __future__ import annotations
 
+import functools
+import re
+
 import phonenumbers
-from phonenumbers import Leniency, NumberParseException, PhoneNumberMatcher
+from phonenumbers import Leniency, NumberParseException, PhoneMetadata, PhoneNumberMatcher
 from phonenumbers import phonenumbermatcher as matcher_module
+from phonenumbers.phonenumberutil import (
+    _PLUS_CHARS,
+    COUNTRY_CODE_TO_REGION_CODE,
+    normalize_digits_only,
+    region_code_for_country_code,
+)
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
@@ -47,7 +68,58 @@ MIN_VALID_DIGITS = 4
 
 def could_be_valid(candidate: str) -> bool:
     """Whether a candidate has enough characters that parsing can turn into digits."""
-    return sum(1 for c in candidate if c.isdigit() or c.isalpha()) >= MIN_VALID_DIGITS
+    return digits_and_letters(candidate) >= MIN_VALID_DIGITS
+
+
+def digits_and_letters(candidate: str) -> int:
+    return sum(1 for c in candidate if c.isdigit() or c.isalpha())
+
+
+def national_min_digits(region: str) -> int | None:
+    """The fewest digits of a valid number of ``region``'s country (every plan that shares its
+    country code); None when a plan there does not list its lengths."""
+    country_code = PhoneMetadata.metadata_for_region(region).country_code
+    lengths = []
+    for plan in COUNTRY_CODE_TO_REGION_CODE[country_code]:
+        metadata = (
+            PhoneMetadata.metadata_for_nongeo_region(country_code)
+            if plan == "001"
+            else PhoneMetadata.metadata_for_region(plan)
+        )
+        possible = [n for n in metadata.general_desc.possible_length if n > 0]
+        if not possible:
+            return None
+        lengths += possible
+    return min(lengths)
+
+
+# What a rule may hold for the bound's argument: digits only through its groups (\\1, $1).
+_ADDS_NO_DIGIT = re.compile(r"(?:[^0-9\\$]|[\\$][0-9])*")
+# An IDD prefix matched at a number's start matches at the start of any longer number.
+_PLAIN_PREFIX = re.compile(r"[0-9()|?:\[\]\-\\d{},]*")
+
+
+@functools.cache
+def regional_bound(region: str) -> tuple[int, re.Pattern[str]]:
+    """The fewest digits and letters a candidate written nationally needs under ``region``'s
+    plan, and the plan's IDD prefix (module docstring); ``MIN_VALID_DIGITS`` where the
+    metadata does not support the argument."""
+    metadata = PhoneMetadata.metadata_for_region(region)
+    idd = metadata.international_prefix or ""
+    # National parsing reads the plan's rules, or its country's main plan's (a number that
+    # starts with the country code).
+    rules = [
+        PhoneMetadata.metadata_for_region(r).national_prefix_transform_rule or ""
+        for r in {region, region_code_for_country_code(metadata.country_code)}
+    ]
+    shortest = national_min_digits(region)
+    if (
+        shortest is None
+        or not all(_ADDS_NO_DIGIT.fullmatch(rule) for rule in rules)
+        or not _PLAIN_PREFIX.fullmatch(idd)
+    ):
+        shortest = MIN_VALID_DIGITS
+    return max(shortest, MIN_VALID_DIGITS), re.compile(idd or "(?!)")
 
 
 def _trimmed(pattern, candidate: str) -> str:
@@ -70,6 +142,7 @@ class _TextWalk:
         self._skipped: dict[int, bool] = {}
         self._inner: dict[str, list[list[InnerStep]]] = {}
         self._long_enough: dict[str, bool] = {}
+        self._national: dict[str, tuple[int, str] | None] = {}
 
     def candidate_from(self, index: int) -> tuple[int, str] | None:
         """The first candidate at or after ``index``, trimmed after a second number's start:
@@ -124,10 +197,28 @@ class _TextWalk:
             self._long_enough[candidate] = could_be_valid(candidate)
         return self._long_enough[candidate]
 
+    def long_enough_under(self, candidate: str, bound: tuple[int, re.Pattern[str]]) -> bool:
+        """Whether a candidate that is ``long_enough`` may be valid under the plan of
+        ``bound`` (``regional_bound``): it is written internationally, or long enough there."""
+        if candidate not in self._national:
+            international = any(c in _PLUS_CHARS or c.isalpha() for c in candidate)
+            self._national[candidate] = (
+                None
+                if international
+                else (digits_and_letters(candidate), normalize_digits_only(candidate))
+            )
+        national = self._national[candidate]
+        if national is None:
+            return True
+        shortest, idd = bound
+        count, digits = national
+        return count >= shortest or idd.match(digits) is not None
+
 
 class _ScreenedMatcher(PhoneNumberMatcher):
-    """phonenumbers' matcher that does not parse a candidate too short to be valid, and takes
-    what does not depend on the plan from a ``_TextWalk`` that the plans of a text share."""
+    """phonenumbers' matcher that does not parse a candidate too short to be valid (under any
+    plan, or under its own), and takes what does not depend on the plan from a ``_TextWalk``
+    that the plans of a text share."""
 
     def __init__(
         self, text: str | _TextWalk, region: str, leniency: int, max_tries: int = 65535
@@ -135,6 +226,9 @@ class _ScreenedMatcher(PhoneNumberMatcher):
         walk = text if isinstance(text, _TextWalk) else _TextWalk(text)
         super().__init__(walk.text, region, leniency=leniency, max_tries=max_tries)
         self._walk = walk
+        self._bound = regional_bound(region)
+        # Candidates long enough for some plan: none under one plan, none under any.
+        self.long_enough = 0
         self.parsed = 0  # candidates that reached phonenumbers' parser
 
     # The three methods below are phonenumbers' own (see the module's docstring), with the
@@ -178,6 +272,9 @@ class _ScreenedMatcher(PhoneNumberMatcher):
     def _parse_and_verify(self, candidate: str, offset: int):
         if not self._walk.long_enough(candidate):
             return None
+        self.long_enough += 1
+        if not self._walk.long_enough_under(candidate, self._bound):
+            return None
         self.parsed += 1
         return super()._parse_and_verify(candidate, offset)
 
@@ -207,6 +304,6 @@ class ScreenedPhoneRecognizer(PhoneRecognizer):
                     results += [self._get_recognizer_result(match, text, region, nlp_artifacts)]
                 except NumberParseException:
                     results += [self._get_recognizer_result(match, text, region, nlp_artifacts)]
-            if index == 0 and matcher.parsed == 0:
+            if index == 0 and matcher.long_enough == 0:
                 break
         return EntityRecognizer.remove_duplicates(results)
