@@ -19,12 +19,13 @@ from wildchat_dag.core.text_normalization import (
     _FAST_BLOCKS,
     _fast_tables,
     _folded,
+    _splitting_breaks,
     needing_normalization,
     needs_normalization,
     normalize_for_detection,
     normalized_view,
 )
-from wildchat_dag.core.text_normalization_reference import folded_chars
+from wildchat_dag.core.text_normalization_reference import folded_chars, splitting_breaks
 
 CASES = [
     # (original, view, a value in the view, the original characters it must map back to)
@@ -254,3 +255,36 @@ def test_preload_builds_both_tables() -> None:
     text_normalization.preload()
     assert text_normalization._nfkc_may_change.cache_info().currsize == 1
     assert text_normalization._fast_tables.cache_info().currsize == 1
+
+
+# What the line-break rule reads: numbers, addresses, URLs, keys and names on either side of a
+# break, every kind of break, lines past the 256 characters the rule looks back over, and
+# scripts written without spaces.
+BREAK_PIECES = [
+    "\n", "\r\n", "\r", "\u2028", "\u2029", " ", "\t", "  \n  ",
+    "555-", "0132", "(", ")", "+1 415", "bob.smith@", "example.com", "@", "https://x.org/a/",
+    "www.", "Example", "sk-", "a1b2c3d4e5f6", "key_", "Kwame", "Volkov", "Mateo Mbeki",
+    "Senior Engineer", "Dear Dr.", "Hi,", "中文", "x" * 250, "Word " * 60, ".", "-", "_", "/",
+]  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(BREAK_PIECES), max_size=24).map("".join))
+@example("Kwame\nVolkov 555-\n0132 x@\ny.com")
+@example("x" * 300 + " Mateo\nMbeki")
+def test_the_line_break_rule_is_its_reference(view: str) -> None:
+    """The rule finds the line before a break its own way (str.rfind, the next line's words
+    only for a name): the breaks and replacements are the first-written rule's."""
+    assert _splitting_breaks(view) == splitting_breaks(view)
+
+
+def test_the_line_break_rule_is_its_reference_on_real_text(wildchat_sample) -> None:
+    views = {
+        _folded(u["content"])[0] for c in wildchat_sample for u in c["conversation"] if u["content"]
+    }
+    found = 0
+    for view in views:
+        breaks = _splitting_breaks(view)
+        assert breaks == splitting_breaks(view)
+        found += len(breaks)
+    assert found > 100

@@ -335,6 +335,9 @@ def _folded(text: str) -> tuple[str, list[int], list[int]]:
     if position < len(text):
         _fold_clusters(text, position, len(text), pieces, starts, ends)
     view = "".join(pieces)
+    # A space goes next to a character of a script written without spaces: none, no space.
+    if _UNSPACED_RE.search(view) is None:
+        return view, starts, ends
     cuts = [match.start() for match in _SCRIPT_CHANGE_RE.finditer(view)]
     if not cuts:
         return view, starts, ends
@@ -381,7 +384,7 @@ def normalize_for_detection(text: str) -> NormalizedText:
         starts = joined_starts + starts[position:]
         ends = joined_ends + ends[position:]
         view = "".join(pieces)
-    if view == text and all(s == i for i, s in enumerate(starts)):
+    if view == text and starts == list(range(len(starts))):
         return NormalizedText(text, text)
     return NormalizedText(text, view, tuple(starts), tuple(ends))
 
@@ -393,6 +396,10 @@ def _splitting_breaks(view: str) -> list[tuple[int, int, str]]:
     break inside a number, or between the two words of a name (``Kwame\\nVolkov``): a
     capitalized word ending a short line, and one starting the next that is not followed by
     another (``Mateo Mbeki\\nSenior Engineer`` is a signature, and stays two lines).
+
+    ``text_normalization_reference.splitting_breaks`` is the same rule as first written; this
+    one finds the line before a break with ``str.rfind`` and reads the next line's words only
+    for a name, because code and tables hold thousands of breaks.
     """
     found = []
     for match in _BREAK_RE.finditer(view):
@@ -401,10 +408,16 @@ def _splitting_breaks(view: str) -> list[tuple[int, int, str]]:
             continue
         before, after = view[begin - 1], view[finish]
         # The text around the break (bounded: a text may hold many breaks).
-        line_before = re.split(r"[\r\n\u2028\u2029]", view[max(0, begin - 256) : begin])[-1]
-        words_before = line_before.split()
+        window = max(0, begin - 256)
+        line_start = 1 + max(
+            view.rfind("\n", window, begin),
+            view.rfind("\r", window, begin),
+            view.rfind("\u2028", window, begin),
+            view.rfind("\u2029", window, begin),
+        )
+        line_start = max(line_start, window)
+        words_before = view[line_start:begin].split()
         token = words_before[-1] if words_before else ""
-        words_after = view[finish : finish + 256].split(None, 2)
         number = before in _NUMBER_BEFORE and after in _NUMBER_AFTER
         address = after == "@" or ("@" in token and (after.isalnum() or after in "._-"))
         url = (
@@ -426,14 +439,14 @@ def _splitting_breaks(view: str) -> list[tuple[int, int, str]]:
         elif number:
             # Number recognizers take spaced groups; a space also keeps two numbers apart.
             found.append((begin, finish, " "))
-        elif (
-            _capitalized(token)
-            and len(words_before) <= 4
-            and words_after
-            and _capitalized(words_after[0].rstrip(",.;:!?"))
-            and not (len(words_after) > 1 and _capitalized(words_after[1].rstrip(",.;:!?")))
-        ):
-            found.append((begin, finish, " "))
+        elif _capitalized(token) and len(words_before) <= 4:
+            words_after = view[finish : finish + 256].split(None, 2)
+            if (
+                words_after
+                and _capitalized(words_after[0].rstrip(",.;:!?"))
+                and not (len(words_after) > 1 and _capitalized(words_after[1].rstrip(",.;:!?")))
+            ):
+                found.append((begin, finish, " "))
     return found
 
 
