@@ -6,7 +6,7 @@ text as a candidate and parses it under the plan. On real text (code, dates, ver
 tables) nearly all candidates are a few digits long, and each is parsed 22 times: 18.7 ms of
 CPU for a 3,500-character text (the README's Backfill section).
 
-Two exact cuts:
+Three exact cuts:
 
 - **A candidate with fewer than ``MIN_VALID_DIGITS`` digits and letters is not parsed.** At the
   recognizer's leniency (``VALID``) a match must be a valid number, so its national significant
@@ -25,8 +25,10 @@ Two exact cuts:
   ``national_min_digits`` of the plan: 7 for the US, 10 for Russia, so "2023" or "12345" is
   parsed only under the plans with numbers that short. The argument needs two facts of the
   metadata, checked for each plan when its bound is built (``regional_bound``): the national
-  prefix rules add no digit of their own, and the IDD prefix is a plain pattern. A plan where
-  one fails keeps the bound of every plan.
+  prefix rules add no digit of their own, and the IDD prefix is a plain pattern (no anchor or
+  look-ahead, so a match on the parsed number's first digits is one on the candidate's). A plan
+  where one fails keeps the bound of every plan. Letters are treated as international: they
+  are a vanity number's digits only after phonenumbers' own mapping.
 - **The other plans are not tried when the first one had nothing long enough.** Which
   candidates the matcher takes from a text depends on the plan only through the matches it
   finds: after a match it searches on from the match's end, otherwise from the candidate's
