@@ -19,13 +19,14 @@ from wildchat_dag.core.text_normalization import (
     _FAST_BLOCKS,
     _fast_tables,
     _folded,
+    _line_before,
     _splitting_breaks,
     needing_normalization,
     needs_normalization,
     normalize_for_detection,
     normalized_view,
 )
-from wildchat_dag.core.text_normalization_reference import folded_chars, splitting_breaks
+from wildchat_dag.core.text_normalization_reference import folded_chars, line_before
 
 CASES = [
     # (original, view, a value in the view, the original characters it must map back to)
@@ -272,19 +273,20 @@ BREAK_PIECES = [
 @given(st.lists(st.sampled_from(BREAK_PIECES), max_size=24).map("".join))
 @example("Kwame\nVolkov 555-\n0132 x@\ny.com")
 @example("x" * 300 + " Mateo\nMbeki")
-def test_the_line_break_rule_is_its_reference(view: str) -> None:
-    """The rule finds the line before a break its own way (str.rfind, the next line's words
-    only for a name): the breaks and replacements are the first-written rule's."""
-    assert _splitting_breaks(view) == splitting_breaks(view)
+def test_the_line_before_a_break_is_its_reference(view: str) -> None:
+    """The rule finds the line before a break with str.rfind: at every position (every break
+    among them), the line its first-written regex split gave."""
+    for begin in range(len(view) + 1):
+        assert _line_before(view, begin) == line_before(view, begin), begin
 
 
-def test_the_line_break_rule_is_its_reference_on_real_text(wildchat_sample) -> None:
+def test_the_line_before_a_break_is_its_reference_on_real_text(wildchat_sample) -> None:
     views = {
         _folded(u["content"])[0] for c in wildchat_sample for u in c["conversation"] if u["content"]
     }
     found = 0
     for view in views:
-        breaks = _splitting_breaks(view)
-        assert breaks == splitting_breaks(view)
-        found += len(breaks)
+        for match in text_normalization._BREAK_RE.finditer(view):
+            assert _line_before(view, match.start()) == line_before(view, match.start())
+        found += len(_splitting_breaks(view))
     assert found > 100

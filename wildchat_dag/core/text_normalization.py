@@ -396,58 +396,76 @@ def _splitting_breaks(view: str) -> list[tuple[int, int, str]]:
     break inside a number, or between the two words of a name (``Kwame\\nVolkov``): a
     capitalized word ending a short line, and one starting the next that is not followed by
     another (``Mateo Mbeki\\nSenior Engineer`` is a signature, and stays two lines).
-
-    ``text_normalization_reference.splitting_breaks`` is the same rule as first written; this
-    one finds the line before a break with ``str.rfind`` and reads the next line's words only
-    for a name, because code and tables hold thousands of breaks.
     """
     found = []
     for match in _BREAK_RE.finditer(view):
         begin, finish = match.span()
         if begin == 0 or finish == len(view):
             continue
-        before, after = view[begin - 1], view[finish]
-        # The text around the break (bounded: a text may hold many breaks).
-        window = max(0, begin - 256)
-        line_start = 1 + max(
-            view.rfind("\n", window, begin),
-            view.rfind("\r", window, begin),
-            view.rfind("\u2028", window, begin),
-            view.rfind("\u2029", window, begin),
-        )
-        line_start = max(line_start, window)
-        words_before = view[line_start:begin].split()
-        token = words_before[-1] if words_before else ""
-        number = before in _NUMBER_BEFORE and after in _NUMBER_AFTER
-        address = after == "@" or ("@" in token and (after.isalnum() or after in "._-"))
-        url = (
-            before in _URL_SEPARATORS
-            and ("/" in token or token.lower().startswith("www."))
-            and (after.isalnum() or after in "./-_")
-        )
-        long_token = (after.isalnum() or after in "-_") and (
-            # A key cut anywhere: letters and digits mixed, or cut right after its prefix.
-            (
-                bool(_TOKEN_CHARS.fullmatch(token))
-                and any(c.isdigit() for c in token)
-                and any(c.isalpha() for c in token)
-            )
-            or (len(token) >= 3 and before in "-_" and token[0].isalnum())
-        )
-        if address or url or long_token or (number and "-" in (before, after)):
-            found.append((begin, finish, ""))
-        elif number:
-            # Number recognizers take spaced groups; a space also keeps two numbers apart.
-            found.append((begin, finish, " "))
-        elif _capitalized(token) and len(words_before) <= 4:
-            words_after = view[finish : finish + 256].split(None, 2)
-            if (
-                words_after
-                and _capitalized(words_after[0].rstrip(",.;:!?"))
-                and not (len(words_after) > 1 and _capitalized(words_after[1].rstrip(",.;:!?")))
-            ):
-                found.append((begin, finish, " "))
+        replacement = _break_replacement(view, begin, finish, _line_before(view, begin))
+        if replacement is not None:
+            found.append((begin, finish, replacement))
     return found
+
+
+# How far around a break the rule reads: a text may hold many breaks.
+_BREAK_CONTEXT = 256
+
+
+def _line_before(view: str, begin: int) -> str:
+    """The line that a break at ``begin`` ends, at most its last ``_BREAK_CONTEXT`` characters.
+
+    Found with ``str.rfind`` rather than by splitting the stretch with a regex (the first
+    written form, ``text_normalization_reference.line_before``): code and tables hold thousands
+    of breaks."""
+    window = max(0, begin - _BREAK_CONTEXT)
+    line_start = 1 + max(
+        view.rfind("\n", window, begin),
+        view.rfind("\r", window, begin),
+        view.rfind("\u2028", window, begin),
+        view.rfind("\u2029", window, begin),
+    )
+    return view[max(line_start, window) : begin]
+
+
+def _break_replacement(view: str, begin: int, finish: int, line_before: str) -> str | None:
+    """What replaces the break ``view[begin:finish]`` that ends ``line_before``: "" (removed),
+    " ", or None (it stays)."""
+    before, after = view[begin - 1], view[finish]
+    words_before = line_before.split()
+    token = words_before[-1] if words_before else ""
+    number = before in _NUMBER_BEFORE and after in _NUMBER_AFTER
+    address = after == "@" or ("@" in token and (after.isalnum() or after in "._-"))
+    url = (
+        before in _URL_SEPARATORS
+        and ("/" in token or token.lower().startswith("www."))
+        and (after.isalnum() or after in "./-_")
+    )
+    long_token = (after.isalnum() or after in "-_") and (
+        # A key cut anywhere: letters and digits mixed, or cut right after its prefix.
+        (
+            bool(_TOKEN_CHARS.fullmatch(token))
+            and any(c.isdigit() for c in token)
+            and any(c.isalpha() for c in token)
+        )
+        or (len(token) >= 3 and before in "-_" and token[0].isalnum())
+    )
+    if address or url or long_token or (number and "-" in (before, after)):
+        return ""
+    if number:
+        # Number recognizers take spaced groups; a space also keeps two numbers apart.
+        return " "
+    if not (_capitalized(token) and len(words_before) <= 4):
+        return None
+    # The next line's words, read only where a name is possible.
+    words_after = view[finish : finish + _BREAK_CONTEXT].split(None, 2)
+    if (
+        words_after
+        and _capitalized(words_after[0].rstrip(",.;:!?"))
+        and not (len(words_after) > 1 and _capitalized(words_after[1].rstrip(",.;:!?")))
+    ):
+        return " "
+    return None
 
 
 def _capitalized(word: str) -> bool:
