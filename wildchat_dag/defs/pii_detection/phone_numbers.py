@@ -143,8 +143,9 @@ class _TextWalk:
         self._candidates: dict[int, tuple[int, str] | None] = {}
         self._skipped: dict[int, bool] = {}
         self._inner: dict[str, list[list[InnerStep]]] = {}
-        self._long_enough: dict[str, bool] = {}
-        self._national: dict[str, tuple[int, str] | None] = {}
+        # Per candidate: its digits and letters, and its digits when written nationally (None:
+        # a plus sign or a letter, so international).
+        self._shapes: dict[str, tuple[int, str | None]] = {}
 
     def candidate_from(self, index: int) -> tuple[int, str] | None:
         """The first candidate at or after ``index``, trimmed after a second number's start:
@@ -194,27 +195,27 @@ class _TextWalk:
             group_match = pattern.search(candidate, group_match.start() + 1)
         return steps
 
+    def _shape(self, candidate: str) -> tuple[int, str | None]:
+        if candidate not in self._shapes:
+            international = any(c in _PLUS_CHARS or c.isalpha() for c in candidate)
+            self._shapes[candidate] = (
+                digits_and_letters(candidate),
+                None if international else normalize_digits_only(candidate),
+            )
+        return self._shapes[candidate]
+
     def long_enough(self, candidate: str) -> bool:
-        if candidate not in self._long_enough:
-            self._long_enough[candidate] = could_be_valid(candidate)
-        return self._long_enough[candidate]
+        """``could_be_valid``: long enough for some plan."""
+        return self._shape(candidate)[0] >= MIN_VALID_DIGITS
 
     def long_enough_under(self, candidate: str, bound: tuple[int, re.Pattern[str]]) -> bool:
         """Whether a candidate that is ``long_enough`` may be valid under the plan of
         ``bound`` (``regional_bound``): it is written internationally, or long enough there."""
-        if candidate not in self._national:
-            international = any(c in _PLUS_CHARS or c.isalpha() for c in candidate)
-            self._national[candidate] = (
-                None
-                if international
-                else (digits_and_letters(candidate), normalize_digits_only(candidate))
-            )
-        national = self._national[candidate]
-        if national is None:
+        count, national_digits = self._shape(candidate)
+        if national_digits is None:
             return True
         shortest, idd = bound
-        count, digits = national
-        return count >= shortest or idd.match(digits) is not None
+        return count >= shortest or idd.match(national_digits) is not None
 
 
 class _ScreenedMatcher(PhoneNumberMatcher):
