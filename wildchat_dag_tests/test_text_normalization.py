@@ -108,6 +108,17 @@ def test_line_breaks_between_words_stay() -> None:
     assert normalize_for_detection("item 3.\nNext").text == "item 3.\nNext"
 
 
+def test_a_name_split_by_a_break_is_joined_only_after_a_short_line() -> None:
+    """A capitalized word ending a line of at most four words, then one starting the next and
+    not followed by another: a name (Kwame Volkov). A longer line is prose, and so is a next
+    line of two capitalized words (a signature's title)."""
+    assert normalize_for_detection("Best wishes from Kwame\nVolkov").text == (
+        "Best wishes from Kwame Volkov"
+    )
+    for kept in ("With best wishes from Kwame\nVolkov", "Kwame\nVolkov Senior"):
+        assert normalize_for_detection(kept).text == kept
+
+
 def test_combining_marks_fold_with_their_base() -> None:
     original = "Jose\u0301 Garci\u0301a"
     normalized = normalize_for_detection(original)
