@@ -15,8 +15,13 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wildchat_dag.defs.browse.search_index import (
+    _CJK_CLASS,
+    _CJK_RUN,
+    _ZERO_WIDTH,
     FACETS,
     MARKER_FILE,
     MAX_QUERY_CHARS,
@@ -613,6 +618,61 @@ def test_index_documents():
     assert docs[1]["text"] == "" and docs[1]["preview"] == "" and docs[1]["text_cjk"] == []
     assert docs[1]["text_cjk_chars"] == []
     assert docs[1]["conversation_id"] is None and docs[1]["partition_day"] is None
+
+
+# Every kind of character the index's normalisation treats apart: ASCII, zero-width and soft
+# hyphen, full-width and other compatibility forms, combining marks in and out of canonical
+# order, Hangul syllables and conjoining jamo, kana with their voicing marks, Han (also beyond
+# the BMP), scripts NFKC keeps, an unassigned code point, and line breaks.
+_NORMALIZATION_CHARS = (
+    "aZ9 .-_\n\u200b\u200c\u200d\u2060\ufeff\u00ad"
+    "\uff21\uff41\uff10\u3000\u00a0\ufb01\u2460\u00bd\u2126\u212b\u1e9b"
+    "e\u0301\u0323\u0302\u0334\u0345\u00e9\u00c5"
+    "\uac00\ud55c\u1100\u1161\u11a8\u3131\u314f"
+    "\u304b\u3099\u309a\u30cf\u30f3\uff76\uff9e\u3005"
+    "\u6211\u7528\u4e00\U00020000\uf900\u2f00"
+    "\u0430\u05d0\u0627\u0915\u093c\u0e01\u0378"
+)
+
+
+def _first_written_normalization(records: pl.DataFrame) -> pl.DataFrame:
+    """The index's text fields as first written: every non-ASCII text through NFKC, and each
+    CJK character found by its own regex."""
+    content = pl.element().struct.field("content")
+    text = pl.col("text")
+    joined = records.select(
+        text=pl.col("conversation").list.eval(content.fill_null("")).list.join("\n")
+    ).with_columns(
+        pl.when(text.str.len_bytes() != text.str.len_chars())
+        .then(text.str.replace_all(_ZERO_WIDTH, "").str.normalize("NFKC"))
+        .otherwise(text)
+    )
+    return joined.select(
+        text.str.replace_all(_CJK_RUN, " $0 "),
+        text_cjk=text.str.extract_all(_CJK_RUN),
+        text_cjk_chars=text.str.extract_all(_CJK_CLASS).list.unique(maintain_order=True),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.text(alphabet=_NORMALIZATION_CHARS, max_size=40), max_size=3),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_indexed_text_is_normalized_as_first_written(conversations: list[list[str]]) -> None:
+    """Only the texts that hold a character NFKC may change (or a zero-width one) go through
+    NFKC, and the distinct CJK characters come from the runs: the documents are the same."""
+    records = frame([record(texts, n=n) for n, texts in enumerate(conversations)])
+    documents = pl.DataFrame(list(index_documents(records))).select(
+        "text", "text_cjk", "text_cjk_chars"
+    )
+    expected = _first_written_normalization(records)
+    assert documents["text"].to_list() == expected["text"].to_list()
+    assert documents["text_cjk"].to_list() == expected["text_cjk"].to_list()
+    assert documents["text_cjk_chars"].to_list() == expected["text_cjk_chars"].to_list()
 
 
 # --- Elasticsearch _bulk -----------------------------------------------------------------------

@@ -178,6 +178,13 @@ def _nfkc_may_change() -> str:
     return char_class([*changing, *second])
 
 
+def nfkc_may_change(text: pl.Expr) -> pl.Expr:
+    """False only where NFKC leaves the text as it is: it holds no character that NFKC changes,
+    reorders or composes with the one before (null: False). True may still be a text NFKC
+    keeps; what it spares is ``str.normalize`` over the many texts it cannot change."""
+    return text.str.contains(_nfkc_may_change()).fill_null(False)
+
+
 def preload() -> None:
     """Build the tables of the vectorised checks and of the view now (about half a second of
     CPU) rather than in the first run that needs them: a warm worker calls it at start."""

@@ -60,6 +60,8 @@ import orjson
 import polars as pl
 import tantivy
 
+from wildchat_dag.core.text_normalization import nfkc_may_change
+
 FACETS: tuple[str, ...] = (
     "toxic",
     "redacted",
@@ -271,14 +273,27 @@ def _prepared(records: pl.DataFrame, *, spaced: bool = True) -> pl.DataFrame:
     }
     parts = [base.filter(~non_ascii).with_columns(**no_cjk)]
     if non_ascii.any():
-        other = base.filter(non_ascii).with_columns(
-            text.str.replace_all(_ZERO_WIDTH, "").str.normalize("NFKC")
+        other = base.filter(non_ascii)
+        # Most non-ASCII text (accented Latin, Cyrillic, CJK) holds nothing NFKC changes:
+        # only the texts that may change, or hold a zero-width character, are normalised.
+        changes = other.select(text.str.contains(_ZERO_WIDTH) | nfkc_may_change(text)).to_series()
+        other = pl.concat(
+            [
+                other.filter(~changes),
+                other.filter(changes).with_columns(
+                    text.str.replace_all(_ZERO_WIDTH, "").str.normalize("NFKC")
+                ),
+            ]
         )
         has_cjk = other["text"].str.contains(_CJK_CLASS)
         parts.append(other.filter(~has_cjk).with_columns(**no_cjk))
-        cjk = other.filter(has_cjk).with_columns(
-            text_cjk=text.str.extract_all(_CJK_RUN),
-            text_cjk_chars=text.str.extract_all(_CJK_CLASS).list.unique(maintain_order=True),
+        cjk = other.filter(has_cjk).with_columns(text_cjk=text.str.extract_all(_CJK_RUN))
+        # The runs hold every CJK character of the text, in order.
+        cjk = cjk.with_columns(
+            text_cjk_chars=pl.col("text_cjk")
+            .list.join("")
+            .str.split("")
+            .list.unique(maintain_order=True)
         )
         if spaced:
             cjk = cjk.with_columns(text.str.replace_all(_CJK_RUN, " $0 "))
