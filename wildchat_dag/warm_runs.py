@@ -20,7 +20,10 @@ code starts on import, does not survive a fork.
   has its run reported failed, naming the process and its exit status; the next launch starts
   a new worker. Cancelling a run from the UI interrupts it in its worker, which lives on.
 - **Bounded.** One run at a time per worker; a launch while every worker is busy starts one
-  more. A worker idle for ``idle_timeout_s`` exits.
+  more, up to ``max_workers``. Past it the run waits in the launcher (starting, in the UI) and
+  begins in the first worker to finish, the moment it does: the queue's next dequeue, up to a
+  second later, is not waited for. A waiting run canceled from the UI never starts; one still
+  waiting when the daemon stops fails, saying so. A worker idle for ``idle_timeout_s`` exits.
 
 Configured in dagster.yaml::
 
@@ -31,6 +34,7 @@ Configured in dagster.yaml::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import importlib.util
@@ -49,12 +53,15 @@ from dagster._core.launcher.base import (
     RunLauncher,
     WorkerStatus,
 )
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 from dagster_shared.serdes import deserialize_value
 
 PID_TAG = "wildchat/run_worker_pid"
+# On a run launched while max_workers were busy: it waited in the launcher for a free worker.
+WAITED_TAG = "wildchat/waited_for_worker"
+NEVER_STARTED = "Canceled while it waited for a free warm worker: it never started."
 SOURCES = {".py", ".yaml"}
 PACKAGE = Path(__file__).resolve().parent
 
@@ -172,6 +179,7 @@ class _Worker:
             elif self.args is not None and message.get("done") == self.args.run_id:
                 self.args = None
                 self.free.set()
+                self._launcher.start_waiting()
         status = self.process.wait()
         args, self.args = self.args, None
         if args is not None:
@@ -181,6 +189,8 @@ class _Worker:
             else:
                 self._launcher.report_crash(args.run_id, self.pid, status)
         self.free.set()
+        # A run waiting for a worker gets this one's place.
+        self._launcher.start_waiting()
 
     def retire(self) -> None:
         """Close its input: it finishes the run in progress, if any, and exits."""
@@ -197,12 +207,19 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         inst_data: ConfigurableClassData | None = None,
         idle_timeout_s: float = 600.0,
         warm_packages: list[str] | None = None,
+        max_workers: int | None = None,
     ) -> None:
         self._inst_data = inst_data
         self._idle_timeout_s = idle_timeout_s
         self._packages = tuple(warm_packages or [PACKAGE.name])
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        self._max_workers = max_workers
         self._workers: list[_Worker] = []
-        self._lock = threading.Lock()
+        # Runs launched while max_workers were busy, oldest first: each starts in the first
+        # worker to finish its run.
+        self._waiting: collections.deque[ExecuteRunArgs] = collections.deque()
+        self._lock = threading.RLock()
         super().__init__()
 
     @property
@@ -227,13 +244,23 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 description="Top-level packages whose code locations run in warm workers. "
                 "Their source files make the fingerprint that retires stale workers.",
             ),
+            "max_workers": Field(
+                int,
+                is_required=False,
+                description="At most this many warm workers. A run launched while they are "
+                "all busy waits, in the UI as starting, and begins in the first one to finish "
+                "its run, without the queue's next dequeue. Unset: a launch while every worker "
+                "is busy starts one more.",
+            ),
         }
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict):
         return cls(inst_data=inst_data, **config_value)
 
-    def _idle_worker(self) -> _Worker:
+    def _idle_worker(self, *, bounded: bool = False) -> _Worker | None:
+        """An idle worker of the current code, or a new one; ``bounded``: None rather than a
+        worker past ``max_workers``."""
         fingerprint = code_fingerprint(self._packages)
         alive = []
         for worker in self._workers:
@@ -254,6 +281,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             run = self._instance.get_run_by_id(worker.run_id) if worker.run_id else None
             if run is not None and run.is_finished and worker.free.wait(10) and worker.idle():
                 return worker
+        if bounded and self._max_workers is not None and len(alive) >= self._max_workers:
+            return None
         worker = _Worker(fingerprint, self._packages, self._idle_timeout_s, self)
         self._workers.append(worker)
         return worker
@@ -274,9 +303,11 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         if run is None or run.is_finished:
             return
         with self._lock:
-            worker = self._idle_worker()
-            self._instance.add_run_tags(run.run_id, {PID_TAG: str(worker.pid)})
-            worker.start(args)
+            worker = self._idle_worker(bounded=True)
+            if worker is None:
+                self._waiting.appendleft(args)  # it was to start already: first in line
+                return
+            self._start(worker, run)
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -298,12 +329,54 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             )
             return
         with self._lock:
-            worker = self._idle_worker()
-            self._instance.add_run_tags(run.run_id, {PID_TAG: str(worker.pid)})
-            worker.start(args)
+            # Runs already waiting go first.
+            worker = None if self._waiting else self._idle_worker(bounded=True)
+            if worker is not None:
+                self._start(worker, run)
+                return
+            self._waiting.append(args)
+            self._instance.add_run_tags(run.run_id, {WAITED_TAG: "true"})
+            ahead = len(self._waiting) - 1
+            self._instance.report_engine_event(
+                f"Waiting for a free warm worker (all {self._max_workers} are busy; {ahead} "
+                f"run{'' if ahead == 1 else 's'} ahead of this one).",
+                run,
+                cls=self.__class__,
+            )
+            self.start_waiting()
+
+    def _start(self, worker: _Worker, run: DagsterRun) -> None:
+        self._instance.add_run_tags(run.run_id, {PID_TAG: str(worker.pid)})
+        worker.start(
+            ExecuteRunArgs(
+                job_origin=check.not_none(run.job_code_origin),
+                run_id=run.run_id,
+                instance_ref=self._instance.get_ref(),
+                set_exit_code_on_failure=False,
+            )
+        )
         self._instance.report_engine_event(
             f"Started the run in the warm worker process {worker.pid}.", run, cls=self.__class__
         )
+
+    def start_waiting(self) -> None:
+        """Start the runs waiting for a worker while one is idle or may be added (a worker
+        calls it when its run is over, or when it is gone)."""
+        with self._lock:
+            while self._waiting:
+                run = self._instance.get_run_by_id(self._waiting[0].run_id)
+                if run is None or run.is_finished:
+                    self._waiting.popleft()
+                    continue
+                if run.status == DagsterRunStatus.CANCELING:
+                    self._waiting.popleft()
+                    self._instance.report_run_canceled(run, NEVER_STARTED)
+                    continue
+                worker = self._idle_worker(bounded=True)
+                if worker is None:
+                    return
+                self._waiting.popleft()
+                self._start(worker, run)
 
     def _pid(self, run_id: str) -> int | None:
         run = self._instance.get_run_by_id(run_id)
@@ -312,11 +385,18 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def terminate(self, run_id: str) -> bool:
         """Mark the run canceling; its worker notices within a second and interrupts it (any
-        process may call this: the webserver as well as the daemon)."""
+        process may call this: the webserver as well as the daemon). A run still waiting for
+        a worker is canceled when its turn comes, or at once by the launcher that holds it."""
         run = self._instance.get_run_by_id(run_id)
-        if not run or run.is_finished or self._pid(run_id) is None:
+        if not run or run.is_finished:
+            return False
+        if self._pid(run_id) is None and WAITED_TAG not in run.tags:
             return False
         self._instance.report_run_canceling(run)
+        with self._lock:
+            if any(args.run_id == run_id for args in self._waiting):
+                self._waiting = collections.deque(a for a in self._waiting if a.run_id != run_id)
+                self._instance.report_run_canceled(run, NEVER_STARTED)
         return True
 
     @property
@@ -339,9 +419,18 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def dispose(self) -> None:
         with self._lock:
+            waiting, self._waiting = list(self._waiting), collections.deque()
             for worker in self._workers:
                 worker.retire()
             self._workers = []
+        for args in waiting:
+            run = self._instance.get_run_by_id(args.run_id)
+            if run is not None and not run.is_finished:
+                self._instance.report_run_failed(
+                    run,
+                    "The daemon stopped while this run waited for a free warm worker: it never "
+                    "started. Launch it again (a backfill: re-execute its failed partitions).",
+                )
 
 
 def preload(packages: tuple[str, ...] = ()) -> None:

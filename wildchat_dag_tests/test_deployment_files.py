@@ -32,6 +32,7 @@ from sqlalchemy.pool import QueuePool
 
 from wildchat_dag.instance import WildchatInstance
 from wildchat_dag.instance.postgres import PostgresEventLogStorage as AtomicPoolLimitsStorage
+from wildchat_dag.warm_runs import WarmRunLauncher
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -447,15 +448,29 @@ def test_the_package_ships_its_data_files():
 def test_local_and_postgres_instances_share_their_settings():
     local = yaml.safe_load(LOCAL_INSTANCE.read_text())
     postgres = yaml.safe_load(POSTGRES_INSTANCE.read_text())
-    for key in ("concurrency", "telemetry", "nux", "instance_class"):
+    for key in ("telemetry", "nux", "instance_class"):
         assert local[key] == postgres[key], key
-    assert local["concurrency"]["runs"]["tag_concurrency_limits"] == [BACKFILL_LIMIT]
+    # The same but for one more run of a backfill locally: it waits in the warm launcher, which
+    # runs at most max_workers at once, and starts there as a worker frees.
+    assert postgres["concurrency"]["runs"]["tag_concurrency_limits"] == [BACKFILL_LIMIT]
+    workers = local["run_launcher"]["config"]["max_workers"]
+    waiting_one_more = {**BACKFILL_LIMIT, "limit": workers + 1}
+    assert local["concurrency"]["runs"]["tag_concurrency_limits"] == [waiting_one_more]
+    assert BACKFILL_LIMIT["limit"] == workers
+    local_runs = {
+        k: v for k, v in local["concurrency"]["runs"].items() if k != "tag_concurrency_limits"
+    }
+    postgres_runs = {
+        k: v for k, v in postgres["concurrency"]["runs"].items() if k != "tag_concurrency_limits"
+    }
+    assert local_runs == postgres_runs
+    assert local["concurrency"]["pools"] == postgres["concurrency"]["pools"]
     assert local["concurrency"]["pools"]["default_limit"] == 1
     assert "storage" not in local, "the local default is SQLite, Dagster's default"
     assert "deploy/dagster.postgres.yaml" in LOCAL_INSTANCE.read_text()
 
 
-def assert_concurrency(instance: DagsterInstance) -> None:
+def assert_concurrency(instance: DagsterInstance, backfill_limit: int = 2) -> None:
     from dagster._core.run_coordinator import QueuedRunCoordinator
 
     assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
@@ -465,7 +480,8 @@ def assert_concurrency(instance: DagsterInstance) -> None:
     config = instance.get_concurrency_config()
     assert config.run_queue_config is not None
     assert config.run_queue_config.max_concurrent_runs == 4
-    assert config.run_queue_config.tag_concurrency_limits == [BACKFILL_LIMIT]
+    limit = {**BACKFILL_LIMIT, "limit": backfill_limit}
+    assert config.run_queue_config.tag_concurrency_limits == [limit]
     assert config.pool_config.default_pool_limit == 1
 
 
@@ -476,7 +492,10 @@ def test_local_instance_loads_with_sqlite(tmp_path):
     instance = DagsterInstance.from_config(str(tmp_path))
     try:
         assert isinstance(instance.run_storage, SqliteRunStorage)
-        assert_concurrency(instance)
+        # Two warm workers, and one more run of a backfill waiting for the first free one.
+        launcher = instance.run_launcher
+        assert isinstance(launcher, WarmRunLauncher) and launcher._max_workers == 2
+        assert_concurrency(instance, backfill_limit=3)
     finally:
         instance.dispose()
 

@@ -15,7 +15,11 @@ and the engines first, about ten seconds), in the order of this file:
 5. a run whose op SIGKILLs its worker fails, naming the process; the next run gets a new worker;
 6. a change of the redaction rules file (a copy in tmp named by WILDCHAT_REDACTION_RULES)
    changes ``code_fingerprint()``: the idle worker is retired and the next run gets a new one;
-7. a job of a package the launcher was not told to run warm (``warm_packages``) runs in a
+7. with ``max_workers`` (a launcher of its own, bound to one worker): a run launched while the
+   worker is busy waits, then starts in that worker the moment its run is over; a waiting run
+   canceled by its launcher or by another process's never starts; when the worker dies, the
+   waiting run starts in a new one; a run still waiting when the launcher is disposed fails;
+8. a job of a package the launcher was not told to run warm (``warm_packages``) runs in a
    process of its own, whose death the health check sees too.
 
 The instance's launcher runs ``wildchat_dag`` and ``wildchat_dag_tests`` warm (its
@@ -42,7 +46,7 @@ from dagster._core.launcher.base import LaunchRunContext, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
 from wildchat_dag import settings, warm_runs
-from wildchat_dag.warm_runs import PID_TAG, WarmRunLauncher, code_fingerprint
+from wildchat_dag.warm_runs import PID_TAG, WAITED_TAG, WarmRunLauncher, code_fingerprint
 from wildchat_dag_tests.warm_jobs import probe
 
 T = TypeVar("T")
@@ -130,7 +134,9 @@ class Pool:
             self.instance.launch_run(run.run_id, workspace=None)
         else:
             launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
-        self.pids.add(int(self.instance.get_run_by_id(run.run_id).tags[PID_TAG]))
+        pid = self.instance.get_run_by_id(run.run_id).tags.get(PID_TAG)
+        if pid is not None:  # None: it waits for a free worker (max_workers)
+            self.pids.add(int(pid))
         return run.run_id
 
     def pid_file(self, name: str) -> Path:
@@ -139,10 +145,11 @@ class Pool:
     def started_file(self, name: str) -> Path:
         return self.tmp / f"{name}.started"
 
-    def launch_held(self, name: str) -> tuple[str, int]:
+    def launch_held(self, name: str, launcher: WarmRunLauncher | None = None) -> tuple[str, int]:
         """Launch a run whose op waits for ``<name>.barrier``; return it once the op waits."""
         run_id = self.launch(
             name,
+            launcher,
             started_file=str(self.started_file(name)),
             barrier=str(self.barrier(name)),
         )
@@ -349,6 +356,65 @@ def test_a_code_change_starts_a_new_worker(pool: Pool) -> None:
     assert_warm_worker(after)
     # The worker with the old code was idle: it was told to go, and went.
     wait_for(f"the stale worker {before} to exit", lambda: not alive(before))
+
+
+def test_with_max_workers_a_run_waits_for_the_first_free_worker(pool: Pool) -> None:
+    bounded = WarmRunLauncher(max_workers=1, warm_packages=["wildchat_dag", "wildchat_dag_tests"])
+    bounded.register_instance(pool.instance)
+    # Another process's launcher (the webserver's) holds no waiting runs of its own.
+    elsewhere = WarmRunLauncher()
+    elsewhere.register_instance(pool.instance)
+    status = lambda run_id: pool.instance.get_run_by_id(run_id).status  # noqa: E731
+    try:
+        held, worker = pool.launch_held("bounded-held", bounded)
+        assert_warm_worker(worker)
+        canceled_elsewhere = pool.launch("bounded-canceled-elsewhere", bounded)
+        waiting = pool.launch("bounded-waiting", bounded)
+        canceled_here = pool.launch("bounded-canceled-here", bounded)
+        for run_id in (canceled_elsewhere, waiting, canceled_here):
+            run = pool.instance.get_run_by_id(run_id)
+            assert PID_TAG not in run.tags and run.tags[WAITED_TAG] == "true"
+            assert "Waiting for a free warm worker" in pool.story(run_id)
+        assert "2 runs ahead of this one" in pool.story(canceled_here)
+        # The one worker is held on its barrier, and no other may start.
+        assert len(bounded._workers) == 1
+
+        assert elsewhere.terminate(canceled_elsewhere)
+        assert status(canceled_elsewhere) == DagsterRunStatus.CANCELING
+        assert bounded.terminate(canceled_here)
+        assert status(canceled_here) == DagsterRunStatus.CANCELED
+
+        pool.barrier("bounded-held").touch()
+        assert pool.succeeded(held, "bounded-held") == worker
+        assert pool.succeeded(waiting, "bounded-waiting") == worker
+        assert pool.finished(canceled_elsewhere).status == DagsterRunStatus.CANCELED
+        for name in ("bounded-canceled-elsewhere", "bounded-canceled-here"):
+            assert not pool.pid_file(name).exists(), f"{name} ran"
+
+        # The worker dies under its run: the waiting run starts in a new worker.
+        dying, pid = pool.launch_held("bounded-dying", bounded)
+        assert pid == worker
+        after_crash = pool.launch("bounded-after-crash", bounded)
+        os.kill(worker, signal.SIGKILL)
+        assert pool.finished(dying).status == DagsterRunStatus.FAILURE, pool.story(dying)
+        replacement = pool.succeeded(after_crash, "bounded-after-crash")
+        assert replacement != worker
+        assert_warm_worker(replacement)
+
+        # Disposed (the daemon stops) with a run still waiting: it fails, saying why.
+        last, _ = pool.launch_held("bounded-last", bounded)
+        stranded = pool.launch("bounded-stranded", bounded)
+    finally:
+        bounded.dispose()
+    run = pool.finished(stranded)
+    assert run.status == DagsterRunStatus.FAILURE
+    assert "waited for a free warm worker: it never started" in pool.story(stranded)
+    pool.barrier("bounded-last").touch()
+    assert pool.succeeded(last, "bounded-last") == replacement
+    wait_for(
+        f"the disposed launcher's worker {replacement} to exit", lambda: not alive(replacement)
+    )
+    assert not pool.pid_file("bounded-stranded").exists()
 
 
 def test_other_code_runs_in_a_process_of_its_own(pool: Pool) -> None:
