@@ -83,16 +83,21 @@ def calibration_cpu_s() -> float:
     )
 
 
+Proc = tuple[int, float]  # a process: its pid and its start time
+
+
 class TreeSampler:
     """CPU and memory of a process tree, sampled on a thread."""
 
     def __init__(self, every_s: float = 0.2) -> None:
         self.every_s = every_s
         self.roots: list[psutil.Process] = []
-        self.cpu: dict[int, float] = {}
-        self.series: dict[int, list[tuple[float, float]]] = defaultdict(list)
-        self.rss_series: dict[int, list[tuple[float, int]]] = defaultdict(list)
-        self.kind: dict[int, str] = {}
+        # Each process by (pid, start time): the kernel reuses a pid (32,768 of them here)
+        # within a long run, and a new process under an old pid is not the old one.
+        self.cpu: dict[Proc, float] = {}
+        self.series: dict[Proc, list[tuple[float, float]]] = defaultdict(list)
+        self.rss_series: dict[Proc, list[tuple[float, int]]] = defaultdict(list)
+        self.kind: dict[Proc, str] = {}
         self.peak_tree_rss = 0
         # At the sample of the tree's peak: RSS by kind of process, and the tree's PSS (shared
         # pages, the libraries' code above all, divided among the processes that map them).
@@ -118,32 +123,33 @@ class TreeSampler:
             self._sample()
 
     def _sample(self) -> None:
-        seen: dict[int, psutil.Process] = {}
+        seen: dict[Proc, psutil.Process] = {}
         for root in list(self.roots):
             try:
-                seen[root.pid] = root
-                for child in root.children(recursive=True):
-                    seen[child.pid] = child
+                if not root.is_running():  # gone, or its pid taken by another process
+                    continue
+                for proc in [root, *root.children(recursive=True)]:
+                    seen[(proc.pid, proc.create_time())] = proc
             except psutil.NoSuchProcess:
                 continue
         tree_rss = 0
         by_kind: Counter[str] = Counter()
         alive: list[psutil.Process] = []
-        for pid, proc in seen.items():
+        for key, proc in seen.items():
             try:
                 with proc.oneshot():
                     times = proc.cpu_times()
                     rss = proc.memory_info().rss
-                    if pid not in self.kind:
-                        self.kind[pid] = classify(proc.cmdline())
+                    if key not in self.kind:
+                        self.kind[key] = classify(proc.cmdline())
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            self.cpu[pid] = times.user + times.system
+            self.cpu[key] = times.user + times.system
             now = time.time()
-            self.series[pid].append((now, self.cpu[pid]))
-            self.rss_series[pid].append((now, rss))
+            self.series[key].append((now, self.cpu[key]))
+            self.rss_series[key].append((now, rss))
             tree_rss += rss
-            by_kind[self.kind[pid]] += rss
+            by_kind[self.kind[key]] += rss
             alive.append(proc)
             self.peak_process_rss = max(self.peak_process_rss, rss)
         if tree_rss > self.peak_tree_rss:
@@ -151,9 +157,14 @@ class TreeSampler:
             self.peak_tree_by_kind = dict(by_kind)
             self.peak_tree_pss = sum(_pss(proc) for proc in alive)
 
+    def _process(self, pid: int, start: float) -> Proc | None:
+        """The process that had ``pid`` at ``start``: the last one started by then."""
+        started = [key for key in self.series if key[0] == pid and key[1] <= start + 1]
+        return max(started, key=lambda key: key[1]) if started else None
+
     def cpu_between(self, pid: int, start: float, end: float) -> float:
         """CPU the process used from ``start`` to ``end`` (wall clock), interpolated."""
-        series = self.series.get(pid, [])
+        series = self.series.get(self._process(pid, start), [])
 
         def at(moment: float) -> float:
             before = [(t, c) for t, c in series if t <= moment]
@@ -171,7 +182,7 @@ class TreeSampler:
         """The process's largest RSS from ``start`` to ``end``, and how far it grew over its RSS
         at ``start`` (memory a step keeps is still there in the steps after it: the growth
         names the step that took it)."""
-        series = self.rss_series.get(pid, [])
+        series = self.rss_series.get(self._process(pid, start), [])
         before = [rss for t, rss in series if t <= start]
         during = [rss for t, rss in series if start <= t <= end]
         if not during:
@@ -181,8 +192,8 @@ class TreeSampler:
 
     def cpu_by_kind(self) -> dict[str, float]:
         totals: dict[str, float] = defaultdict(float)
-        for pid, seconds in self.cpu.items():
-            totals[self.kind.get(pid, "other")] += seconds
+        for key, seconds in self.cpu.items():
+            totals[self.kind.get(key, "other")] += seconds
         return dict(totals)
 
 
