@@ -307,7 +307,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             if worker is None:
                 self._waiting.appendleft(args)  # it was to start already: first in line
                 return
-            self._start(worker, run)
+            self._start(worker, run, args)
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -332,7 +332,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             # Runs already waiting go first.
             worker = None if self._waiting else self._idle_worker(bounded=True)
             if worker is not None:
-                self._start(worker, run)
+                self._start(worker, run, args)
                 return
             self._waiting.append(args)
             self._instance.add_run_tags(run.run_id, {WAITED_TAG: "true"})
@@ -345,16 +345,9 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             )
             self.start_waiting()
 
-    def _start(self, worker: _Worker, run: DagsterRun) -> None:
+    def _start(self, worker: _Worker, run: DagsterRun, args: ExecuteRunArgs) -> None:
         self._instance.add_run_tags(run.run_id, {PID_TAG: str(worker.pid)})
-        worker.start(
-            ExecuteRunArgs(
-                job_origin=check.not_none(run.job_code_origin),
-                run_id=run.run_id,
-                instance_ref=self._instance.get_ref(),
-                set_exit_code_on_failure=False,
-            )
-        )
+        worker.start(args)
         self._instance.report_engine_event(
             f"Started the run in the warm worker process {worker.pid}.", run, cls=self.__class__
         )
@@ -375,8 +368,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
                 worker = self._idle_worker(bounded=True)
                 if worker is None:
                     return
-                self._waiting.popleft()
-                self._start(worker, run)
+                self._start(worker, run, self._waiting.popleft())
 
     def _pid(self, run_id: str) -> int | None:
         run = self._instance.get_run_by_id(run_id)
