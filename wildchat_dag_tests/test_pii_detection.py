@@ -318,9 +318,19 @@ def assert_same_phone_numbers(phone_recognizers, texts: list[str]) -> int:
     return found
 
 
+def assert_never_valid(number: str, region: str) -> None:
+    """``number``, parsed under ``region`` as the matcher parses, is not a valid number."""
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(number, region, keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        return
+    assert not phonenumbers.is_valid_number(parsed), (number, region)
+
+
 def test_no_string_of_three_digits_is_a_valid_number_in_any_plan():
     """The screen's bound, checked against the metadata of the installed phonenumbers."""
-    import phonenumbers
     from phonenumbers import PhoneMetadata
     from phonenumbers.phonenumberutil import COUNTRY_CODES_FOR_NON_GEO_REGIONS, SUPPORTED_REGIONS
 
@@ -337,11 +347,7 @@ def test_no_string_of_three_digits_is_a_valid_number_in_any_plan():
     short = [str(n).zfill(width) for width in (1, 2, 3) for n in range(10**width)]
     for digits in short:
         for number, region in [(f"+{digits}", "ZZ")] + [(digits, r) for r in PHONE_REGIONS]:
-            try:
-                parsed = phonenumbers.parse(number, region, keep_raw_input=True)
-            except phonenumbers.NumberParseException:
-                continue
-            assert not phonenumbers.is_valid_number(parsed), (number, region)
+            assert_never_valid(number, region)
 
 
 def test_each_plans_bound_rests_on_its_metadata():
@@ -350,7 +356,6 @@ def test_each_plans_bound_rests_on_its_metadata():
     plain pattern; and no national string of fewer digits is valid under it (sampled)."""
     import random
 
-    import phonenumbers
     from phonenumbers import PhoneMetadata
 
     from wildchat_dag.defs.pii_detection.phone_numbers import (
@@ -373,11 +378,7 @@ def test_each_plans_bound_rests_on_its_metadata():
         for _ in range(400):
             digits = "".join(draw.choice("0123456789") for _ in range(draw.randint(1, bound - 1)))
             for number in {digits, (prefix + digits)[: bound - 1]}:
-                try:
-                    parsed = phonenumbers.parse(number, region, keep_raw_input=True)
-                except phonenumbers.NumberParseException:
-                    continue
-                assert not phonenumbers.is_valid_number(parsed), (number, region)
+                assert_never_valid(number, region)
 
 
 def test_a_plans_bound_skips_what_only_shorter_plans_allow():
